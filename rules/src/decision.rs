@@ -1,0 +1,111 @@
+//! What the engine answers: allow (with mutations) or deny (with a response), and why.
+
+use std::collections::BTreeMap;
+
+/// How a header returned to the client is applied, mirroring Envoy's
+/// `HeaderValueOption.HeaderAppendAction` (same names, same default).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AppendAction {
+    /// Append to an existing header, or add it.
+    #[default]
+    AppendIfExistsOrAdd,
+    /// Add only when the header is absent.
+    AddIfAbsent,
+    /// Overwrite an existing header, or add it.
+    OverwriteIfExistsOrAdd,
+    /// Overwrite only when the header exists.
+    OverwriteIfExists,
+}
+
+/// A header the proxy should add to the upstream request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestHeader {
+    /// Lower-case header name.
+    pub name: String,
+    /// The rendered value.
+    pub value: String,
+    /// `true`: comma-append to an existing header; `false`: overwrite or add.
+    pub append: bool,
+}
+
+/// A header the proxy should add to the response sent back to the client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResponseHeader {
+    /// Lower-case header name.
+    pub name: String,
+    /// The rendered value.
+    pub value: String,
+    /// How to combine with a header already on the response.
+    pub action: AppendAction,
+}
+
+/// A JSON-like value for dynamic metadata (becomes a `google.protobuf.Struct` on the wire).
+pub type Metadata = BTreeMap<String, serde_json::Value>;
+
+/// The mutations an allow carries.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Allow {
+    /// Headers to set or append on the upstream request, in config order.
+    pub request_headers: Vec<RequestHeader>,
+    /// Upstream request headers to remove (lower-case names).
+    pub headers_to_remove: Vec<String>,
+    /// Headers to add to the client's response.
+    pub response_headers: Vec<ResponseHeader>,
+    /// Query parameters to set on the upstream request's path, in config order.
+    pub query_parameters_to_set: Vec<(String, String)>,
+    /// Query parameters to remove from the upstream request's path.
+    pub query_parameters_to_remove: Vec<String>,
+    /// Dynamic metadata handed back to the proxy.
+    pub dynamic_metadata: Metadata,
+}
+
+/// The response a deny sends to the client.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Deny {
+    /// The HTTP status the client sees (Envoy's default for a deny is 403).
+    pub http_status: u16,
+    /// The gRPC code put in `CheckResponse.status` (never 0; 7 PERMISSION_DENIED by default).
+    pub grpc_code: i32,
+    /// Headers on the denied response, in config order; repeated names are kept.
+    pub headers: Vec<(String, String)>,
+    /// The denied response's body.
+    pub body: String,
+    /// Dynamic metadata handed back to the proxy.
+    pub dynamic_metadata: Metadata,
+}
+
+/// Allow or deny.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Decision {
+    /// Let the request through, applying the mutations.
+    Allow(Allow),
+    /// Stop the request with this response.
+    Deny(Deny),
+}
+
+impl Decision {
+    /// `allow` or `deny`, for logs.
+    pub fn outcome(&self) -> &'static str {
+        match self {
+            Decision::Allow(_) => "allow",
+            Decision::Deny(_) => "deny",
+        }
+    }
+
+    /// Whether this is an allow.
+    pub fn is_allow(&self) -> bool {
+        matches!(self, Decision::Allow(_))
+    }
+}
+
+/// A decision together with the rule that made it and the reasoning, for logs and `explain`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Evaluation {
+    /// The decision.
+    pub decision: Decision,
+    /// The deciding rule's name, or `None` when no rule matched and the default decided.
+    pub rule: Option<String>,
+    /// One line per rule considered, in order: its name, matched or not, and the condition that
+    /// failed or held (e.g. `header x-ext-authz: absent`).
+    pub trace: Vec<String>,
+}
