@@ -4,6 +4,8 @@
 //! `Authorization` services, the gateway calls them. Message names, packages and field numbers are
 //! Envoy's, so the bytes on the wire are the ones Envoy sends and expects.
 
+pub mod codec;
+
 /// The encoded `FileDescriptorSet` of every file here and its imports, for gRPC server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/extauthz_descriptor.bin"));
