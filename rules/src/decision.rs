@@ -109,3 +109,14 @@ pub struct Evaluation {
     /// failed or held (e.g. `header x-ext-authz: absent`).
     pub trace: Vec<String>,
 }
+
+impl From<Decision> for Evaluation {
+    /// A decision made outside the rule engine: no rule name, no trace.
+    fn from(decision: Decision) -> Self {
+        Evaluation {
+            decision,
+            rule: None,
+            trace: Vec::new(),
+        }
+    }
+}
