@@ -1,1 +1,47 @@
-//! placeholder
+//! An Envoy-compatible external authorization server.
+//!
+//! Serves `envoy.service.auth.v3.Authorization/Check` (and v2) over gRPC, Envoy's HTTP ext_authz
+//! mode, gRPC health and reflection. Decisions come from an [`Authorizer`]: the TOML rule engine
+//! ([`RuleEngine`]) or your own.
+//!
+//! ```no_run
+//! use authz_server::{AuthorizeError, Authorizer, Server};
+//! use rules::{Allow, Decision, Deny, Evaluation, Request};
+//!
+//! struct TeamHeader;
+//!
+//! impl Authorizer for TeamHeader {
+//!     async fn check(&self, request: &Request) -> Result<Evaluation, AuthorizeError> {
+//!         let decision = match request.header("x-team") {
+//!             Some("platform") => Decision::Allow(Allow::default()),
+//!             _ => Decision::Deny(Deny {
+//!                 http_status: 403,
+//!                 grpc_code: 7,
+//!                 headers: vec![],
+//!                 body: "platform team only".into(),
+//!                 dynamic_metadata: Default::default(),
+//!             }),
+//!         };
+//!         Ok(decision.into())
+//!     }
+//! }
+//!
+//! # async fn run() -> Result<(), authz_server::ServeError> {
+//! let server = Server::bind(TeamHeader, Some("127.0.0.1:9000".parse().unwrap()), None).await?;
+//! server.serve(std::future::pending()).await
+//! # }
+//! ```
+
+mod attributes;
+pub mod authorizer;
+pub mod config;
+mod grpc;
+mod http_mode;
+mod log;
+mod response;
+pub mod server;
+
+pub use authorizer::{AuthorizeError, Authorizer, RuleEngine};
+pub use config::{Config, LoadError, ServerSection};
+pub use grpc::CheckService;
+pub use server::{ServeError, Server};

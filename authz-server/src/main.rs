@@ -1,0 +1,151 @@
+//! `authz-server`: serve, validate or explain a rule config.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use authz_server::{Config, LoadError, RuleEngine, Server};
+use clap::{Args, Parser, Subcommand};
+
+mod explain;
+
+/// An Envoy-compatible ext_authz server. With no arguments it serves the built-in default, a
+/// drop-in for Istio's `ext-authz` test service (gRPC on 9000, HTTP on 8000).
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    serve: ServeArgs,
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    /// The rule config (TOML); the built-in Istio-compatible default when absent.
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+    /// Overrides `[server] grpc`, e.g. `127.0.0.1:0` for an OS-chosen port.
+    #[arg(long)]
+    grpc_addr: Option<SocketAddr>,
+    /// Overrides `[server] http`.
+    #[arg(long)]
+    http_addr: Option<SocketAddr>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Checks config files; exit 0 when all are valid, 2 listing every error as file:line:col.
+    Validate {
+        /// The files to check.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Decides one request given on the command line and says which rule decided and why.
+    Explain(explain::ExplainArgs),
+}
+
+/// Exit code for a config that does not load.
+const EXIT_INVALID_CONFIG: u8 = 2;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Some(Command::Validate { files }) => validate(&files),
+        Some(Command::Explain(args)) => match load(args.config.as_ref()) {
+            Ok(config) => explain::run(&config.rules, &args),
+            Err(code) => code,
+        },
+        None => match load(cli.serve.config.as_ref()) {
+            Ok(config) => report(serve(config, &cli.serve)),
+            Err(code) => code,
+        },
+    }
+}
+
+fn load(path: Option<&PathBuf>) -> Result<Config, ExitCode> {
+    let loaded = match path {
+        Some(path) => Config::load(path),
+        None => Config::builtin(),
+    };
+    loaded.map_err(|error| {
+        eprintln!("{error}");
+        match error {
+            LoadError::Invalid(_) => ExitCode::from(EXIT_INVALID_CONFIG),
+            LoadError::Read { .. } => ExitCode::FAILURE,
+        }
+    })
+}
+
+fn validate(files: &[PathBuf]) -> ExitCode {
+    let mut code = ExitCode::SUCCESS;
+    for file in files {
+        match Config::load(file) {
+            Ok(config) => println!("{}: ok ({} rules)", file.display(), config.rules.len()),
+            Err(error) => {
+                eprintln!("{error}");
+                code = ExitCode::from(EXIT_INVALID_CONFIG);
+            }
+        }
+    }
+    code
+}
+
+fn report(result: anyhow::Result<()>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("authz-server: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[tokio::main]
+async fn serve(config: Config, args: &ServeArgs) -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let grpc = args.grpc_addr.or(config.server.grpc);
+    let http = args.http_addr.or(config.server.http);
+    anyhow::ensure!(
+        grpc.is_some() || http.is_some(),
+        "nothing to serve: set [server] grpc or http, or pass --grpc-addr/--http-addr"
+    );
+    let server = Server::bind(RuleEngine::new(config.rules), grpc, http)
+        .await
+        .context("starting the listeners")?;
+    // Tests and scripts read these lines to find OS-chosen ports.
+    if let Some(address) = server.grpc_addr() {
+        println!("listening grpc {address}");
+    }
+    if let Some(address) = server.http_addr() {
+        println!("listening http {address}");
+    }
+    server.serve(shutdown_signal()).await?;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut terminate =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(terminate) => terminate,
+                Err(_) => return std::future::pending().await,
+            };
+        tokio::select! {
+            _ = interrupt => {}
+            _ = terminate.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = interrupt.await;
+    tracing::info!("shutting down: draining requests in flight");
+}

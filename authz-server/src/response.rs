@@ -1,0 +1,170 @@
+//! A [`Decision`] written as Envoy's `CheckResponse`, v3 and v2.
+
+use extauthz_proto::{RpcStatus, v2, v3};
+use prost_types::{ListValue, Struct, Value, value::Kind};
+use rules::{AppendAction, Decision, Metadata};
+
+/// `google.rpc.Code.OK`.
+const OK: i32 = 0;
+
+/// The v3 answer: an allow carries every mutation the rule asked for; a deny carries its status,
+/// headers and body. Either way the RPC itself succeeds.
+// `OkHttpResponse.dynamic_metadata` is deprecated in favour of `CheckResponse.dynamic_metadata`,
+// which is the one we fill; the old field is only named to be left empty.
+#[allow(deprecated)]
+pub fn to_v3(decision: &Decision) -> v3::CheckResponse {
+    match decision {
+        Decision::Allow(allow) => v3::CheckResponse {
+            status: Some(status(OK)),
+            http_response: Some(v3::check_response::HttpResponse::OkResponse(
+                v3::OkHttpResponse {
+                    headers: allow
+                        .request_headers
+                        .iter()
+                        .map(|h| header_v3(&h.name, &h.value, h.append.then_some(true), None))
+                        .collect(),
+                    headers_to_remove: allow.headers_to_remove.clone(),
+                    dynamic_metadata: None,
+                    response_headers_to_add: allow
+                        .response_headers
+                        .iter()
+                        .map(|h| header_v3(&h.name, &h.value, None, Some(h.action)))
+                        .collect(),
+                    query_parameters_to_set: allow
+                        .query_parameters_to_set
+                        .iter()
+                        .map(|(key, value)| extauthz_proto::v3::QueryParameter {
+                            key: key.clone(),
+                            value: value.clone(),
+                        })
+                        .collect(),
+                    query_parameters_to_remove: allow.query_parameters_to_remove.clone(),
+                },
+            )),
+            dynamic_metadata: metadata(&allow.dynamic_metadata),
+        },
+        Decision::Deny(deny) => v3::CheckResponse {
+            status: Some(status(deny.grpc_code)),
+            http_response: Some(v3::check_response::HttpResponse::DeniedResponse(
+                v3::DeniedHttpResponse {
+                    status: Some(v3::HttpStatus {
+                        code: i32::from(deny.http_status),
+                    }),
+                    headers: deny
+                        .headers
+                        .iter()
+                        .map(|(name, value)| header_v3(name, value, None, None))
+                        .collect(),
+                    body: deny.body.clone(),
+                },
+            )),
+            dynamic_metadata: metadata(&deny.dynamic_metadata),
+        },
+    }
+}
+
+/// The v2 answer. The v2 API has no header removal, query rewriting, response headers or
+/// dynamic metadata, so those parts of an allow are not sent to a v2 client.
+pub fn to_v2(decision: &Decision) -> v2::CheckResponse {
+    let header = |name: &str, value: &str, append: bool| v2::HeaderValueOption {
+        header: Some(v2::HeaderValue {
+            key: name.to_owned(),
+            value: value.to_owned(),
+        }),
+        append: append.then_some(true),
+    };
+    match decision {
+        Decision::Allow(allow) => v2::CheckResponse {
+            status: Some(status(OK)),
+            http_response: Some(v2::check_response::HttpResponse::OkResponse(
+                v2::OkHttpResponse {
+                    headers: allow
+                        .request_headers
+                        .iter()
+                        .map(|h| header(&h.name, &h.value, h.append))
+                        .collect(),
+                },
+            )),
+        },
+        Decision::Deny(deny) => v2::CheckResponse {
+            status: Some(status(deny.grpc_code)),
+            http_response: Some(v2::check_response::HttpResponse::DeniedResponse(
+                v2::DeniedHttpResponse {
+                    status: Some(v2::HttpStatus {
+                        code: i32::from(deny.http_status),
+                    }),
+                    headers: deny
+                        .headers
+                        .iter()
+                        .map(|(name, value)| header(name, value, false))
+                        .collect(),
+                    body: deny.body.clone(),
+                },
+            )),
+        },
+    }
+}
+
+fn status(code: i32) -> RpcStatus {
+    RpcStatus {
+        code,
+        message: String::new(),
+        details: Vec::new(),
+    }
+}
+
+fn header_v3(
+    name: &str,
+    value: &str,
+    append: Option<bool>,
+    action: Option<AppendAction>,
+) -> v3::HeaderValueOption {
+    v3::HeaderValueOption {
+        header: Some(v3::HeaderValue {
+            key: name.to_owned(),
+            value: value.to_owned(),
+            raw_value: Vec::new(),
+        }),
+        append,
+        append_action: action.map_or(0, |action| append_action(action) as i32),
+        keep_empty_value: false,
+    }
+}
+
+fn append_action(action: AppendAction) -> v3::HeaderAppendAction {
+    match action {
+        AppendAction::AppendIfExistsOrAdd => v3::HeaderAppendAction::AppendIfExistsOrAdd,
+        AppendAction::AddIfAbsent => v3::HeaderAppendAction::AddIfAbsent,
+        AppendAction::OverwriteIfExistsOrAdd => v3::HeaderAppendAction::OverwriteIfExistsOrAdd,
+        AppendAction::OverwriteIfExists => v3::HeaderAppendAction::OverwriteIfExists,
+    }
+}
+
+/// Dynamic metadata as a `google.protobuf.Struct`; none when the rule set none.
+fn metadata(metadata: &Metadata) -> Option<Struct> {
+    (!metadata.is_empty()).then(|| Struct {
+        fields: metadata
+            .iter()
+            .map(|(key, value)| (key.clone(), json_to_value(value)))
+            .collect(),
+    })
+}
+
+fn json_to_value(json: &serde_json::Value) -> Value {
+    let kind = match json {
+        serde_json::Value::Null => Kind::NullValue(0),
+        serde_json::Value::Bool(b) => Kind::BoolValue(*b),
+        serde_json::Value::Number(n) => Kind::NumberValue(n.as_f64().unwrap_or_default()),
+        serde_json::Value::String(s) => Kind::StringValue(s.clone()),
+        serde_json::Value::Array(items) => Kind::ListValue(ListValue {
+            values: items.iter().map(json_to_value).collect(),
+        }),
+        serde_json::Value::Object(fields) => Kind::StructValue(Struct {
+            fields: fields
+                .iter()
+                .map(|(key, value)| (key.clone(), json_to_value(value)))
+                .collect(),
+        }),
+    };
+    Value { kind: Some(kind) }
+}

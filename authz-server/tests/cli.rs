@@ -1,0 +1,164 @@
+//! The `authz-server` binary: serving the default, `validate` and `explain`.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+
+const BIN: &str = env!("CARGO_BIN_EXE_authz-server");
+
+fn repo_file(path: &str) -> String {
+    format!("{}/../{path}", env!("CARGO_MANIFEST_DIR"))
+}
+
+fn write_temp(name: &str, text: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("authz-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let path = dir.join(name);
+    std::fs::write(&path, text).expect("write temp config");
+    path
+}
+
+#[test]
+fn validate_accepts_the_shipped_configs() {
+    let output = Command::new(BIN)
+        .args(["validate", &repo_file("config/istio-ext-authz.toml")])
+        .output()
+        .expect("runs");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(String::from_utf8_lossy(&output.stdout).contains(": ok ("));
+}
+
+#[test]
+fn validate_lists_every_error_with_file_line_col_and_exits_2() {
+    let path = write_temp(
+        "bad.toml",
+        r#"[default]
+deny = {}
+
+[[rules]]
+name = "a"
+when.path = { regex = "(" }
+allow = {}
+
+[[rules]]
+name = "b"
+when.source_ip = ["10.0.0.0/33"]
+allow = {}
+"#,
+    );
+    let output = Command::new(BIN)
+        .arg("validate")
+        .arg(&path)
+        .output()
+        .expect("runs");
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let file = path.display().to_string();
+    let lines: Vec<&str> = stderr.lines().filter(|l| l.starts_with(&file)).collect();
+    assert_eq!(lines.len(), 2, "{stderr}");
+    assert!(lines[0].starts_with(&format!("{file}:6:")), "{stderr}");
+    assert!(lines[1].starts_with(&format!("{file}:11:")), "{stderr}");
+}
+
+#[test]
+fn a_bad_config_is_refused_at_start_with_exit_2() {
+    let path = write_temp("syntax.toml", "[default\n");
+    let output = Command::new(BIN)
+        .args(["--grpc-addr", "127.0.0.1:0", "--config"])
+        .arg(&path)
+        .output()
+        .expect("runs");
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains(&format!("{}:1:", path.display())),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+#[test]
+fn explain_names_the_deciding_rule() {
+    let allow = Command::new(BIN)
+        .args(["explain", "-H", "x-ext-authz: allow", "--path", "/openai"])
+        .output()
+        .expect("runs");
+    let stdout = String::from_utf8_lossy(&allow.stdout);
+    assert_eq!(allow.status.code(), Some(0), "{stdout}");
+    assert!(
+        stdout.starts_with("decision: allow (rule: grpc-allow-header)"),
+        "{stdout}"
+    );
+
+    let deny = Command::new(BIN)
+        .args([
+            "explain",
+            "--principal",
+            "spiffe://cluster.local/ns/default/sa/b",
+        ])
+        .output()
+        .expect("runs");
+    let stdout = String::from_utf8_lossy(&deny.stdout);
+    assert_eq!(deny.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.starts_with("decision: deny (rule: default)"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("status 403 (gRPC code 7)"), "{stdout}");
+
+    let fallback = Command::new(BIN)
+        .args([
+            "explain",
+            "--principal",
+            "spiffe://cluster.local/ns/default/sa/a",
+        ])
+        .output()
+        .expect("runs");
+    assert!(
+        String::from_utf8_lossy(&fallback.stdout)
+            .starts_with("decision: allow (rule: grpc-allow-principal)")
+    );
+}
+
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn serves_the_default_and_prints_the_listening_addresses() {
+    let mut child = Command::new(BIN)
+        .args(["--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("starts");
+    let stdout = child.stdout.take().expect("stdout");
+    let running = Running(child);
+    let mut lines = BufReader::new(stdout).lines();
+    let grpc = lines.next().expect("a line").expect("utf-8");
+    let http = lines.next().expect("a line").expect("utf-8");
+    assert!(grpc.starts_with("listening grpc 127.0.0.1:"), "{grpc}");
+    assert!(http.starts_with("listening http 127.0.0.1:"), "{http}");
+    let address = http.trim_start_matches("listening http ");
+    let mut stream = std::net::TcpStream::connect(address).expect("connects");
+    use std::io::{Read, Write};
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+        .expect("writes");
+    let mut reply = String::new();
+    stream.read_to_string(&mut reply).expect("reads");
+    assert!(reply.starts_with("HTTP/1.1 403 Forbidden"), "{reply}");
+    assert!(
+        reply.ends_with(
+            "denied by ext_authz for not found header `x-ext-authz: allow` in the request"
+        )
+    );
+    drop(running);
+}
