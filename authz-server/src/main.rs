@@ -32,6 +32,15 @@ struct ServeArgs {
     /// Overrides `[server] http`.
     #[arg(long)]
     http_addr: Option<SocketAddr>,
+    /// Log lines as human-readable text or one JSON object per line.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Subcommand)]
@@ -104,13 +113,7 @@ fn report(result: anyhow::Result<()>) -> ExitCode {
 
 #[tokio::main]
 async fn serve(config: Config, args: &ServeArgs) -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    init_logging(args.log_format);
     let grpc = args.grpc_addr.or(config.server.grpc);
     let http = args.http_addr.or(config.server.http);
     anyhow::ensure!(
@@ -129,6 +132,20 @@ async fn serve(config: Config, args: &ServeArgs) -> anyhow::Result<()> {
     }
     server.serve(shutdown_signal()).await?;
     Ok(())
+}
+
+/// Logs go to stderr (stdout carries the `listening` lines); `RUST_LOG` filters, default `info`.
+fn init_logging(format: LogFormat) {
+    use std::io::IsTerminal;
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => logs.with_ansi(std::io::stderr().is_terminal()).init(),
+        LogFormat::Json => logs.json().init(),
+    }
 }
 
 async fn shutdown_signal() {

@@ -129,11 +129,16 @@ async fn serve_grpc<A: Authorizer>(
         .set_serving::<auth_v2::authorization_server::AuthorizationServer<CheckService<A>>>()
         .await;
 
-    // Both reflection versions: grpcurl 1.8 still asks v1alpha.
+    // Both reflection versions (grpcurl 1.8 still asks v1alpha), each listing everything served.
     let reflection = || {
         tonic_reflection::server::Builder::configure()
+            .include_reflection_service(false)
             .register_encoded_file_descriptor_set(extauthz_proto::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(
+                tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
+            )
     };
     let reflection_v1 = reflection().build_v1().map_err(reflection_error)?;
     let reflection_v1alpha = reflection().build_v1alpha().map_err(reflection_error)?;
