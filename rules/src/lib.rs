@@ -1,8 +1,30 @@
 //! The rule engine: a TOML policy compiled into matchers and actions, and a pure
 //! `decide(&RuleSet, &Request) -> Evaluation`. No I/O, no gRPC, no HTTP.
+//!
+//! [`load`] is the one boundary from text to a compiled [`RuleSet`]; `docs/rules.md` is the
+//! reference for the policy format.
 
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
+
+mod action;
+mod compile;
+mod config;
 pub mod decision;
+mod engine;
+mod error;
+mod matcher;
 pub mod request;
+mod template;
 
-pub use decision::{Allow, AppendAction, Decision, Deny, Evaluation, Metadata, RequestHeader, ResponseHeader};
+pub use compile::{MAX_NESTING, MAX_RULES, load};
+pub use decision::{
+    Allow, AppendAction, Decision, Deny, Evaluation, Metadata, RequestHeader, ResponseHeader,
+};
+pub use engine::RuleSet;
+pub use error::{ConfigError, ConfigErrors};
+pub use matcher::REGEX_SIZE_LIMIT;
 pub use request::{Peer, Request, Transport};
+pub use template::MAX_RENDERED_BYTES;

@@ -1,0 +1,236 @@
+//! The one boundary from raw config to a compiled [`RuleSet`]: every regex, CIDR, template and
+//! header name is checked and compiled here, and every problem is collected with its position
+//! rather than stopping at the first. Nothing after this boundary re-checks or re-parses.
+
+mod actions;
+mod conditions;
+
+use std::collections::HashMap;
+use std::ops::Range;
+
+use serde::de::DeserializeOwned;
+use toml::Spanned;
+
+use crate::config::{RawDefault, RawDocument, RawRule};
+use crate::engine::{Rule, RuleSet};
+use crate::error::{ConfigError, ConfigErrors, Invalid, Locator};
+use crate::template::Template;
+
+/// At most this many rules in one policy.
+pub const MAX_RULES: usize = 10_000;
+
+/// At most this many levels of `all`/`any`/`not` nesting.
+pub const MAX_NESTING: usize = 32;
+
+/// Parses and compiles a policy document.
+///
+/// The optional top-level `[server]` table is deserialized as `S` (its own serde attributes
+/// decide what it accepts) and defaults when absent; everything else is the policy described in
+/// `docs/rules.md`. A TOML syntax or type error is reported alone, at the position toml gives;
+/// semantic errors (bad regex, bad CIDR, duplicate rule names, ...) are all reported together.
+///
+/// ```
+/// let policy = r#"
+/// [default]
+/// deny = { status = 403, body = "no rule matched" }
+///
+/// [[rules]]
+/// name = "health"
+/// when = { path = { exact = "/healthz" } }
+/// allow = {}
+/// "#;
+/// let (server, rules): (toml::Table, rules::RuleSet) = rules::load("policy.toml", policy).unwrap();
+/// assert!(server.is_empty());
+/// assert_eq!(rules.len(), 1);
+/// ```
+pub fn load<S>(file: &str, text: &str) -> Result<(S, RuleSet), ConfigErrors>
+where
+    S: DeserializeOwned + Default,
+{
+    let at = Locator::new(file, text);
+    let document: RawDocument<S> =
+        toml::from_str(text).map_err(|error| ConfigErrors(vec![at.syntax(&error)]))?;
+    let RawDocument {
+        server,
+        default,
+        rules,
+    } = document;
+    let mut compiler = Compiler::new(at);
+    let rule_set = compiler.rule_set(default.as_ref(), &rules);
+    match rule_set {
+        Some(rule_set) if compiler.errors.is_empty() => Ok((server.unwrap_or_default(), rule_set)),
+        _ => Err(compiler.finish()),
+    }
+}
+
+/// Collects errors while compiling. Each step returns `None` after recording why, and callers
+/// keep going so one load reports every problem.
+pub(crate) struct Compiler<'a> {
+    at: Locator<'a>,
+    errors: Vec<ConfigError>,
+    uses_received: bool,
+}
+
+impl<'a> Compiler<'a> {
+    fn new(at: Locator<'a>) -> Self {
+        Self {
+            at,
+            errors: Vec::new(),
+            uses_received: false,
+        }
+    }
+
+    /// Records an error at a byte offset.
+    fn fail(&mut self, offset: usize, invalid: Invalid) {
+        self.errors.push(self.at.error(offset, invalid.to_string()));
+    }
+
+    /// All errors, in document order.
+    fn finish(mut self) -> ConfigErrors {
+        self.errors.sort_by_key(|error| (error.line, error.column));
+        ConfigErrors(self.errors)
+    }
+
+    fn rule_set(
+        &mut self,
+        default: Option<&Spanned<RawDefault>>,
+        raw_rules: &[Spanned<RawRule>],
+    ) -> Option<RuleSet> {
+        if let Some(extra) = raw_rules.get(MAX_RULES) {
+            self.fail(
+                extra.span().start,
+                Invalid::TooManyRules {
+                    count: raw_rules.len(),
+                    max: MAX_RULES,
+                },
+            );
+        }
+        let mut first_seen: HashMap<&str, usize> = HashMap::new();
+        let mut rules = Vec::with_capacity(raw_rules.len().min(MAX_RULES));
+        let mut all_ok = true;
+        for raw in raw_rules.iter().take(MAX_RULES) {
+            let name = &raw.get_ref().name;
+            if let Some(&first) = first_seen.get(name.get_ref().as_str()) {
+                let (first_line, _) = self.at.line_col(first);
+                self.fail(
+                    name.span().start,
+                    Invalid::DuplicateRule {
+                        name: name.get_ref().clone(),
+                        first_line,
+                    },
+                );
+            } else {
+                first_seen.insert(name.get_ref(), name.span().start);
+            }
+            match self.rule(raw) {
+                Some(rule) => rules.push(rule),
+                None => all_ok = false,
+            }
+        }
+        let default = match default {
+            Some(default) => {
+                let RawDefault { allow, deny } = default.get_ref();
+                self.decision("`[default]`", default.span().start, allow, deny)
+            }
+            None => {
+                self.fail(0, Invalid::MissingDefault);
+                None
+            }
+        };
+        let default = default?;
+        all_ok.then(|| RuleSet::new(rules, default, self.uses_received))
+    }
+
+    fn rule(&mut self, raw: &Spanned<RawRule>) -> Option<Rule> {
+        let RawRule {
+            name,
+            when,
+            allow,
+            deny,
+        } = raw.get_ref();
+        let name_ok = match name.get_ref().as_str() {
+            "" => {
+                self.fail(name.span().start, Invalid::EmptyRuleName);
+                false
+            }
+            "default" => {
+                self.fail(name.span().start, Invalid::ReservedRuleName);
+                false
+            }
+            _ => true,
+        };
+        let when = match when {
+            Some(when) => self.when(when, 0),
+            None => Some(crate::matcher::Condition::All(Vec::new())),
+        };
+        let owner = format!("rule `{}`", name.get_ref());
+        let action = self.decision(&owner, name.span().start, allow, deny);
+        Some(Rule {
+            name: name.get_ref().clone(),
+            when: when?,
+            action: action?,
+        })
+        .filter(|_| name_ok)
+    }
+
+    /// Compiles a template, mapping an error inside it to its position in the file.
+    fn template(&mut self, raw: &Spanned<String>) -> Option<Template> {
+        match Template::parse(raw.get_ref()) {
+            Ok(template) => {
+                self.uses_received |= template.uses_received();
+                Some(template)
+            }
+            Err(fault) => {
+                let offset = string_offset(self.at.text(), raw.span(), fault.at);
+                self.fail(offset, fault.error.into());
+                None
+            }
+        }
+    }
+}
+
+/// The byte offset in the document of byte `index` of a string value whose literal spans
+/// `span`. Exact for literal strings and for basic strings without escapes; otherwise the start
+/// of the literal.
+fn string_offset(text: &str, span: Range<usize>, index: usize) -> usize {
+    let raw = text.get(span.clone()).unwrap_or_default();
+    let (open, escapes) = if raw.starts_with("'''") {
+        (3, false)
+    } else if raw.starts_with("\"\"\"") {
+        (3, true)
+    } else if raw.starts_with('\'') {
+        (1, false)
+    } else if raw.starts_with('"') {
+        (1, true)
+    } else {
+        return span.start;
+    };
+    if escapes && raw.contains('\\') {
+        return span.start;
+    }
+    // A newline right after a multi-line string's opening quotes is not part of the value.
+    let after_open = raw.get(open..).unwrap_or_default();
+    let trimmed = if open == 3 && after_open.starts_with("\r\n") {
+        2
+    } else if open == 3 && after_open.starts_with('\n') {
+        1
+    } else {
+        0
+    };
+    span.start + open + trimmed + index
+}
+
+#[cfg(test)]
+mod tests {
+    use super::string_offset;
+
+    #[test]
+    fn string_offset_maps_into_literals() {
+        let text = r#"a = "x{{y}}""#;
+        assert_eq!(string_offset(text, 4..12, 1), 6);
+        let text = "a = '''\nx{{y}}'''";
+        assert_eq!(string_offset(text, 4..17, 1), 9);
+        let text = r#"a = "\tx{{y}}""#;
+        assert_eq!(string_offset(text, 4..14, 2), 4);
+    }
+}

@@ -1,0 +1,302 @@
+//! The raw policy model: exactly what the TOML says, before any validation. `docs/rules.md` is the
+//! reference for every field; [`crate::compile`] turns this into the compiled [`crate::RuleSet`].
+
+use std::fmt;
+
+use serde::Deserialize;
+use serde::de::{self, Deserializer, SeqAccess, Visitor};
+use toml::Spanned;
+
+/// The whole policy document.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, bound(deserialize = "S: Deserialize<'de>"))]
+pub(crate) struct RawDocument<S> {
+    /// The embedding server's own settings; opaque to the rule engine.
+    #[serde(default)]
+    pub server: Option<S>,
+    /// What happens when no rule matches. Required (checked at compile so the error is clear).
+    #[serde(default)]
+    pub default: Option<Spanned<RawDefault>>,
+    /// The rules, evaluated in file order.
+    #[serde(default)]
+    pub rules: Vec<Spanned<RawRule>>,
+}
+
+/// The `[default]` table: exactly one of `allow` / `deny`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawDefault {
+    /// Allow, with these mutations, when no rule matches.
+    pub allow: Option<Spanned<RawAllow>>,
+    /// Deny, with this response, when no rule matches.
+    pub deny: Option<Spanned<RawDeny>>,
+}
+
+/// One `[[rules]]` entry.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawRule {
+    /// Unique name, shown in traces and available as `{{rule.name}}`.
+    pub name: Spanned<String>,
+    /// Conditions that must all hold; absent or empty means the rule always matches.
+    #[serde(default)]
+    pub when: Option<Spanned<RawWhen>>,
+    /// Allow with these mutations when the rule matches.
+    pub allow: Option<Spanned<RawAllow>>,
+    /// Deny with this response when the rule matches.
+    pub deny: Option<Spanned<RawDeny>>,
+}
+
+/// A `when` table: every listed condition must hold.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawWhen {
+    /// Which API delivered the check.
+    pub transport: Option<TransportName>,
+    /// Accepted methods, exact and case-sensitive.
+    pub method: Option<Spanned<OneOrMany>>,
+    /// Matcher on the path without its query string.
+    pub path: Option<Spanned<RawStringMatch>>,
+    /// Matcher on the authority.
+    pub host: Option<Spanned<RawStringMatch>>,
+    /// Matcher on the source principal (client certificate identity).
+    pub principal: Option<Spanned<RawStringMatch>>,
+    /// Accepted protocols, e.g. `HTTP/1.1`, exact.
+    pub protocol: Option<Spanned<OneOrMany>>,
+    /// CIDRs the source IP must be in (any of them).
+    pub source_ip: Option<Spanned<OneOrMany>>,
+    /// CIDRs the destination IP must be in (any of them).
+    pub destination_ip: Option<Spanned<OneOrMany>>,
+    /// Header conditions, all of which must hold.
+    #[serde(default)]
+    pub headers: Vec<Spanned<RawHeaderMatch>>,
+    /// Context-extension conditions, all of which must hold.
+    #[serde(default)]
+    pub context_extensions: Vec<Spanned<RawHeaderMatch>>,
+    /// Nested `when` tables that must all hold.
+    #[serde(default)]
+    pub all: Vec<Spanned<RawWhen>>,
+    /// Nested `when` tables of which at least one must hold.
+    #[serde(default)]
+    pub any: Vec<Spanned<RawWhen>>,
+    /// A nested `when` table that must not hold.
+    pub not: Option<Box<Spanned<RawWhen>>>,
+}
+
+/// The two transports, by their config names.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum TransportName {
+    /// gRPC `Check` (v3 or v2).
+    Grpc,
+    /// Envoy's HTTP ext_authz mode.
+    Http,
+}
+
+/// A string matcher: exactly one operation, optionally case-insensitive.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawStringMatch {
+    /// The whole value equals this.
+    pub exact: Option<Spanned<String>>,
+    /// The value starts with this.
+    pub prefix: Option<Spanned<String>>,
+    /// The value ends with this.
+    pub suffix: Option<Spanned<String>>,
+    /// The value contains this.
+    pub contains: Option<Spanned<String>>,
+    /// The whole value matches this regex (anchored at both ends).
+    pub regex: Option<Spanned<String>>,
+    /// Compare ASCII letters case-insensitively.
+    #[serde(default)]
+    pub ignore_case: bool,
+}
+
+/// A header or context-extension matcher: a name plus exactly one operation.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawHeaderMatch {
+    /// Header name (case-insensitive) or context-extension key (case-sensitive).
+    pub name: Spanned<String>,
+    /// The value equals this.
+    pub exact: Option<Spanned<String>>,
+    /// The value starts with this.
+    pub prefix: Option<Spanned<String>>,
+    /// The value ends with this.
+    pub suffix: Option<Spanned<String>>,
+    /// The value contains this.
+    pub contains: Option<Spanned<String>>,
+    /// The whole value matches this regex (anchored at both ends).
+    pub regex: Option<Spanned<String>>,
+    /// `true`: the entry must be present; `false`: it must be absent.
+    pub present: Option<bool>,
+    /// `true`: the entry must be absent; `false`: it must be present.
+    pub absent: Option<bool>,
+    /// Compare ASCII letters case-insensitively.
+    #[serde(default)]
+    pub ignore_case: bool,
+}
+
+/// What an allow does to the request and response.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawAllow {
+    /// Headers to set (or append) on the upstream request.
+    #[serde(default)]
+    pub request_headers: Vec<RawRequestHeader>,
+    /// Upstream request headers to remove.
+    #[serde(default)]
+    pub remove_request_headers: Vec<Spanned<String>>,
+    /// Headers to add to the client's response.
+    #[serde(default)]
+    pub response_headers: Vec<RawResponseHeader>,
+    /// Query parameters to set on the upstream request.
+    #[serde(default)]
+    pub query_set: Vec<RawQueryParam>,
+    /// Query parameters to remove from the upstream request.
+    #[serde(default)]
+    pub query_remove: Vec<Spanned<String>>,
+    /// Dynamic metadata for the proxy; string values are templates.
+    pub dynamic_metadata: Option<Spanned<toml::Table>>,
+}
+
+/// One upstream request header.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawRequestHeader {
+    /// Header name; lower-cased at load.
+    pub name: Spanned<String>,
+    /// Value template.
+    pub value: Spanned<String>,
+    /// `true`: comma-append to an existing header; `false` (default): overwrite or add.
+    #[serde(default)]
+    pub append: bool,
+}
+
+/// One response header.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawResponseHeader {
+    /// Header name; lower-cased at load.
+    pub name: Spanned<String>,
+    /// Value template.
+    pub value: Spanned<String>,
+    /// How to combine with an existing header; default `append_if_exists_or_add`.
+    #[serde(default)]
+    pub action: Option<ActionName>,
+}
+
+/// Envoy's `HeaderAppendAction`, by config name.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum ActionName {
+    /// Append to an existing header, or add it.
+    AppendIfExistsOrAdd,
+    /// Add only when absent.
+    AddIfAbsent,
+    /// Overwrite an existing header, or add it.
+    OverwriteIfExistsOrAdd,
+    /// Overwrite only when present.
+    OverwriteIfExists,
+}
+
+/// One query parameter to set.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawQueryParam {
+    /// Parameter name.
+    pub name: Spanned<String>,
+    /// Value template.
+    pub value: Spanned<String>,
+}
+
+/// What a deny sends back.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawDeny {
+    /// HTTP status, 100..=599; default 403.
+    pub status: Option<Spanned<i64>>,
+    /// gRPC code 1..=16 or its name; default 7 (`PERMISSION_DENIED`).
+    pub grpc_code: Option<Spanned<RawGrpcCode>>,
+    /// Body template; default empty.
+    pub body: Option<Spanned<String>>,
+    /// Headers on the denied response, in order; repeated names are kept.
+    #[serde(default)]
+    pub headers: Vec<RawHeaderValue>,
+    /// Dynamic metadata for the proxy; string values are templates.
+    pub dynamic_metadata: Option<Spanned<toml::Table>>,
+}
+
+/// A name and a value template.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawHeaderValue {
+    /// Header name; lower-cased at load.
+    pub name: Spanned<String>,
+    /// Value template.
+    pub value: Spanned<String>,
+}
+
+/// A gRPC code as written: a number or a name such as `"PERMISSION_DENIED"`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum RawGrpcCode {
+    /// A numeric code.
+    Number(i64),
+    /// A canonical code name.
+    Name(String),
+}
+
+impl<'de> Deserialize<'de> for RawGrpcCode {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct CodeVisitor;
+        impl Visitor<'_> for CodeVisitor {
+            type Value = RawGrpcCode;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a gRPC code: an integer 1..=16 or a name like \"PERMISSION_DENIED\"")
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
+                Ok(RawGrpcCode::Number(v))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
+                Ok(RawGrpcCode::Number(i64::try_from(v).unwrap_or(i64::MAX)))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(RawGrpcCode::Name(v.to_owned()))
+            }
+        }
+        deserializer.deserialize_any(CodeVisitor)
+    }
+}
+
+/// A string or a list of strings. A list keeps each element's span so an error can point at it;
+/// a lone string uses the span of the whole value.
+#[derive(Debug, Clone)]
+pub(crate) enum OneOrMany {
+    /// `field = "x"`.
+    One(String),
+    /// `field = ["x", "y"]`.
+    Many(Vec<Spanned<String>>),
+}
+
+impl<'de> Deserialize<'de> for OneOrMany {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct ListVisitor;
+        impl<'de> Visitor<'de> for ListVisitor {
+            type Value = OneOrMany;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string or a list of strings")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(OneOrMany::One(v.to_owned()))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                let mut items = Vec::new();
+                while let Some(item) = seq.next_element::<Spanned<String>>()? {
+                    items.push(item);
+                }
+                Ok(OneOrMany::Many(items))
+            }
+        }
+        deserializer.deserialize_any(ListVisitor)
+    }
+}

@@ -1,0 +1,270 @@
+//! Compiled conditions: string, header, IP and transport matchers and the `all`/`any`/`not`
+//! combinators. Each check says why it failed, for the evaluation trace. Traces name the
+//! condition, never the request's value, so secrets in headers don't leak into logs.
+
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+use regex::{Regex, RegexBuilder};
+
+use crate::request::{Request, Transport};
+
+/// Compiled size limit for one regex; a pattern over it is a load error.
+pub const REGEX_SIZE_LIMIT: usize = 1 << 20;
+
+/// How a string matcher compares.
+#[derive(Debug, Clone)]
+pub(crate) enum StringOp {
+    /// Equal to.
+    Exact(String),
+    /// Starts with.
+    Prefix(String),
+    /// Ends with.
+    Suffix(String),
+    /// Contains.
+    Contains(String),
+    /// Matches the whole value.
+    Regex(Regex),
+}
+
+/// One string condition. With `ignore_case`, patterns are stored lower-case and compared
+/// ASCII-case-insensitively (as Envoy's `StringMatcher.ignore_case`).
+#[derive(Debug, Clone)]
+pub(crate) struct StringMatch {
+    op: StringOp,
+    ignore_case: bool,
+}
+
+impl StringMatch {
+    /// A matcher; a regex must already be compiled with the same `ignore_case`.
+    pub(crate) fn new(op: StringOp, ignore_case: bool) -> Self {
+        let lower = |s: String| {
+            if ignore_case {
+                s.to_ascii_lowercase()
+            } else {
+                s
+            }
+        };
+        let op = match op {
+            StringOp::Exact(s) => StringOp::Exact(lower(s)),
+            StringOp::Prefix(s) => StringOp::Prefix(lower(s)),
+            StringOp::Suffix(s) => StringOp::Suffix(lower(s)),
+            StringOp::Contains(s) => StringOp::Contains(lower(s)),
+            StringOp::Regex(r) => StringOp::Regex(r),
+        };
+        Self { op, ignore_case }
+    }
+
+    /// Whether `value` satisfies the matcher.
+    pub(crate) fn matches(&self, value: &str) -> bool {
+        let eq = |a: &[u8], b: &[u8]| {
+            if self.ignore_case {
+                a.eq_ignore_ascii_case(b)
+            } else {
+                a == b
+            }
+        };
+        let value_bytes = value.as_bytes();
+        match &self.op {
+            StringOp::Exact(p) => eq(value_bytes, p.as_bytes()),
+            StringOp::Prefix(p) => value_bytes
+                .get(..p.len())
+                .is_some_and(|head| eq(head, p.as_bytes())),
+            StringOp::Suffix(p) => value_bytes
+                .len()
+                .checked_sub(p.len())
+                .and_then(|start| value_bytes.get(start..))
+                .is_some_and(|tail| eq(tail, p.as_bytes())),
+            StringOp::Contains(p) if self.ignore_case => {
+                value.to_ascii_lowercase().contains(p.as_str())
+            }
+            StringOp::Contains(p) => value.contains(p.as_str()),
+            StringOp::Regex(r) => r.is_match(value),
+        }
+    }
+
+    /// `prefix "/api/"`, for traces.
+    fn describe(&self) -> String {
+        let (op, pattern) = match &self.op {
+            StringOp::Exact(p) => ("exact", p.as_str()),
+            StringOp::Prefix(p) => ("prefix", p.as_str()),
+            StringOp::Suffix(p) => ("suffix", p.as_str()),
+            StringOp::Contains(p) => ("contains", p.as_str()),
+            StringOp::Regex(r) => ("regex", r.as_str()),
+        };
+        let case = if self.ignore_case {
+            " (ignore case)"
+        } else {
+            ""
+        };
+        format!("{op} {pattern:?}{case}")
+    }
+}
+
+/// Compiles a regex with full-match semantics (`^(?:...)$`, as Envoy's `safe_regex`) and a size
+/// limit. The pattern is first checked alone, so `a)|(b` can't escape the anchors.
+pub(crate) fn compile_regex(pattern: &str, ignore_case: bool) -> Result<Regex, String> {
+    let build = |p: &str| {
+        RegexBuilder::new(p)
+            .case_insensitive(ignore_case)
+            .size_limit(REGEX_SIZE_LIMIT)
+            .build()
+    };
+    build(pattern)
+        .and_then(|_| build(&format!("^(?:{pattern})$")))
+        .map_err(|error| regex_reason(&error))
+}
+
+/// The one-line reason inside the regex crate's multi-line error.
+fn regex_reason(error: &regex::Error) -> String {
+    match error {
+        regex::Error::CompiledTooBig(limit) => {
+            format!("compiled size exceeds the limit of {limit} bytes")
+        }
+        other => {
+            let text = other.to_string();
+            text.lines()
+                .find_map(|line| line.strip_prefix("error: "))
+                .map_or_else(|| text.replace('\n', " "), str::to_owned)
+        }
+    }
+}
+
+/// A condition on a named entry (a header or a context extension).
+#[derive(Debug, Clone)]
+pub(crate) enum EntryOp {
+    /// The entry is present and its value matches.
+    Value(StringMatch),
+    /// The entry is present.
+    Present,
+    /// The entry is absent.
+    Absent,
+}
+
+/// One compiled condition; a rule's `when` is an [`Condition::All`].
+#[derive(Debug, Clone)]
+pub(crate) enum Condition {
+    /// The check arrived on this transport.
+    Transport(Transport),
+    /// The method is one of these.
+    Method(Vec<String>),
+    /// The path without its query matches.
+    Path(StringMatch),
+    /// The authority matches.
+    Host(StringMatch),
+    /// The source principal matches.
+    Principal(StringMatch),
+    /// The protocol is one of these.
+    Protocol(Vec<String>),
+    /// The source IP is in one of these networks.
+    SourceIp(Vec<IpNet>),
+    /// The destination IP is in one of these networks.
+    DestinationIp(Vec<IpNet>),
+    /// A header (lower-case name) satisfies the op.
+    Header(String, EntryOp),
+    /// A context extension satisfies the op.
+    Context(String, EntryOp),
+    /// Every inner condition holds (an empty list holds).
+    All(Vec<Condition>),
+    /// At least one inner condition holds.
+    Any(Vec<Condition>),
+    /// The inner condition does not hold.
+    Not(Box<Condition>),
+}
+
+impl Condition {
+    /// `Ok` when the condition holds; otherwise the reason, for the trace.
+    pub(crate) fn check(&self, request: &Request) -> Result<(), String> {
+        match self {
+            Condition::Transport(want) if request.transport == *want => Ok(()),
+            Condition::Transport(want) => Err(format!(
+                "transport is {}, want {}",
+                request.transport.as_str(),
+                want.as_str()
+            )),
+            Condition::Method(methods) if methods.contains(&request.method) => Ok(()),
+            Condition::Method(methods) => {
+                Err(format!("method {:?} not in {methods:?}", request.method))
+            }
+            Condition::Path(m) => {
+                let path = request.path.split('?').next().unwrap_or_default();
+                check_string("path", m, path)
+            }
+            Condition::Host(m) => check_string("host", m, &request.host),
+            Condition::Principal(m) => check_string("principal", m, &request.source.principal),
+            Condition::Protocol(protocols) if protocols.contains(&request.protocol) => Ok(()),
+            Condition::Protocol(protocols) => Err(format!("protocol not in {protocols:?}")),
+            Condition::SourceIp(nets) => check_ip("source ip", nets, request.source.ip),
+            Condition::DestinationIp(nets) => {
+                check_ip("destination ip", nets, request.destination.ip)
+            }
+            Condition::Header(name, op) => check_entry("header", name, op, request.header(name)),
+            Condition::Context(name, op) => check_entry(
+                "context extension",
+                name,
+                op,
+                request.context_extensions.get(name).map(String::as_str),
+            ),
+            Condition::All(conditions) => conditions.iter().try_for_each(|c| c.check(request)),
+            Condition::Any(conditions) => {
+                if conditions.iter().any(|c| c.check(request).is_ok()) {
+                    Ok(())
+                } else {
+                    Err(format!(
+                        "none of {} `any` conditions held",
+                        conditions.len()
+                    ))
+                }
+            }
+            Condition::Not(inner) => match inner.check(request) {
+                Ok(()) => Err("`not` condition held".to_owned()),
+                Err(_) => Ok(()),
+            },
+        }
+    }
+}
+
+fn check_string(what: &str, m: &StringMatch, value: &str) -> Result<(), String> {
+    if m.matches(value) {
+        Ok(())
+    } else {
+        Err(format!("{what} does not match {}", m.describe()))
+    }
+}
+
+fn check_ip(what: &str, nets: &[IpNet], ip: Option<IpAddr>) -> Result<(), String> {
+    let Some(ip) = ip else {
+        return Err(format!("no {what}"));
+    };
+    // An IPv4 client seen through a dual-stack socket arrives as ::ffff:a.b.c.d; IPv4 CIDRs
+    // should still match it.
+    let mapped = match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4),
+        IpAddr::V4(_) => None,
+    };
+    if nets
+        .iter()
+        .any(|net| net.contains(&ip) || mapped.is_some_and(|m| net.contains(&m)))
+    {
+        Ok(())
+    } else {
+        let list: Vec<String> = nets.iter().map(ToString::to_string).collect();
+        Err(format!("{what} not in [{}]", list.join(", ")))
+    }
+}
+
+fn check_entry(what: &str, name: &str, op: &EntryOp, value: Option<&str>) -> Result<(), String> {
+    match (op, value) {
+        (EntryOp::Present, Some(_)) | (EntryOp::Absent, None) => Ok(()),
+        (EntryOp::Present, None) => Err(format!("{what} {name} absent")),
+        (EntryOp::Absent, Some(_)) => Err(format!("{what} {name} present")),
+        (EntryOp::Value(_), None) => Err(format!("{what} {name} absent")),
+        (EntryOp::Value(m), Some(value)) if m.matches(value) => Ok(()),
+        (EntryOp::Value(m), Some(_)) => {
+            Err(format!("{what} {name} does not match {}", m.describe()))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
