@@ -85,8 +85,13 @@ impl<'a> Compiler<'a> {
         self.errors.push(self.at.error(offset, invalid.to_string()));
     }
 
-    /// All errors, in document order.
+    /// All errors, in document order. Never empty: a step that failed without saying why would
+    /// be a bug, and it must still reject the config rather than load half of it.
     fn finish(mut self) -> ConfigErrors {
+        if self.errors.is_empty() {
+            let message = "policy rejected without a specific reason (please report this)";
+            self.errors.push(self.at.error(0, message));
+        }
         self.errors.sort_by_key(|error| (error.line, error.column));
         ConfigErrors(self.errors)
     }

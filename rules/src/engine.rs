@@ -47,6 +47,32 @@ impl RuleSet {
     /// Evaluation is pure and infallible: conditions either hold or not (a missing header,
     /// address or principal makes a value condition fail, never succeed), and rendering a
     /// template cannot fail, so there is no error path that could turn into an allow.
+    ///
+    /// ```
+    /// use rules::{Decision, Request};
+    ///
+    /// let policy = r#"
+    /// [default]
+    /// deny = { status = 403 }
+    ///
+    /// [[rules]]
+    /// name = "ops"
+    /// when = { headers = [{ name = "x-team", exact = "ops" }] }
+    /// allow = { request_headers = [{ name = "x-by", value = "{{rule.name}}" }] }
+    /// "#;
+    /// let (_, rules) = rules::load::<toml::Table>("policy.toml", policy).unwrap();
+    ///
+    /// let mut request = Request::default();
+    /// request.headers.insert("x-team".into(), "ops".into());
+    /// let evaluation = rules.decide(&request);
+    /// assert_eq!(evaluation.rule.as_deref(), Some("ops"));
+    /// let Decision::Allow(allow) = evaluation.decision else { panic!() };
+    /// assert_eq!(allow.request_headers[0].value, "ops");
+    ///
+    /// let evaluation = rules.decide(&Request::default());
+    /// assert!(!evaluation.decision.is_allow());
+    /// assert_eq!(evaluation.trace.last().map(String::as_str), Some("default: deny"));
+    /// ```
     pub fn decide(&self, request: &Request) -> Evaluation {
         let mut trace = Vec::with_capacity(self.rules.len().min(64) + 1);
         for rule in &self.rules {
