@@ -1,0 +1,224 @@
+//! The configuration file as written: serde structs that mirror the TOML one to one.
+//!
+//! Nothing here is trusted yet. [`super::compile`] turns a [`RawConfig`] into the validated
+//! [`super::Config`] and reports every problem with the place it was written.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+/// The whole file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    /// The listeners the gateway accepts connections on. A policy with `kind = "Gateway"` attaches
+    /// to the listener with that name.
+    #[serde(default)]
+    pub listeners: Vec<RawListener>,
+    /// The routes, matched in the documented precedence (see `docs/gateway.md`), not file order.
+    #[serde(default)]
+    pub routes: Vec<RawRoute>,
+    /// The upstream services routes forward to.
+    #[serde(default)]
+    pub backends: Vec<RawBackend>,
+    /// The ext_authz servers policies call.
+    #[serde(default)]
+    pub authz_backends: Vec<RawAuthzBackend>,
+    /// Policies attached to listeners (gateway level) or routes (route level).
+    #[serde(default)]
+    pub policies: Vec<RawPolicy>,
+}
+
+/// One listening socket, HTTP/1.1 and h2c (prior knowledge) on the same port.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawListener {
+    /// The name policies target with `kind = "Gateway"`.
+    pub name: Spanned<String>,
+    /// `ip:port` to bind, e.g. `0.0.0.0:8080`; port 0 lets the OS choose.
+    pub address: Spanned<String>,
+    /// Largest total size of the request headers in KiB (Envoy's default: 60). Larger requests get
+    /// `431 Request Header Fields Too Large`.
+    pub max_request_headers_kb: Option<Spanned<u32>>,
+}
+
+/// One route: what to match and where to send it.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRoute {
+    /// The name policies target with `kind = "HTTPRoute"` and the access log prints.
+    pub name: Spanned<String>,
+    /// Host names this route serves (`example.com` or `*.example.com`); empty means any host.
+    #[serde(default)]
+    pub hosts: Vec<Spanned<String>>,
+    /// How the path must match; absent means any path.
+    pub path: Option<Spanned<RawPathMatch>>,
+    /// HTTP methods this route serves; empty means any method.
+    #[serde(default)]
+    pub methods: Vec<Spanned<String>>,
+    /// Request headers that must all match.
+    #[serde(default)]
+    pub headers: Vec<RawHeaderMatch>,
+    /// The name of the backend in `[[backends]]`.
+    pub backend: Spanned<String>,
+    /// Replace the matched path prefix with this before forwarding (needs `path.prefix`).
+    pub rewrite_prefix: Option<Spanned<String>>,
+    /// How long to wait for the upstream's response headers, e.g. `"15s"` (the default) or
+    /// `"500ms"`. On expiry the client gets 504.
+    pub timeout: Option<Spanned<String>>,
+}
+
+/// Exactly one of `exact`, `prefix`, `regex`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPathMatch {
+    /// The path (without query) must equal this.
+    pub exact: Option<String>,
+    /// The path must start with this, on a segment boundary: `/openai` matches `/openai` and
+    /// `/openai/x`, not `/openaix`.
+    pub prefix: Option<String>,
+    /// The whole path (without query) must match this regular expression.
+    pub regex: Option<String>,
+}
+
+/// A request header condition. With neither `value` nor `regex` the header only has to be present.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHeaderMatch {
+    /// The header name (case-insensitive).
+    pub name: Spanned<String>,
+    /// One of the header's values must equal this.
+    pub value: Option<String>,
+    /// One of the header's values must match this regular expression (whole value).
+    pub regex: Option<Spanned<String>>,
+}
+
+/// An upstream service.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBackend {
+    /// The name routes refer to.
+    pub name: Spanned<String>,
+    /// `http://host:port`, without a path.
+    pub url: Spanned<String>,
+    /// How long to wait for a TCP connection, e.g. `"2s"` (the default). On failure the client gets 503.
+    pub connect_timeout: Option<Spanned<String>>,
+}
+
+/// An ext_authz server.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAuthzBackend {
+    /// The name policies refer to.
+    pub name: Spanned<String>,
+    /// `http://host:port` of the server (plaintext; gRPC uses h2c on it).
+    pub url: Spanned<String>,
+}
+
+/// A policy and what it attaches to.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPolicy {
+    /// A name for logs and errors.
+    pub name: Spanned<String>,
+    /// What the policy attaches to: `{ kind = "Gateway", name = "<listener>" }` or
+    /// `{ kind = "HTTPRoute", name = "<route>" }`.
+    pub target_refs: Spanned<Vec<RawTargetRef>>,
+    /// The external authorization settings.
+    pub ext_auth: RawExtAuth,
+}
+
+/// A policy target.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTargetRef {
+    /// `Gateway` (a listener) or `HTTPRoute` (a route).
+    pub kind: RawTargetKind,
+    /// The listener or route name.
+    pub name: Spanned<String>,
+}
+
+/// The kinds a policy can target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum RawTargetKind {
+    /// A listener: every request it accepts.
+    Gateway,
+    /// A route: every request it matches.
+    #[serde(alias = "Route")]
+    HTTPRoute,
+}
+
+/// Envoy's ext_authz filter settings, with Envoy's defaults.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawExtAuth {
+    /// The name of the server in `[[authz_backends]]`. Required unless `disabled` is set or the
+    /// policy targets routes and only carries `context_extensions`.
+    pub backend: Option<Spanned<String>>,
+    /// Use the gRPC `envoy.service.auth.v3.Authorization/Check` transport (the default).
+    pub grpc: Option<RawGrpcTransport>,
+    /// Use Envoy's HTTP transport instead of gRPC.
+    pub http: Option<RawHttpTransport>,
+    /// On a route: switch off the ext_auth policies inherited from the gateway level.
+    #[serde(default)]
+    pub disabled: bool,
+    /// How long to wait for the decision, e.g. `"200ms"` (Envoy's default).
+    pub timeout: Option<Spanned<String>>,
+    /// On a transport error, timeout or 5xx from the server: let the request through.
+    #[serde(default)]
+    pub failure_mode_allow: bool,
+    /// With `failure_mode_allow`: mark such requests with `x-envoy-auth-failure-mode-allowed: true`.
+    #[serde(default)]
+    pub failure_mode_allow_header_add: bool,
+    /// The status sent when the check fails and `failure_mode_allow` is off (default 403).
+    pub status_on_error: Option<Spanned<u16>>,
+    /// Only these request headers (lower-case names) are sent in the check; absent means all.
+    /// Pseudo headers (`:authority`, `:method`, `:path`, `:scheme`) are always sent.
+    pub allowed_headers: Option<Vec<String>>,
+    /// These request headers are never sent in the check (applied after `allowed_headers`).
+    #[serde(default)]
+    pub disallowed_headers: Vec<String>,
+    /// Buffer the request body and send it with the check.
+    pub with_request_body: Option<RawWithRequestBody>,
+    /// Key/values sent as `attributes.context_extensions`; a route's values override the gateway's.
+    #[serde(default)]
+    pub context_extensions: BTreeMap<String, String>,
+}
+
+/// The gRPC transport has no settings of its own; `grpc = {}` selects it.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawGrpcTransport {}
+
+/// Envoy's `http_service` settings.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHttpTransport {
+    /// Prepended to the original path in the authorization request.
+    #[serde(default)]
+    pub path_prefix: String,
+    /// Authorization-response headers copied onto the upstream request on allow (overwriting).
+    #[serde(default)]
+    pub allowed_upstream_headers: Vec<String>,
+    /// Authorization-response headers passed to the client on deny; empty means all of them.
+    #[serde(default)]
+    pub allowed_client_headers: Vec<String>,
+    /// Authorization-response headers added to the client's response on allow.
+    #[serde(default)]
+    pub allowed_client_headers_on_success: Vec<String>,
+}
+
+/// Envoy's `with_request_body`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawWithRequestBody {
+    /// How many body bytes to buffer and send.
+    pub max_request_bytes: u32,
+    /// Over the limit: send the first `max_request_bytes` (true) or answer 413 (false).
+    #[serde(default)]
+    pub allow_partial_message: bool,
+    /// Send the body as `raw_body` bytes instead of the `body` string.
+    #[serde(default)]
+    pub pack_as_bytes: bool,
+}

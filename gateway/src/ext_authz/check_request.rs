@@ -1,0 +1,135 @@
+//! The `CheckRequest`, filled as Envoy fills it (`check_request_utils.cc`).
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+
+use extauthz_proto::v3::{
+    Address, AttributeContext, CheckRequest, SocketAddress, address, attribute_context,
+    socket_address,
+};
+use http::Version;
+use http::request::Parts;
+
+use super::{CheckInput, HeaderFilter, PARTIAL_BODY_HEADER};
+use crate::headers::joined;
+
+/// The `:authority` of a request: the URI's (HTTP/2, absolute-form HTTP/1) or the `Host` header.
+pub fn authority(parts: &Parts) -> String {
+    if let Some(a) = parts.uri.authority() {
+        return a.as_str().to_owned();
+    }
+    parts
+        .headers
+        .get(http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// The request's path with its query, as `:path`.
+pub fn path_and_query(parts: &Parts) -> String {
+    parts
+        .uri
+        .path_and_query()
+        .map_or_else(|| "/".to_owned(), |pq| pq.as_str().to_owned())
+}
+
+/// `HTTP/1.0`, `HTTP/1.1` or `HTTP/2`, as Envoy names them.
+pub fn protocol(version: Version) -> &'static str {
+    match version {
+        Version::HTTP_09 | Version::HTTP_10 => "HTTP/1.0",
+        Version::HTTP_2 => "HTTP/2",
+        Version::HTTP_3 => "HTTP/3",
+        _ => "HTTP/1.1",
+    }
+}
+
+/// The request's size as Envoy reports it: `content-length` when known, else the bytes buffered
+/// for the check, else -1 (unknown).
+fn size(input: &CheckInput<'_>) -> i64 {
+    let declared = input
+        .parts
+        .headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<i64>().ok());
+    match (declared, &input.body) {
+        (Some(n), _) => n,
+        (None, Some(body)) if !body.partial => body.bytes.len() as i64,
+        _ => -1,
+    }
+}
+
+/// The header map a check carries: lower-case names, duplicates joined with `,`, the pseudo
+/// headers, and the partial-body marker when a body is attached.
+pub fn check_headers(input: &CheckInput<'_>, filter: &HeaderFilter) -> HashMap<String, String> {
+    let parts = input.parts;
+    let mut headers = HashMap::new();
+    for name in parts.headers.keys() {
+        if filter.allows(name)
+            && let Some(value) = joined(&parts.headers, name)
+        {
+            headers.insert(name.as_str().to_owned(), value);
+        }
+    }
+    headers.insert(":authority".into(), authority(parts));
+    headers.insert(":method".into(), parts.method.as_str().to_owned());
+    headers.insert(":path".into(), path_and_query(parts));
+    headers.insert(":scheme".into(), "http".into());
+    if let Some(body) = &input.body {
+        headers.insert(PARTIAL_BODY_HEADER.into(), body.partial.to_string());
+    }
+    headers
+}
+
+/// Builds the `CheckRequest` for one request.
+pub fn build(input: &CheckInput<'_>, filter: &HeaderFilter) -> CheckRequest {
+    let parts = input.parts;
+    let (body, raw_body) = match &input.body {
+        None => (String::new(), Vec::new()),
+        Some(b) if b.pack_as_bytes => (String::new(), b.bytes.to_vec()),
+        Some(b) => (String::from_utf8_lossy(&b.bytes).into_owned(), Vec::new()),
+    };
+    let http = attribute_context::HttpRequest {
+        id: input.request_id.to_owned(),
+        method: parts.method.as_str().to_owned(),
+        headers: check_headers(input, filter),
+        header_map: None,
+        path: path_and_query(parts),
+        host: authority(parts),
+        scheme: "http".into(),
+        query: String::new(),
+        fragment: String::new(),
+        size: size(input),
+        protocol: protocol(parts.version).into(),
+        body,
+        raw_body,
+    };
+    CheckRequest {
+        attributes: Some(AttributeContext {
+            source: Some(peer(input.peer)),
+            destination: Some(peer(input.local)),
+            request: Some(attribute_context::Request {
+                time: Some(input.time.into()),
+                http: Some(http),
+            }),
+            context_extensions: input.context_extensions.clone().into_iter().collect(),
+            ..AttributeContext::default()
+        }),
+    }
+}
+
+fn peer(addr: SocketAddr) -> attribute_context::Peer {
+    attribute_context::Peer {
+        address: Some(Address {
+            address: Some(address::Address::SocketAddress(SocketAddress {
+                address: addr.ip().to_string(),
+                port_specifier: Some(socket_address::PortSpecifier::PortValue(u32::from(
+                    addr.port(),
+                ))),
+                ..SocketAddress::default()
+            })),
+        }),
+        ..attribute_context::Peer::default()
+    }
+}

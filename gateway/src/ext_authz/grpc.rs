@@ -1,0 +1,218 @@
+//! The gRPC transport: `envoy.service.auth.v3.Authorization/Check` over the backend's shared
+//! channel, and the `CheckResponse` read as Envoy reads it.
+
+use std::time::Duration;
+
+use ::http::{HeaderName, HeaderValue, StatusCode};
+use bytes::Bytes;
+use extauthz_proto::v3::{
+    CheckRequest, CheckResponse, DeniedHttpResponse, HeaderAppendAction, HeaderValueOption,
+    OkHttpResponse, authorization_client::AuthorizationClient, check_response::HttpResponse,
+};
+
+use super::mutation::{AppendAction, is_protected};
+use super::{Allowed, AuthzBackend, Denied, Verdict};
+
+/// Sends one check and waits at most `timeout` (also sent as `grpc-timeout`).
+pub async fn check(backend: &AuthzBackend, request: CheckRequest, timeout: Duration) -> Verdict {
+    let mut client = AuthorizationClient::new(backend.channel());
+    let mut request = tonic::Request::new(request);
+    request.set_timeout(timeout);
+    match tokio::time::timeout(timeout, client.check(request)).await {
+        Err(_) => Verdict::Error {
+            reason: format!("timeout after {}ms", timeout.as_millis()),
+            response: None,
+        },
+        Ok(Err(status)) => Verdict::Error {
+            reason: format!("rpc error: {:?}: {}", status.code(), status.message()),
+            response: None,
+        },
+        Ok(Ok(response)) => verdict(response.into_inner()),
+    }
+}
+
+/// Reads a `CheckResponse`: the status code decides, the `http_response` details it.
+/// A deny is a successful RPC with a non-OK status; OK with a denied body is still OK.
+pub fn verdict(response: CheckResponse) -> Verdict {
+    let CheckResponse {
+        status,
+        dynamic_metadata,
+        http_response,
+    } = response;
+    let code = status.as_ref().map_or(0, |s| s.code);
+    let metadata = dynamic_metadata.as_ref().map(struct_to_json);
+    match (code, http_response) {
+        (0, Some(HttpResponse::OkResponse(ok))) => match allowed(ok) {
+            Ok(mut allowed) => {
+                allowed.dynamic_metadata = metadata;
+                Verdict::Allow(allowed)
+            }
+            Err(reason) => Verdict::Error {
+                reason,
+                response: None,
+            },
+        },
+        (0, _) => Verdict::Allow(Allowed {
+            dynamic_metadata: metadata,
+            ..Allowed::default()
+        }),
+        (_, Some(HttpResponse::DeniedResponse(denied))) => match denied_response(denied) {
+            Ok(denied) => Verdict::Deny(denied),
+            Err(reason) => Verdict::Error {
+                reason,
+                response: None,
+            },
+        },
+        (_, Some(HttpResponse::ErrorResponse(error))) => Verdict::Error {
+            reason: format!("server reported an error (status {code})"),
+            response: denied_response(error).ok(),
+        },
+        (_, Some(HttpResponse::OkResponse(_)) | None) => Verdict::Deny(Denied::default()),
+    }
+}
+
+// `OkHttpResponse.dynamic_metadata` is deprecated in favour of the top-level field; it is
+// destructured (and ignored) so a new field is a compile error.
+#[allow(deprecated)]
+fn allowed(ok: OkHttpResponse) -> Result<Allowed, String> {
+    let OkHttpResponse {
+        headers,
+        headers_to_remove,
+        dynamic_metadata: _,
+        response_headers_to_add,
+        query_parameters_to_set,
+        query_parameters_to_remove,
+    } = ok;
+    let mut out = Allowed::default();
+    for option in headers {
+        let (name, value, how) = header_option(option)?;
+        if name.as_str().starts_with(':') {
+            continue;
+        }
+        // Request headers follow the deprecated `append` flag when it is present (true: comma-
+        // append; false: overwrite) and overwrite when it is absent, as DESIGN §3 documents;
+        // a non-default `append_action` is honoured when `append` is absent.
+        let target = match how {
+            HowToApply::Append(true) => &mut out.headers_to_append,
+            HowToApply::Append(false) => &mut out.headers_to_set,
+            HowToApply::Action(AppendAction::AppendIfExistsOrAdd)
+            | HowToApply::Action(AppendAction::OverwriteIfExistsOrAdd) => &mut out.headers_to_set,
+            HowToApply::Action(AppendAction::AddIfAbsent) => &mut out.headers_to_add_if_absent,
+            HowToApply::Action(AppendAction::OverwriteIfExists) => {
+                &mut out.headers_to_overwrite_if_exists
+            }
+        };
+        target.push((name, value));
+    }
+    for name in headers_to_remove {
+        if is_protected(&name) {
+            continue;
+        }
+        let name = HeaderName::from_bytes(name.as_bytes())
+            .map_err(|_| format!("invalid header name to remove: {name:?}"))?;
+        out.headers_to_remove.push(name);
+    }
+    for option in response_headers_to_add {
+        let (name, value, how) = header_option(option)?;
+        let action = match how {
+            HowToApply::Append(true) => AppendAction::AppendIfExistsOrAdd,
+            HowToApply::Append(false) => AppendAction::OverwriteIfExistsOrAdd,
+            HowToApply::Action(action) => action,
+        };
+        out.response_headers.push((name, value, action));
+    }
+    for param in query_parameters_to_set {
+        out.query_to_set.push((param.key, param.value));
+    }
+    out.query_to_remove = query_parameters_to_remove;
+    Ok(out)
+}
+
+fn denied_response(denied: DeniedHttpResponse) -> Result<Denied, String> {
+    let DeniedHttpResponse {
+        status,
+        headers,
+        body,
+    } = denied;
+    let status = match status.map(|s| s.code) {
+        None | Some(0) => None,
+        Some(code) => Some(
+            u16::try_from(code)
+                .ok()
+                .and_then(|c| StatusCode::from_u16(c).ok())
+                .ok_or_else(|| format!("invalid denied status {code}"))?,
+        ),
+    };
+    let headers = headers
+        .into_iter()
+        .map(|o| header_option(o).map(|(n, v, _)| (n, v)))
+        .collect::<Result<_, _>>()?;
+    Ok(Denied {
+        status,
+        headers,
+        body: Bytes::from(body),
+    })
+}
+
+enum HowToApply {
+    Append(bool),
+    Action(AppendAction),
+}
+
+fn header_option(
+    option: HeaderValueOption,
+) -> Result<(HeaderName, HeaderValue, HowToApply), String> {
+    let HeaderValueOption {
+        header,
+        append,
+        append_action,
+        keep_empty_value: _,
+    } = option;
+    let header = header.ok_or("header option without header")?;
+    let name = HeaderName::from_bytes(header.key.to_ascii_lowercase().as_bytes())
+        .map_err(|_| format!("invalid header name {:?}", header.key))?;
+    let raw = if header.value.is_empty() {
+        header.raw_value
+    } else {
+        header.value.into_bytes()
+    };
+    let value =
+        HeaderValue::from_bytes(&raw).map_err(|_| format!("invalid value for header {name}"))?;
+    let how = match append {
+        Some(append) => HowToApply::Append(append),
+        None => HowToApply::Action(
+            match HeaderAppendAction::try_from(append_action)
+                .unwrap_or(HeaderAppendAction::AppendIfExistsOrAdd)
+            {
+                HeaderAppendAction::AppendIfExistsOrAdd => AppendAction::AppendIfExistsOrAdd,
+                HeaderAppendAction::AddIfAbsent => AppendAction::AddIfAbsent,
+                HeaderAppendAction::OverwriteIfExistsOrAdd => AppendAction::OverwriteIfExistsOrAdd,
+                HeaderAppendAction::OverwriteIfExists => AppendAction::OverwriteIfExists,
+            },
+        ),
+    };
+    Ok((name, value, how))
+}
+
+/// `google.protobuf.Struct` as compact JSON, for the access log.
+fn struct_to_json(s: &prost_types::Struct) -> String {
+    fn value(v: &prost_types::Value) -> serde_json::Value {
+        use prost_types::value::Kind;
+        match &v.kind {
+            None | Some(Kind::NullValue(_)) => serde_json::Value::Null,
+            Some(Kind::NumberValue(n)) => serde_json::json!(n),
+            Some(Kind::StringValue(s)) => serde_json::json!(s),
+            Some(Kind::BoolValue(b)) => serde_json::json!(b),
+            Some(Kind::StructValue(s)) => object(s),
+            Some(Kind::ListValue(l)) => l.values.iter().map(value).collect(),
+        }
+    }
+    fn object(s: &prost_types::Struct) -> serde_json::Value {
+        s.fields
+            .iter()
+            .map(|(k, v)| (k.clone(), value(v)))
+            .collect::<serde_json::Map<_, _>>()
+            .into()
+    }
+    object(s).to_string()
+}

@@ -1,0 +1,256 @@
+//! The ext_authz client: Envoy's `ext_authz` HTTP filter, as a policy the proxy runs per request.
+//!
+//! - [`check_request`] fills the `CheckRequest` exactly as Envoy does;
+//! - [`grpc`] and [`http`] are the two transports, each turning the server's answer into a
+//!   transport-neutral [`Verdict`];
+//! - [`mutation`] applies an allow to the request and response, or builds the denied response.
+//!
+//! [`ExtAuthz::check`] is the one place a verdict becomes "continue" or "respond", including the
+//! failure mode: an error is never an allow unless `failure_mode_allow` says so.
+
+pub mod check_request;
+pub mod grpc;
+pub mod http;
+pub mod mutation;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, SystemTime};
+
+use ::http::request::Parts;
+use ::http::uri::Authority;
+use ::http::{HeaderName, StatusCode};
+use bytes::Bytes;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::upstream::HttpClient;
+pub use mutation::{Allowed, AppendAction, Denied};
+
+/// Envoy's default check timeout.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_millis(200);
+
+/// The header Envoy adds to a request let through by `failure_mode_allow`.
+pub const FAILURE_MODE_ALLOWED_HEADER: &str = "x-envoy-auth-failure-mode-allowed";
+
+/// The header Envoy adds to a check that carries a body: whether the body was cut short.
+pub const PARTIAL_BODY_HEADER: &str = "x-envoy-auth-partial-body";
+
+/// One ext_auth policy, validated.
+#[derive(Debug)]
+pub struct ExtAuthz {
+    /// The policy's name, for logs.
+    pub policy: String,
+    /// The server to ask.
+    pub backend: Arc<AuthzBackend>,
+    /// How to ask it.
+    pub transport: Transport,
+    /// How long to wait for the decision.
+    pub timeout: Duration,
+    /// Let the request through when the check fails.
+    pub failure_mode_allow: bool,
+    /// With `failure_mode_allow`, mark such requests with [`FAILURE_MODE_ALLOWED_HEADER`].
+    pub failure_mode_allow_header_add: bool,
+    /// The status sent when the check fails and failure mode does not allow.
+    pub status_on_error: StatusCode,
+    /// Which request headers go into the check.
+    pub headers: HeaderFilter,
+    /// Whether and how much of the body goes into the check.
+    pub with_request_body: Option<WithRequestBody>,
+    /// `attributes.context_extensions` (a route's values are merged over these per request).
+    pub context_extensions: BTreeMap<String, String>,
+}
+
+/// The transport a policy uses.
+#[derive(Debug)]
+pub enum Transport {
+    /// `envoy.service.auth.v3.Authorization/Check`.
+    Grpc,
+    /// Envoy's HTTP ext_authz protocol.
+    Http(HttpSettings),
+}
+
+/// Settings of the HTTP transport (Envoy's `http_service`).
+#[derive(Debug, Default)]
+pub struct HttpSettings {
+    /// Prepended to the original path.
+    pub path_prefix: String,
+    /// Authorization-response headers copied to the upstream request on allow.
+    pub allowed_upstream_headers: Vec<HeaderName>,
+    /// Authorization-response headers passed to the client on deny (empty: all).
+    pub allowed_client_headers: Vec<HeaderName>,
+    /// Authorization-response headers added to the client's response on allow.
+    pub allowed_client_headers_on_success: Vec<HeaderName>,
+}
+
+/// Envoy's `with_request_body`.
+#[derive(Debug, Clone, Copy)]
+pub struct WithRequestBody {
+    /// How many bytes to send at most.
+    pub max_request_bytes: usize,
+    /// Over the limit: send a prefix (true) or answer 413 (false).
+    pub allow_partial_message: bool,
+    /// Send `raw_body` instead of `body`.
+    pub pack_as_bytes: bool,
+}
+
+/// Which request headers a check carries. Pseudo headers are always sent.
+#[derive(Debug, Default)]
+pub struct HeaderFilter {
+    /// Only these (when set).
+    pub allowed: Option<Vec<HeaderName>>,
+    /// Never these.
+    pub disallowed: Vec<HeaderName>,
+}
+
+impl HeaderFilter {
+    /// Whether header `name` goes into the check.
+    pub fn allows(&self, name: &HeaderName) -> bool {
+        self.allowed.as_ref().is_none_or(|a| a.contains(name)) && !self.disallowed.contains(name)
+    }
+}
+
+/// An ext_authz server. Both transports share it: one long-lived, multiplexed, reconnecting
+/// HTTP/2 channel for gRPC, one keep-alive pool for HTTP, each created on first use.
+#[derive(Debug)]
+pub struct AuthzBackend {
+    /// The name policies use.
+    pub name: String,
+    /// `host:port`.
+    pub authority: Authority,
+    endpoint: Endpoint,
+    channel: OnceLock<Channel>,
+    http: OnceLock<HttpClient>,
+}
+
+impl AuthzBackend {
+    /// A backend at `authority`; nothing connects until the first check.
+    pub fn new(name: String, authority: Authority) -> Result<AuthzBackend, String> {
+        let endpoint = Endpoint::from_shared(format!("http://{authority}"))
+            .map_err(|e| e.to_string())?
+            .connect_timeout(Duration::from_secs(2))
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(30))
+            .keep_alive_while_idle(true);
+        Ok(AuthzBackend {
+            name,
+            authority,
+            endpoint,
+            channel: OnceLock::new(),
+            http: OnceLock::new(),
+        })
+    }
+
+    /// The shared gRPC channel (must be called inside the tokio runtime).
+    pub fn channel(&self) -> Channel {
+        self.channel
+            .get_or_init(|| self.endpoint.connect_lazy())
+            .clone()
+    }
+
+    /// The shared HTTP client.
+    pub fn http_client(&self) -> &HttpClient {
+        self.http
+            .get_or_init(|| crate::upstream::http_client(Duration::from_secs(2)))
+    }
+}
+
+/// What the check of one request sees besides the request itself.
+#[derive(Debug)]
+pub struct CheckInput<'a> {
+    /// The request head, as it stands after earlier policies mutated it.
+    pub parts: &'a Parts,
+    /// The client's address.
+    pub peer: SocketAddr,
+    /// The listener's local address the client connected to.
+    pub local: SocketAddr,
+    /// `x-request-id`.
+    pub request_id: &'a str,
+    /// When the request arrived.
+    pub time: SystemTime,
+    /// The policy's context extensions with the route's merged over them.
+    pub context_extensions: BTreeMap<String, String>,
+    /// The body prefix, when the policy asked for it.
+    pub body: Option<CheckBody>,
+}
+
+/// The body bytes a check carries.
+#[derive(Debug, Clone)]
+pub struct CheckBody {
+    /// At most `max_request_bytes`.
+    pub bytes: Bytes,
+    /// Whether the body was longer than what is sent.
+    pub partial: bool,
+    /// Send as `raw_body` bytes instead of the `body` string.
+    pub pack_as_bytes: bool,
+}
+
+/// What the authorization server said, independent of transport.
+#[derive(Debug)]
+pub enum Verdict {
+    /// Let the request through, with these changes.
+    Allow(Allowed),
+    /// Answer the client with this.
+    Deny(Denied),
+    /// The check failed: timeout, transport error, 5xx, a malformed answer, or the server's own
+    /// `error_response` (carried to the client when failure mode does not allow).
+    Error {
+        /// Why, for the log.
+        reason: String,
+        /// The server's `error_response`, if it sent one.
+        response: Option<Denied>,
+    },
+}
+
+/// What the proxy does after one policy.
+#[derive(Debug)]
+pub enum Resolution {
+    /// Continue with these changes applied.
+    Allow(Allowed),
+    /// The check failed but `failure_mode_allow` lets the request through.
+    FailureModeAllow {
+        /// Why the check failed.
+        reason: String,
+    },
+    /// Answer the client with this and stop.
+    Deny(Denied),
+    /// The check failed and the client gets the error status.
+    Error {
+        /// Why the check failed.
+        reason: String,
+        /// What the client gets; a missing status means `status_on_error`.
+        response: Denied,
+    },
+}
+
+impl ExtAuthz {
+    /// Asks the server and resolves its answer, failure mode included. Never waits longer than
+    /// the policy's timeout.
+    pub async fn check(&self, input: CheckInput<'_>) -> Resolution {
+        let verdict = match &self.transport {
+            Transport::Grpc => {
+                let request = check_request::build(&input, &self.headers);
+                grpc::check(&self.backend, request, self.timeout).await
+            }
+            Transport::Http(settings) => {
+                http::check(&self.backend, settings, &self.headers, &input, self.timeout).await
+            }
+        };
+        self.resolve(verdict)
+    }
+
+    /// The failure-mode rules, in one place.
+    fn resolve(&self, verdict: Verdict) -> Resolution {
+        match verdict {
+            Verdict::Allow(allowed) => Resolution::Allow(allowed),
+            Verdict::Deny(denied) => Resolution::Deny(denied),
+            Verdict::Error { reason, .. } if self.failure_mode_allow => {
+                Resolution::FailureModeAllow { reason }
+            }
+            Verdict::Error { reason, response } => Resolution::Error {
+                reason,
+                response: response.unwrap_or_default(),
+            },
+        }
+    }
+}

@@ -1,0 +1,43 @@
+//! `gateway`: a hyper reverse proxy that consumes any Envoy-compatible ext_authz server exactly
+//! as Envoy's `ext_authz` filter does, with policies attached at gateway (listener) and route
+//! level.
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let text = std::fs::read_to_string("config/gateway.toml")?;
+//! let config = gateway::Config::from_toml(&text, "config/gateway.toml")?;
+//! let gw = gateway::Gateway::bind(config).await?;
+//! for (name, addr) in gw.local_addrs() {
+//!     println!("listening http {addr} ({name})");
+//! }
+//! gw.run().await?;
+//! # Ok(()) }
+//! ```
+//!
+//! Layout: [`config`] (file → validated types), [`route`] (matching and precedence),
+//! [`ext_authz`] (the Envoy-compatible client), [`proxy`] (one request end to end),
+//! [`upstream`] (backends and their pools), [`server`] (listeners), [`demo_backend`] (the
+//! OpenAI-style demo service).
+
+pub mod body;
+pub mod config;
+pub mod demo_backend;
+pub mod ext_authz;
+pub mod headers;
+pub mod proxy;
+pub mod route;
+pub mod server;
+pub mod upstream;
+
+pub use config::{Config, ConfigErrors, Overrides};
+pub use server::Gateway;
+
+/// Logs to stderr, filtered by `RUST_LOG` (default `info`); stdout stays for `listening` lines.
+pub fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}

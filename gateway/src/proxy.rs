@@ -1,0 +1,387 @@
+//! One request through the gateway: route, policies (gateway level first, then route level),
+//! upstream, response — and the access-log line.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime};
+
+use http::header::{self, HeaderName, HeaderValue};
+use http::request::Parts;
+use http::{Request, Response, StatusCode, Uri, Version};
+use hyper::body::Incoming;
+
+use crate::body::{self, BufferedBody, ProxyBody};
+use crate::config::{Config, Route};
+use crate::ext_authz::check_request::{authority, path_and_query};
+use crate::ext_authz::{
+    AppendAction, CheckBody, CheckInput, ExtAuthz, FAILURE_MODE_ALLOWED_HEADER, Resolution,
+};
+use crate::headers;
+use crate::route::PathMatch;
+
+/// What the proxy knows about the connection a request arrived on.
+#[derive(Debug, Clone)]
+pub struct Connection {
+    /// The whole configuration.
+    pub config: Arc<Config>,
+    /// Which of `config.listeners` accepted the connection.
+    pub listener: usize,
+    /// The client's address.
+    pub peer: SocketAddr,
+    /// Our address the client connected to.
+    pub local: SocketAddr,
+}
+
+/// The authorization part of an access-log line.
+#[derive(Debug, Default)]
+struct AuthzLog {
+    outcome: &'static str,
+    policy: String,
+    latency: Duration,
+    metadata: Vec<String>,
+}
+
+/// Serves one request; never fails (errors become responses).
+pub async fn serve(conn: Connection, req: Request<Incoming>) -> Response<ProxyBody> {
+    let started = Instant::now();
+    let time = SystemTime::now();
+    let (mut parts, body) = req.into_parts();
+    let method = parts.method.clone();
+    let path = path_and_query(&parts);
+    let request_id = ensure_request_id(&mut parts);
+    let mut authz = AuthzLog {
+        outcome: "none",
+        ..AuthzLog::default()
+    };
+    let mut upstream_latency = None;
+    let mut route_name = "-".to_owned();
+
+    let response = handle(
+        &conn,
+        parts,
+        BufferedBody::new(body::boxed(body)),
+        HandleState {
+            time,
+            request_id: &request_id,
+            authz: &mut authz,
+            upstream_latency: &mut upstream_latency,
+            route_name: &mut route_name,
+        },
+    )
+    .await;
+
+    tracing::info!(
+        target: "access_log",
+        method = %method,
+        path = %path,
+        route = %route_name,
+        status = response.status().as_u16(),
+        authz = authz.outcome,
+        authz_policy = %authz.policy,
+        authz_ms = authz.latency.as_secs_f64() * 1000.0,
+        upstream_ms = upstream_latency.map(|d: Duration| d.as_secs_f64() * 1000.0),
+        dynamic_metadata = %authz.metadata.join(" "),
+        duration_ms = started.elapsed().as_secs_f64() * 1000.0,
+        request_id = %request_id,
+        peer = %conn.peer,
+        "request"
+    );
+    response
+}
+
+struct HandleState<'a> {
+    time: SystemTime,
+    request_id: &'a str,
+    authz: &'a mut AuthzLog,
+    upstream_latency: &'a mut Option<Duration>,
+    route_name: &'a mut String,
+}
+
+async fn handle(
+    conn: &Connection,
+    mut parts: Parts,
+    mut body: BufferedBody,
+    state: HandleState<'_>,
+) -> Response<ProxyBody> {
+    if parts.version < Version::HTTP_2
+        && parts.headers.contains_key(header::TRANSFER_ENCODING)
+        && parts.headers.contains_key(header::CONTENT_LENGTH)
+    {
+        // RFC 9112 §6.3: a message with both is a smuggling risk; reject and close, as Envoy does.
+        let mut resp = local_reply(
+            StatusCode::BAD_REQUEST,
+            "conflicting content-length and transfer-encoding",
+        );
+        resp.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        return resp;
+    }
+    let listener = &conn.config.listeners[conn.listener];
+    let host = authority(&parts);
+    let Some(route) = conn
+        .config
+        .routes
+        .find(&host, &parts.method, parts.uri.path(), &parts.headers)
+        .cloned()
+    else {
+        return local_reply(StatusCode::NOT_FOUND, "");
+    };
+    *state.route_name = route.name.clone();
+
+    headers::remove_hop_by_hop(&mut parts.headers);
+    headers::set_forwarded(&mut parts.headers, conn.peer.ip(), "http");
+
+    // Both levels must allow, gateway first; a route can switch the gateway level off.
+    let gateway_level: &[Arc<ExtAuthz>] = if route.gateway_policies_disabled {
+        &[]
+    } else {
+        &listener.policies
+    };
+    let mut response_headers: Vec<(HeaderName, HeaderValue, AppendAction)> = Vec::new();
+    for policy in gateway_level.iter().chain(route.policies.iter()) {
+        state.authz.policy = policy.policy.clone();
+        let check_body = match policy.with_request_body {
+            None => None,
+            Some(settings) => match read_body_for_check(&mut body, &parts, settings).await {
+                Ok(b) => Some(b),
+                Err(resp) => {
+                    state.authz.outcome = "body_rejected";
+                    return resp;
+                }
+            },
+        };
+        let mut context_extensions = policy.context_extensions.clone();
+        context_extensions.extend(route.context_extensions.clone());
+        let began = Instant::now();
+        let resolution = policy
+            .check(CheckInput {
+                parts: &parts,
+                peer: conn.peer,
+                local: conn.local,
+                request_id: state.request_id,
+                time: state.time,
+                context_extensions,
+                body: check_body,
+            })
+            .await;
+        state.authz.latency += began.elapsed();
+        match resolution {
+            Resolution::Allow(mut allowed) => {
+                state.authz.outcome = "allowed";
+                if let Some(m) = allowed.dynamic_metadata.take() {
+                    state.authz.metadata.push(m);
+                }
+                allowed.apply_to_request(&mut parts);
+                response_headers.extend(allowed.take_response_headers());
+            }
+            Resolution::FailureModeAllow { reason } => {
+                state.authz.outcome = "failure_mode_allowed";
+                tracing::warn!(policy = %policy.policy, %reason, "ext_authz check failed; failure_mode_allow lets the request through");
+                if policy.failure_mode_allow_header_add {
+                    parts.headers.insert(
+                        HeaderName::from_static(FAILURE_MODE_ALLOWED_HEADER),
+                        HeaderValue::from_static("true"),
+                    );
+                }
+            }
+            Resolution::Deny(denied) => {
+                state.authz.outcome = "denied";
+                return denied.into_response(StatusCode::FORBIDDEN);
+            }
+            Resolution::Error { reason, response } => {
+                state.authz.outcome = "error";
+                tracing::warn!(policy = %policy.policy, %reason, "ext_authz check failed");
+                return response.into_response(policy.status_on_error);
+            }
+        }
+    }
+
+    let upstream_req = match upstream_request(&route, parts, body) {
+        Ok(r) => r,
+        Err(status) => return local_reply(status, "invalid path"),
+    };
+    let began = Instant::now();
+    let result = route.backend.send(upstream_req, route.timeout).await;
+    *state.upstream_latency = Some(began.elapsed());
+    match result {
+        Err(e) => {
+            tracing::warn!(route = %route.name, backend = %route.backend.name, error = %e, "upstream failed");
+            let text = match e.status() {
+                StatusCode::GATEWAY_TIMEOUT => "upstream request timeout",
+                StatusCode::SERVICE_UNAVAILABLE => "upstream connect error",
+                _ => "upstream reset or bad response",
+            };
+            local_reply(e.status(), text)
+        }
+        Ok(resp) => {
+            let (mut parts, incoming) = resp.into_parts();
+            headers::remove_hop_by_hop(&mut parts.headers);
+            crate::ext_authz::mutation::apply_response_headers(
+                &mut parts.headers,
+                &response_headers,
+            );
+            Response::from_parts(parts, body::boxed(incoming))
+        }
+    }
+}
+
+/// Buffers what a policy's `with_request_body` asks for; 413 when the body is over the limit
+/// and partial messages are not allowed (decided before any check is sent).
+async fn read_body_for_check(
+    body: &mut BufferedBody,
+    parts: &Parts,
+    settings: crate::ext_authz::WithRequestBody,
+) -> Result<CheckBody, Response<ProxyBody>> {
+    let max = settings.max_request_bytes;
+    let declared = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let too_large = || local_reply(StatusCode::PAYLOAD_TOO_LARGE, "Payload Too Large");
+    if !settings.allow_partial_message && declared.is_some_and(|n| n > max as u64) {
+        return Err(too_large());
+    }
+    let want = if settings.allow_partial_message {
+        max
+    } else {
+        max + 1
+    };
+    if let Err(e) = body.fill_to(want).await {
+        tracing::debug!(error = %e, "client body failed while buffering for ext_authz");
+        return Err(local_reply(
+            StatusCode::BAD_REQUEST,
+            "request body read error",
+        ));
+    }
+    let partial = !body.is_complete() || body.len() > max;
+    if partial && !settings.allow_partial_message {
+        return Err(too_large());
+    }
+    Ok(CheckBody {
+        bytes: body.prefix(max),
+        partial,
+        pack_as_bytes: settings.pack_as_bytes,
+    })
+}
+
+fn upstream_request(
+    route: &Route,
+    mut parts: Parts,
+    body: BufferedBody,
+) -> Result<Request<ProxyBody>, StatusCode> {
+    let original = path_and_query(&parts);
+    let path = match (&route.rewrite_prefix, &route.matcher.path) {
+        (Some(rewrite), PathMatch::Prefix(prefix)) => rewrite_prefix(&original, prefix, rewrite),
+        _ => original,
+    };
+    let host = authority(&parts);
+    let uri: Uri = match format!("http://{}{}", route.backend.authority, path).parse() {
+        Ok(u) => u,
+        Err(_) => return Err(StatusCode::BAD_REQUEST),
+    };
+    parts.uri = uri;
+    parts.version = Version::HTTP_11;
+    if let Ok(host) = HeaderValue::from_str(&host)
+        && !host.is_empty()
+    {
+        parts.headers.insert(header::HOST, host);
+    }
+    Ok(Request::from_parts(parts, body.into_body()))
+}
+
+fn rewrite_prefix(path_and_query: &str, prefix: &str, rewrite: &str) -> String {
+    let rest = path_and_query.get(prefix.len()..).unwrap_or_default();
+    let mut out = rewrite.to_owned();
+    if out.ends_with('/') && rest.starts_with('/') {
+        out.pop();
+    }
+    out.push_str(rest);
+    if out.is_empty() || out.starts_with('?') {
+        out.insert(0, '/');
+    }
+    out
+}
+
+/// A response the gateway makes itself, `text/plain` when it has a body.
+pub fn local_reply(status: StatusCode, text: &'static str) -> Response<ProxyBody> {
+    let mut resp = Response::new(body::full(text));
+    *resp.status_mut() = status;
+    if !text.is_empty() {
+        resp.headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+    }
+    resp
+}
+
+fn ensure_request_id(parts: &mut Parts) -> String {
+    if let Some(id) = parts
+        .headers
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty())
+    {
+        return id.to_owned();
+    }
+    let id = new_request_id();
+    if let Ok(v) = HeaderValue::from_str(&id) {
+        parts
+            .headers
+            .insert(HeaderName::from_static("x-request-id"), v);
+    }
+    id
+}
+
+/// A random UUID-shaped id (v4 layout); randomness from std's per-process SipHash keys mixed
+/// with a counter and the clock — unique, not secret.
+fn new_request_id() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let nanos = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    let mut words = [0u64; 2];
+    for (i, w) in words.iter_mut().enumerate() {
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u64(n);
+        h.write_u64(nanos);
+        h.write_usize(i);
+        *w = h.finish();
+    }
+    let b = (u128::from(words[0]) << 64 | u128::from(words[1])) & !(0xF000u128 << 64)
+        | (0x4000u128 << 64);
+    let b = b & !(0xC000u128 << 48) | (0x8000u128 << 48);
+    let hex = format!("{b:032x}");
+    format!(
+        "{}-{}-{}-{}-{}",
+        &hex[0..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..32]
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefix_rewrite() {
+        assert_eq!(rewrite_prefix("/openai/v1?x=1", "/openai", "/"), "/v1?x=1");
+        assert_eq!(rewrite_prefix("/openai", "/openai", "/v1/chat"), "/v1/chat");
+        assert_eq!(rewrite_prefix("/openai?q", "/openai", ""), "/?q");
+        assert_eq!(rewrite_prefix("/a/b", "/a", "/x/"), "/x/b");
+    }
+
+    #[test]
+    fn request_ids_look_like_uuids_and_differ() {
+        let a = new_request_id();
+        let b = new_request_id();
+        assert_eq!(a.len(), 36);
+        assert_eq!(&a[14..15], "4");
+        assert_ne!(a, b);
+    }
+}

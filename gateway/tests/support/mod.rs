@@ -1,0 +1,358 @@
+//! Test support shared by every gateway suite: a mock ext_authz server (gRPC and HTTP), the demo
+//! backend, a gateway started from TOML, and HTTP/1.1 and HTTP/2 clients. All on loopback ports
+//! chosen by the OS.
+
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use extauthz_proto::RpcStatus;
+use extauthz_proto::v3::{
+    CheckRequest, CheckResponse, DeniedHttpResponse, HeaderValue as PbHeaderValue,
+    HeaderValueOption, HttpStatus, OkHttpResponse,
+    attribute_context::HttpRequest,
+    authorization_server::{Authorization, AuthorizationServer},
+    check_response::HttpResponse,
+};
+use http::{HeaderMap, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+
+/// The Istio ext-authz deny body, 76 bytes.
+pub const DENY_BODY: &str =
+    "denied by ext_authz for not found header `x-ext-authz: allow` in the request";
+
+/// The seed's request body.
+pub const SEED_BODY: &str = r#"{ "model": "gpt-3.5-turbo", "messages": [ { "role": "system", "content": "You are a poetic assistant, skilled in explaining complex programming concepts with creative flair." }, { "role": "user", "content": "Write 5 sentences." } ] }"#;
+
+/// What the mock answers to one check.
+pub enum Reply {
+    /// A successful RPC with this response.
+    Respond(CheckResponse),
+    /// A gRPC error status.
+    Fail(tonic::Status),
+    /// Never answer.
+    Hang,
+    /// Answer after a pause.
+    After(Duration, CheckResponse),
+}
+
+type Handler = Arc<dyn Fn(&CheckRequest) -> Reply + Send + Sync>;
+
+/// An in-process `envoy.service.auth.v3.Authorization` server that records every request.
+#[derive(Clone)]
+pub struct MockAuthz {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    requests: Arc<Mutex<Vec<CheckRequest>>>,
+}
+
+struct Service {
+    handler: Handler,
+    requests: Arc<Mutex<Vec<CheckRequest>>>,
+}
+
+#[tonic::async_trait]
+impl Authorization for Service {
+    async fn check(
+        &self,
+        request: tonic::Request<CheckRequest>,
+    ) -> Result<tonic::Response<CheckResponse>, tonic::Status> {
+        let request = request.into_inner();
+        self.requests.lock().unwrap().push(request.clone());
+        match (self.handler)(&request) {
+            Reply::Respond(r) => Ok(tonic::Response::new(r)),
+            Reply::Fail(s) => Err(s),
+            Reply::Hang => std::future::pending().await,
+            Reply::After(d, r) => {
+                tokio::time::sleep(d).await;
+                Ok(tonic::Response::new(r))
+            }
+        }
+    }
+}
+
+impl MockAuthz {
+    /// Starts a mock answering with `handler`.
+    pub async fn start(
+        handler: impl Fn(&CheckRequest) -> Reply + Send + Sync + 'static,
+    ) -> MockAuthz {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let requests = Arc::new(Mutex::new(Vec::new()));
+        let service = Service {
+            handler: Arc::new(handler),
+            requests: requests.clone(),
+        };
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(AuthorizationServer::new(service))
+                .serve_with_incoming(TcpListenerStream::new(listener)),
+        );
+        MockAuthz { addr, requests }
+    }
+
+    /// Starts a mock that behaves like Istio's ext-authz test service (the seed's image).
+    pub async fn istio() -> MockAuthz {
+        MockAuthz::start(|req| {
+            let allowed =
+                http_of(req).headers.get("x-ext-authz").map(String::as_str) == Some("allow");
+            Reply::Respond(istio_response(allowed))
+        })
+        .await
+    }
+
+    /// Starts a mock that answers every check with `response`.
+    pub async fn always(response: CheckResponse) -> MockAuthz {
+        MockAuthz::start(move |_| Reply::Respond(response.clone())).await
+    }
+
+    /// Every check received so far.
+    pub fn requests(&self) -> Vec<CheckRequest> {
+        self.requests.lock().unwrap().clone()
+    }
+
+    /// How many checks were received.
+    pub fn count(&self) -> usize {
+        self.requests.lock().unwrap().len()
+    }
+
+    /// The HTTP attributes of the last check.
+    pub fn last_http(&self) -> HttpRequest {
+        http_of(
+            self.requests
+                .lock()
+                .unwrap()
+                .last()
+                .expect("no check received"),
+        )
+        .clone()
+    }
+}
+
+/// `attributes.request.http` of a check.
+pub fn http_of(req: &CheckRequest) -> &HttpRequest {
+    req.attributes
+        .as_ref()
+        .unwrap()
+        .request
+        .as_ref()
+        .unwrap()
+        .http
+        .as_ref()
+        .unwrap()
+}
+
+/// Istio's ext-authz answer.
+pub fn istio_response(allowed: bool) -> CheckResponse {
+    let result = if allowed { "allowed" } else { "denied" };
+    let headers = vec![
+        header("x-ext-authz-check-result", result, Some(false)),
+        header(
+            "x-ext-authz-additional-header-override",
+            "grpc-additional-header-override-value",
+            Some(false),
+        ),
+    ];
+    if allowed {
+        ok(OkHttpResponse {
+            headers,
+            ..OkHttpResponse::default()
+        })
+    } else {
+        deny(7, 403, headers, DENY_BODY)
+    }
+}
+
+/// A header option.
+pub fn header(key: &str, value: &str, append: Option<bool>) -> HeaderValueOption {
+    HeaderValueOption {
+        header: Some(PbHeaderValue {
+            key: key.into(),
+            value: value.into(),
+            raw_value: Vec::new(),
+        }),
+        append,
+        ..HeaderValueOption::default()
+    }
+}
+
+/// A header option with an append action.
+pub fn header_action(key: &str, value: &str, action: i32) -> HeaderValueOption {
+    HeaderValueOption {
+        append_action: action,
+        ..header(key, value, None)
+    }
+}
+
+/// An OK response.
+pub fn ok(ok: OkHttpResponse) -> CheckResponse {
+    CheckResponse {
+        status: Some(RpcStatus::default()),
+        http_response: Some(HttpResponse::OkResponse(ok)),
+        ..CheckResponse::default()
+    }
+}
+
+/// A denied response with a `denied_response`.
+pub fn deny(
+    code: i32,
+    http_status: i32,
+    headers: Vec<HeaderValueOption>,
+    body: &str,
+) -> CheckResponse {
+    CheckResponse {
+        status: Some(RpcStatus {
+            code,
+            ..RpcStatus::default()
+        }),
+        http_response: Some(HttpResponse::DeniedResponse(DeniedHttpResponse {
+            status: Some(HttpStatus { code: http_status }),
+            headers,
+            body: body.into(),
+        })),
+        ..CheckResponse::default()
+    }
+}
+
+/// Starts the demo backend; streamed events are 100 ms apart.
+pub async fn start_backend() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(gateway::demo_backend::serve(
+        listener,
+        gateway::demo_backend::DemoOptions {
+            sse_delay: Duration::from_millis(100),
+        },
+    ));
+    addr
+}
+
+/// Starts a gateway from TOML text; returns its first listener's address.
+pub async fn start_gateway(toml: &str) -> SocketAddr {
+    let config = gateway::Config::from_toml(toml, "test.toml")
+        .unwrap_or_else(|e| panic!("test config invalid:\n{e}\n---\n{toml}"));
+    let gw = gateway::Gateway::bind(config).await.unwrap();
+    let addr = gw.local_addrs()[0].1;
+    tokio::spawn(gw.run());
+    addr
+}
+
+/// The seed's setup: one listener `gw`, route `openai` (`/openai` prefix) to the demo backend,
+/// authz backend `authz` at `authz`; `extra` is appended (policies, more routes).
+pub fn seed_config(backend: SocketAddr, authz: SocketAddr, extra: &str) -> String {
+    format!(
+        r#"
+[[listeners]]
+name = "gw"
+address = "127.0.0.1:0"
+
+[[backends]]
+name = "openai"
+url = "http://{backend}"
+
+[[routes]]
+name = "openai"
+path = {{ prefix = "/openai" }}
+backend = "openai"
+
+[[authz_backends]]
+name = "authz"
+url = "http://{authz}"
+{extra}
+"#
+    )
+}
+
+/// The gateway-level policy of the seed, to `authz`.
+pub const GATEWAY_POLICY: &str = r#"
+[[policies]]
+name = "gateway-ext-auth-policy"
+target_refs = [{ kind = "Gateway", name = "gw" }]
+ext_auth = { backend = "authz", grpc = {} }
+"#;
+
+/// A response read to the end.
+pub struct Reply200 {
+    /// The status.
+    pub status: StatusCode,
+    /// The headers.
+    pub headers: HeaderMap,
+    /// The body.
+    pub body: Bytes,
+}
+
+impl Reply200 {
+    /// The body as text.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    /// The body as JSON.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
+    }
+
+    /// A header the demo backend received (joined with ", " when repeated).
+    pub fn backend_saw(&self, name: &str) -> Option<String> {
+        self.json()["request"]["headers"][name]
+            .as_str()
+            .map(str::to_owned)
+    }
+}
+
+/// A new HTTP/1.1 client.
+pub fn client() -> Client<HttpConnector, Full<Bytes>> {
+    Client::builder(TokioExecutor::new()).build(HttpConnector::new())
+}
+
+/// A new h2c (prior knowledge) client.
+pub fn h2_client() -> Client<HttpConnector, Full<Bytes>> {
+    Client::builder(TokioExecutor::new())
+        .http2_only(true)
+        .build(HttpConnector::new())
+}
+
+/// Sends `req` over HTTP/1.1 and reads the whole response.
+pub async fn send(req: Request<Full<Bytes>>) -> Reply200 {
+    read(client().request(req).await.unwrap()).await
+}
+
+/// Reads a response to the end.
+pub async fn read(resp: Response<Incoming>) -> Reply200 {
+    let (parts, body) = resp.into_parts();
+    Reply200 {
+        status: parts.status,
+        headers: parts.headers,
+        body: body.collect().await.unwrap().to_bytes(),
+    }
+}
+
+/// The seed's POST to `path` with extra headers.
+pub fn seed_post(gw: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Request<Full<Bytes>> {
+    let mut req =
+        Request::post(format!("http://{gw}{path}")).header("content-type", "application/json");
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    req.body(Full::new(Bytes::from_static(SEED_BODY.as_bytes())))
+        .unwrap()
+}
+
+/// A GET to `path` with extra headers.
+pub fn get(gw: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Request<Full<Bytes>> {
+    let mut req = Request::get(format!("http://{gw}{path}"));
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    req.body(Full::new(Bytes::new())).unwrap()
+}
