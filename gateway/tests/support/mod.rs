@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -24,6 +25,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use tokio::net::TcpListener;
+use tokio_stream::StreamExt;
 use tokio_stream::wrappers::TcpListenerStream;
 
 /// The Istio ext-authz deny body, 76 bytes.
@@ -53,6 +55,7 @@ pub struct MockAuthz {
     /// Where it listens.
     pub addr: SocketAddr,
     requests: Arc<Mutex<Vec<CheckRequest>>>,
+    connections: Arc<AtomicUsize>,
 }
 
 struct Service {
@@ -88,16 +91,26 @@ impl MockAuthz {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let requests = Arc::new(Mutex::new(Vec::new()));
+        let connections = Arc::new(AtomicUsize::new(0));
         let service = Service {
             handler: Arc::new(handler),
             requests: requests.clone(),
         };
+        let counter = connections.clone();
+        let incoming = TcpListenerStream::new(listener).map(move |conn| {
+            counter.fetch_add(1, Ordering::SeqCst);
+            conn
+        });
         tokio::spawn(
             tonic::transport::Server::builder()
                 .add_service(AuthorizationServer::new(service))
-                .serve_with_incoming(TcpListenerStream::new(listener)),
+                .serve_with_incoming(incoming),
         );
-        MockAuthz { addr, requests }
+        MockAuthz {
+            addr,
+            requests,
+            connections,
+        }
     }
 
     /// Starts a mock that behaves like Istio's ext-authz test service (the seed's image).
@@ -118,6 +131,11 @@ impl MockAuthz {
     /// Every check received so far.
     pub fn requests(&self) -> Vec<CheckRequest> {
         self.requests.lock().unwrap().clone()
+    }
+
+    /// How many TCP connections the gateway opened to this server.
+    pub fn connections(&self) -> usize {
+        self.connections.load(Ordering::SeqCst)
     }
 
     /// How many checks were received.
@@ -355,4 +373,23 @@ pub fn get(gw: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Request<Full
         req = req.header(*k, *v);
     }
     req.body(Full::new(Bytes::new())).unwrap()
+}
+
+/// Writes `request` on a fresh TCP connection and returns the status code and the raw response.
+pub async fn raw_exchange(gw: SocketAddr, request: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(gw).await.unwrap();
+    s.write_all(request.as_bytes()).await.unwrap();
+    let mut buf = vec![0u8; 8192];
+    let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (status, text)
 }
