@@ -2,7 +2,8 @@
 //! received (method, path, headers, body), or with `"stream": true` in the JSON body, with
 //! server-sent events sent one by one with a pause between them, ending `data: [DONE]`.
 //!
-//! `?delay_ms=N` delays the response headers, to exercise gateway timeouts.
+//! `?delay_ms=N` delays the response headers, to exercise gateway timeouts. The echo's
+//! `served_by` names the backend's own address, so tests can tell backends apart.
 
 use std::convert::Infallible;
 use std::time::{Duration, SystemTime};
@@ -43,16 +44,20 @@ impl Default for DemoOptions {
 
 /// Serves on `listener` forever.
 pub async fn serve(listener: TcpListener, options: DemoOptions) {
+    let served_by = listener
+        .local_addr()
+        .map_or_else(|_| "unknown".to_owned(), |a| a.to_string());
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             tokio::time::sleep(Duration::from_millis(50)).await;
             continue;
         };
+        let served_by = served_by.clone();
         tokio::spawn(async move {
-            let service =
-                service_fn(
-                    move |req| async move { Ok::<_, Infallible>(respond(req, options).await) },
-                );
+            let service = service_fn(move |req| {
+                let served_by = served_by.clone();
+                async move { Ok::<_, Infallible>(respond(req, options, served_by).await) }
+            });
             let _ = auto::Builder::new(TokioExecutor::new())
                 .serve_connection(TokioIo::new(stream), service)
                 .await;
@@ -60,7 +65,11 @@ pub async fn serve(listener: TcpListener, options: DemoOptions) {
     }
 }
 
-async fn respond(req: Request<Incoming>, options: DemoOptions) -> Response<ProxyBody> {
+async fn respond(
+    req: Request<Incoming>,
+    options: DemoOptions,
+    served_by: String,
+) -> Response<ProxyBody> {
     let (parts, body) = req.into_parts();
     if let Some(ms) = query_param(parts.uri.query(), "delay_ms").and_then(|v| v.parse().ok()) {
         tokio::time::sleep(Duration::from_millis(ms)).await;
@@ -104,6 +113,7 @@ async fn respond(req: Request<Incoming>, options: DemoOptions) -> Response<Proxy
         "headers": headers,
         "raw_headers": raw_headers,
         "body": String::from_utf8_lossy(&body),
+        "served_by": served_by,
     });
     let created = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)

@@ -393,3 +393,116 @@ pub async fn raw_exchange(gw: SocketAddr, request: &str) -> (u16, String) {
         .unwrap_or(0);
     (status, text)
 }
+
+/// A request received by [`MockHttpAuthz`].
+#[derive(Debug, Clone)]
+pub struct SeenRequest {
+    /// The request head.
+    pub method: http::Method,
+    /// The path and query.
+    pub uri: String,
+    /// The headers.
+    pub headers: HeaderMap,
+    /// The body.
+    pub body: Bytes,
+}
+
+type HttpHandler = Arc<dyn Fn(&SeenRequest) -> Response<Full<Bytes>> + Send + Sync>;
+
+/// An in-process ext_authz server speaking Envoy's HTTP protocol, recording every request.
+#[derive(Clone)]
+pub struct MockHttpAuthz {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    requests: Arc<Mutex<Vec<SeenRequest>>>,
+}
+
+impl MockHttpAuthz {
+    /// Starts a server answering with `handler`.
+    pub async fn start(
+        handler: impl Fn(&SeenRequest) -> Response<Full<Bytes>> + Send + Sync + 'static,
+    ) -> MockHttpAuthz {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let requests: Arc<Mutex<Vec<SeenRequest>>> = Arc::default();
+        let handler: HttpHandler = Arc::new(handler);
+        let recorded = requests.clone();
+        tokio::spawn(async move {
+            loop {
+                let (stream, _) = listener.accept().await.unwrap();
+                let handler = handler.clone();
+                let recorded = recorded.clone();
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+                        let handler = handler.clone();
+                        let recorded = recorded.clone();
+                        async move {
+                            let (parts, body) = req.into_parts();
+                            let seen = SeenRequest {
+                                method: parts.method,
+                                uri: parts.uri.to_string(),
+                                headers: parts.headers,
+                                body: body.collect().await.unwrap().to_bytes(),
+                            };
+                            recorded.lock().unwrap().push(seen.clone());
+                            Ok::<_, std::convert::Infallible>(handler(&seen))
+                        }
+                    });
+                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        MockHttpAuthz { addr, requests }
+    }
+
+    /// Every request received so far.
+    pub fn requests(&self) -> Vec<SeenRequest> {
+        self.requests.lock().unwrap().clone()
+    }
+}
+
+/// A backend that reads one request head, writes `response` verbatim and closes.
+pub async fn raw_backend(response: &'static [u8]) -> SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let (mut s, _) = listener.accept().await.unwrap();
+            tokio::spawn(async move {
+                let mut seen = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => seen.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let _ = s.write_all(response).await;
+                let _ = s.shutdown().await;
+            });
+        }
+    });
+    addr
+}
+
+/// A TCP relay in front of `target` that counts the connections made through it.
+pub async fn counting_relay(target: SocketAddr) -> (SocketAddr, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let count = Arc::new(AtomicUsize::new(0));
+    let counter = count.clone();
+    tokio::spawn(async move {
+        loop {
+            let (mut inbound, _) = listener.accept().await.unwrap();
+            counter.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut outbound = tokio::net::TcpStream::connect(target).await.unwrap();
+                let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+            });
+        }
+    });
+    (addr, count)
+}
