@@ -241,10 +241,22 @@ fn compile_authz_backends(
 }
 
 fn anchored(pattern: &Spanned<String>, errors: &mut Errors) -> Option<Regex> {
-    match Regex::new(&format!("^(?:{})$", pattern.get_ref())) {
+    // Check the pattern as written so the message shows the user's text, then anchor it.
+    let checked = Regex::new(pattern.get_ref())
+        .and_then(|_| Regex::new(&format!("^(?:{})$", pattern.get_ref())));
+    match checked {
         Ok(re) => Some(re),
         Err(e) => {
-            errors.at(pattern, format!("invalid regex: {e}"));
+            let text = e.to_string();
+            let reason = text
+                .lines()
+                .rev()
+                .find_map(|l| l.strip_prefix("error: "))
+                .unwrap_or(text.as_str());
+            errors.at(
+                pattern,
+                format!("invalid regex `{}`: {reason}", pattern.get_ref()),
+            );
             None
         }
     }
