@@ -152,11 +152,24 @@ async fn serve_grpc<A: Authorizer>(
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
+        .serve_with_incoming_shutdown(without_nagle(listener), async move {
             let _ = stop.wait_for(|stop| *stop).await;
         })
         .await?;
     Ok(())
+}
+
+/// Accepted connections with Nagle's algorithm off: a Check answer is one small write, and
+/// holding it back for a delayed ACK costs tens of milliseconds per call.
+fn without_nagle(
+    listener: TcpListener,
+) -> impl tokio_stream::Stream<Item = io::Result<tokio::net::TcpStream>> {
+    use tokio_stream::StreamExt;
+    TcpListenerStream::new(listener).map(|accepted| {
+        let stream = accepted?;
+        stream.set_nodelay(true)?;
+        Ok(stream)
+    })
 }
 
 fn reflection_error(error: tonic_reflection::server::Error) -> ServeError {
@@ -203,6 +216,9 @@ async fn serve_http<A: Authorizer>(
             _ = stop.changed() => break,
         };
         let destination = stream.local_addr().unwrap_or(source);
+        if let Err(error) = stream.set_nodelay(true) {
+            tracing::debug!(%error, "http: cannot disable Nagle's algorithm");
+        }
         let authorizer = authorizer.clone();
         let service = service_fn(move |request| {
             http_mode::handle(authorizer.clone(), request, source, destination)
