@@ -15,6 +15,7 @@ mod config;
 pub mod decision;
 mod engine;
 mod error;
+pub mod hooks;
 mod matcher;
 pub mod request;
 mod template;
@@ -25,6 +26,7 @@ pub use decision::{
 };
 pub use engine::RuleSet;
 pub use error::{ConfigError, ConfigErrors};
+pub use hooks::{Hooks, JwksError, JwksSource, Lookup, LookupError, LookupPolicy, LookupQuery, OnLookupError, Row};
 pub use matcher::REGEX_SIZE_LIMIT;
 pub use request::{Peer, Request, Transport};
 pub use template::MAX_RENDERED_BYTES;
