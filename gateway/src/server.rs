@@ -13,6 +13,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 
 use crate::config::Config;
+use crate::ext_authz::{AuthzBackend, Transport};
 use crate::proxy::{self, Connection};
 
 /// A gateway whose listeners are bound and not yet serving.
@@ -33,6 +34,21 @@ impl Gateway {
                 )
             })?;
             sockets.push(socket);
+        }
+        // Connect every gRPC authz backend now rather than inside the first request's check.
+        let mut seen: Vec<*const AuthzBackend> = Vec::new();
+        let policies = config
+            .listeners
+            .iter()
+            .flat_map(|l| &l.policies)
+            .chain(config.routes.iter().flat_map(|r| &r.policies));
+        for policy in policies {
+            if matches!(policy.transport, Transport::Grpc)
+                && !seen.contains(&Arc::as_ptr(&policy.backend))
+            {
+                seen.push(Arc::as_ptr(&policy.backend));
+                policy.backend.warm_up();
+            }
         }
         Ok(Gateway {
             config: Arc::new(config),

@@ -15,10 +15,14 @@ use super::{Allowed, AuthzBackend, Denied, Verdict};
 
 /// Sends one check and waits at most `timeout` (also sent as `grpc-timeout`).
 pub async fn check(backend: &AuthzBackend, request: CheckRequest, timeout: Duration) -> Verdict {
-    let mut client = AuthorizationClient::new(backend.channel());
     let mut request = tonic::Request::new(request);
     request.set_timeout(timeout);
-    match tokio::time::timeout(timeout, client.check(request)).await {
+    // Getting the channel may wait for the startup connect: it is inside the timeout too.
+    let call = async {
+        let mut client = AuthorizationClient::new(backend.channel().await);
+        client.check(request).await
+    };
+    match tokio::time::timeout(timeout, call).await {
         Err(_) => Verdict::Error {
             reason: format!("timeout after {}ms", timeout.as_millis()),
             response: None,

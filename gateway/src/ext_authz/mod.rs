@@ -119,7 +119,7 @@ pub struct AuthzBackend {
     /// `host:port`.
     pub authority: Authority,
     endpoint: Endpoint,
-    channel: OnceLock<Channel>,
+    channel: tokio::sync::OnceCell<Channel>,
     http: OnceLock<HttpClient>,
 }
 
@@ -136,16 +136,35 @@ impl AuthzBackend {
             name,
             authority,
             endpoint,
-            channel: OnceLock::new(),
+            channel: tokio::sync::OnceCell::new(),
             http: OnceLock::new(),
         })
     }
 
-    /// The shared gRPC channel (must be called inside the tokio runtime).
-    pub fn channel(&self) -> Channel {
+    /// The shared gRPC channel. The first caller connects (the gateway does so at startup, see
+    /// [`AuthzBackend::warm_up`]) so the first check does not pay for the handshake inside its
+    /// 200 ms budget; if that connect fails the channel connects lazily and keeps reconnecting.
+    pub async fn channel(&self) -> Channel {
         self.channel
-            .get_or_init(|| self.endpoint.connect_lazy())
+            .get_or_init(|| async {
+                match self.endpoint.connect().await {
+                    Ok(channel) => channel,
+                    Err(e) => {
+                        tracing::warn!(authz_backend = %self.name, error = %e, "ext_authz server not reachable yet; will retry on demand");
+                        self.endpoint.connect_lazy()
+                    }
+                }
+            })
+            .await
             .clone()
+    }
+
+    /// Starts connecting the gRPC channel in the background.
+    pub fn warm_up(self: &Arc<Self>) {
+        let backend = self.clone();
+        tokio::spawn(async move {
+            backend.channel().await;
+        });
     }
 
     /// The shared HTTP client.
