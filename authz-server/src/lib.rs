@@ -38,10 +38,12 @@ pub mod config;
 mod grpc;
 mod http_mode;
 mod log;
+pub mod lookup;
 mod response;
 pub mod server;
 
 pub use authorizer::{AuthorizeError, Authorizer, RuleEngine};
 pub use config::{Config, LoadError, ServerSection};
 pub use grpc::CheckService;
+pub use lookup::DatabaseLookup;
 pub use server::{ServeError, Server};
