@@ -20,6 +20,8 @@ pub struct ServerSection {
     pub grpc: Option<SocketAddr>,
     /// Where Envoy's HTTP ext_authz mode listens, e.g. `0.0.0.0:8000`.
     pub http: Option<SocketAddr>,
+    /// Where `/metrics`, `/healthz` and `/readyz` are served, e.g. `0.0.0.0:9901`; off when unset.
+    pub admin: Option<SocketAddr>,
 }
 
 /// A config file that could not be used.

@@ -9,23 +9,28 @@ use rules::{Evaluation, Request};
 use tonic::{Response, Status};
 
 use crate::authorizer::{AuthorizeError, Authorizer};
+use crate::metrics::Metrics;
 use crate::{attributes, response};
 
 /// Serves Check (v3 and v2) with one [`Authorizer`].
 pub struct CheckService<A> {
     authorizer: Arc<A>,
+    metrics: Arc<Metrics>,
 }
 
 impl<A> CheckService<A> {
     /// Shares `authorizer` between the v3 and v2 services (and the HTTP mode).
-    pub fn new(authorizer: Arc<A>) -> Self {
-        Self { authorizer }
+    pub fn new(authorizer: Arc<A>, metrics: Arc<Metrics>) -> Self {
+        Self {
+            authorizer,
+            metrics,
+        }
     }
 }
 
 impl<A> Clone for CheckService<A> {
     fn clone(&self) -> Self {
-        Self::new(self.authorizer.clone())
+        Self::new(self.authorizer.clone(), self.metrics.clone())
     }
 }
 
@@ -33,7 +38,7 @@ impl<A: Authorizer> CheckService<A> {
     async fn decide(&self, api: &'static str, request: Request) -> Result<Evaluation, Status> {
         let started = Instant::now();
         let evaluation = self.authorizer.check(&request).await;
-        crate::log::decision(api, &request, &evaluation, started.elapsed());
+        crate::log::decision(&self.metrics, api, &request, &evaluation, started.elapsed());
         evaluation.map_err(rescue)
     }
 }

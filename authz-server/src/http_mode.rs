@@ -16,6 +16,7 @@ use rules::{Decision, Peer, Request, Transport};
 
 use crate::attributes::joined_headers;
 use crate::authorizer::Authorizer;
+use crate::metrics::Metrics;
 
 /// The largest body we read from a replayed request; a proxy forwarding more gets 413.
 pub const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
@@ -26,6 +27,7 @@ const HEADERS_TO_REMOVE: &str = "x-envoy-auth-headers-to-remove";
 /// Answers one replayed request.
 pub async fn handle<A: Authorizer>(
     authorizer: Arc<A>,
+    metrics: Arc<Metrics>,
     request: http::Request<Incoming>,
     source: SocketAddr,
     destination: SocketAddr,
@@ -52,7 +54,7 @@ pub async fn handle<A: Authorizer>(
         view.received = received_line(&parts, &body);
     }
     let evaluation = authorizer.check(&view).await;
-    crate::log::decision("http", &view, &evaluation, started.elapsed());
+    crate::log::decision(&metrics, "http", &view, &evaluation, started.elapsed());
     Ok(match evaluation {
         Ok(evaluation) => to_response(&evaluation.decision),
         Err(_) => plain(StatusCode::SERVICE_UNAVAILABLE, "authorizer unavailable"),

@@ -32,6 +32,7 @@
 //! # }
 //! ```
 
+pub mod admin;
 mod attributes;
 pub mod authorizer;
 pub mod config;
@@ -39,6 +40,8 @@ mod grpc;
 mod http_mode;
 mod log;
 pub mod lookup;
+pub mod metrics;
+pub mod reload;
 mod response;
 pub mod server;
 
@@ -46,4 +49,5 @@ pub use authorizer::{AuthorizeError, Authorizer, RuleEngine};
 pub use config::{Config, LoadError, ServerSection};
 pub use grpc::CheckService;
 pub use lookup::DatabaseLookup;
+pub use metrics::Metrics;
 pub use server::{ServeError, Server};

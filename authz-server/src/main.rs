@@ -5,6 +5,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
+use std::time::Duration;
+
+use authz_server::reload::{self, Reloader};
 use authz_server::{Config, LoadError, RuleEngine, Server};
 use clap::{Args, Parser, Subcommand};
 
@@ -32,6 +35,12 @@ struct ServeArgs {
     /// Overrides `[server] http`.
     #[arg(long)]
     http_addr: Option<SocketAddr>,
+    /// Overrides `[server] admin`: `/metrics`, `/healthz`, `/readyz`.
+    #[arg(long)]
+    admin_addr: Option<SocketAddr>,
+    /// Seconds requests in flight get to finish after SIGTERM/SIGINT.
+    #[arg(long, value_name = "SECONDS", default_value_t = 10)]
+    drain_timeout: u64,
     /// Log lines as human-readable text or one JSON object per line.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -120,15 +129,35 @@ async fn serve(config: Config, args: &ServeArgs) -> anyhow::Result<()> {
         grpc.is_some() || http.is_some(),
         "nothing to serve: set [server] grpc or http, or pass --grpc-addr/--http-addr"
     );
-    let server = Server::bind(RuleEngine::new(config.rules), grpc, http)
+    let engine = RuleEngine::new(config.rules);
+    let mut server = Server::bind(engine.clone(), grpc, http)
         .await
-        .context("starting the listeners")?;
+        .context("starting the listeners")?
+        .with_drain_timeout(Duration::from_secs(args.drain_timeout));
+    if let Some(admin) = args.admin_addr.or(config.server.admin) {
+        server = server
+            .with_admin(admin)
+            .await
+            .context("starting the admin listener")?;
+    }
+    match &args.config {
+        Some(path) => {
+            let reloader = Reloader::new(path.clone(), engine, server.metrics(), config.server);
+            tokio::spawn(reloader.run(reload::DEFAULT_POLL_INTERVAL));
+        }
+        None => {
+            tokio::spawn(ignore_hangup());
+        }
+    }
     // Tests and scripts read these lines to find OS-chosen ports.
     if let Some(address) = server.grpc_addr() {
         println!("listening grpc {address}");
     }
     if let Some(address) = server.http_addr() {
         println!("listening http {address}");
+    }
+    if let Some(address) = server.admin_addr() {
+        println!("listening admin {address}");
     }
     server.serve(shutdown_signal()).await?;
     Ok(())
@@ -148,6 +177,16 @@ fn init_logging(format: LogFormat) {
     }
 }
 
+/// The built-in config has no file to re-read; SIGHUP must not kill the process either.
+async fn ignore_hangup() {
+    #[cfg(unix)]
+    if let Ok(mut hangup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        while hangup.recv().await.is_some() {
+            tracing::info!("SIGHUP: serving the built-in config, nothing to reload");
+        }
+    }
+}
+
 async fn shutdown_signal() {
     let interrupt = tokio::signal::ctrl_c();
     #[cfg(unix)]
@@ -164,5 +203,4 @@ async fn shutdown_signal() {
     }
     #[cfg(not(unix))]
     let _ = interrupt.await;
-    tracing::info!("shutting down: draining requests in flight");
 }

@@ -4,6 +4,8 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use extauthz_proto::envoy::service::auth::{v2 as auth_v2, v3 as auth_v3};
 use http::HeaderValue;
@@ -13,9 +15,11 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_stream::wrappers::TcpListenerStream;
 
+use crate::admin::{self, AdminState};
 use crate::authorizer::Authorizer;
 use crate::grpc::CheckService;
 use crate::http_mode;
+use crate::metrics::Metrics;
 
 /// The largest CheckRequest accepted; gRPC's customary 4 MiB.
 pub const MAX_CHECK_REQUEST_BYTES: usize = 4 * 1024 * 1024;
@@ -36,12 +40,18 @@ pub enum ServeError {
     },
 }
 
+/// How long requests in flight may take to finish after shutdown begins, by default.
+pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// An authorizer with its listeners bound, ready to serve. Binding first lets a caller learn
 /// the ports the OS chose (port 0) before serving.
 pub struct Server<A> {
     authorizer: Arc<A>,
     grpc: Option<TcpListener>,
     http: Option<TcpListener>,
+    admin: Option<TcpListener>,
+    metrics: Arc<Metrics>,
+    drain_timeout: Duration,
 }
 
 impl<A: Authorizer> Server<A> {
@@ -55,7 +65,33 @@ impl<A: Authorizer> Server<A> {
             authorizer: Arc::new(authorizer),
             grpc: listen(grpc).await?,
             http: listen(http).await?,
+            admin: None,
+            metrics: Arc::new(Metrics::new()),
+            drain_timeout: DEFAULT_DRAIN_TIMEOUT,
         })
+    }
+
+    /// Also binds the admin port (`/metrics`, `/healthz`, `/readyz`).
+    pub async fn with_admin(mut self, address: SocketAddr) -> Result<Self, ServeError> {
+        self.admin = listen(Some(address)).await?;
+        Ok(self)
+    }
+
+    /// Records into these metrics instead of a fresh set, e.g. to share them with a reloader.
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = metrics;
+        self
+    }
+
+    /// How long requests in flight may take to finish once shutdown begins.
+    pub fn with_drain_timeout(mut self, drain_timeout: Duration) -> Self {
+        self.drain_timeout = drain_timeout;
+        self
+    }
+
+    /// The server's metrics.
+    pub fn metrics(&self) -> Arc<Metrics> {
+        self.metrics.clone()
     }
 
     /// The bound gRPC address.
@@ -68,33 +104,61 @@ impl<A: Authorizer> Server<A> {
         self.http.as_ref().and_then(|l| l.local_addr().ok())
     }
 
-    /// Serves until `shutdown` resolves, then stops accepting and lets requests in flight finish.
+    /// The bound admin address.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
+    /// Serves until `shutdown` resolves. Then readiness and gRPC health turn to not serving,
+    /// the listeners stop accepting, and requests in flight get until the drain timeout to
+    /// finish.
     pub async fn serve(self, shutdown: impl Future<Output = ()> + Send) -> Result<(), ServeError> {
         let (stop_tx, stop_rx) = watch::channel(false);
-        let http = self.http.map(|listener| {
-            tokio::spawn(serve_http(
-                self.authorizer.clone(),
-                listener,
-                stop_rx.clone(),
-            ))
+        let ready = Arc::new(AtomicBool::new(true));
+        let (admin_stop_tx, admin_stop_rx) = watch::channel(false);
+        let admin = self.admin.map(|listener| {
+            let state = AdminState {
+                metrics: self.metrics.clone(),
+                ready: ready.clone(),
+            };
+            tokio::spawn(admin::serve(listener, state, admin_stop_rx))
         });
-        let grpc = async {
-            match self.grpc {
-                Some(listener) => serve_grpc(self.authorizer.clone(), listener, stop_rx).await,
-                None => {
-                    let mut stop = stop_rx;
-                    let _ = stop.wait_for(|stop| *stop).await;
-                    Ok(())
-                }
+        let http = async {
+            if let Some(listener) = self.http {
+                let (authorizer, metrics) = (self.authorizer.clone(), self.metrics.clone());
+                serve_http(authorizer, metrics, listener, stop_rx.clone()).await;
             }
         };
-        let signal = async {
-            shutdown.await;
-            let _ = stop_tx.send(true);
+        let grpc = async {
+            match self.grpc {
+                Some(listener) => {
+                    let (authorizer, metrics) = (self.authorizer.clone(), self.metrics.clone());
+                    serve_grpc(authorizer, metrics, listener, stop_rx.clone()).await
+                }
+                None => Ok(()),
+            }
         };
-        let (result, ()) = tokio::join!(grpc, signal);
-        if let Some(http) = http {
-            let _ = http.await;
+        let serving = async { tokio::join!(grpc, http).0 };
+        let deadline = async {
+            shutdown.await;
+            ready.store(false, Ordering::Relaxed);
+            tracing::info!(
+                drain_timeout_ms = self.drain_timeout.as_millis() as u64,
+                "shutting down: not accepting, draining requests in flight"
+            );
+            let _ = stop_tx.send(true);
+            tokio::time::sleep(self.drain_timeout).await;
+        };
+        let result = tokio::select! {
+            result = serving => result,
+            () = deadline => {
+                tracing::warn!("drain timeout passed; closing the remaining connections");
+                Ok(())
+            }
+        };
+        let _ = admin_stop_tx.send(true);
+        if let Some(admin) = admin {
+            let _ = admin.await;
         }
         result
     }
@@ -112,10 +176,11 @@ async fn listen(address: Option<SocketAddr>) -> Result<Option<TcpListener>, Serv
 
 async fn serve_grpc<A: Authorizer>(
     authorizer: Arc<A>,
+    metrics: Arc<Metrics>,
     listener: TcpListener,
     mut stop: watch::Receiver<bool>,
 ) -> Result<(), ServeError> {
-    let check = CheckService::new(authorizer);
+    let check = CheckService::new(authorizer, metrics);
     let v3 = auth_v3::authorization_server::AuthorizationServer::new(check.clone())
         .max_decoding_message_size(MAX_CHECK_REQUEST_BYTES);
     let v2 = auth_v2::authorization_server::AuthorizationServer::new(check)
@@ -128,6 +193,21 @@ async fn serve_grpc<A: Authorizer>(
     health
         .set_serving::<auth_v2::authorization_server::AuthorizationServer<CheckService<A>>>()
         .await;
+    // Probes see NOT_SERVING for as long as the drain lasts.
+    let mut health_stop = stop.clone();
+    tokio::spawn(async move {
+        if health_stop.wait_for(|stop| *stop).await.is_ok() {
+            health
+                .set_service_status("", tonic_health::ServingStatus::NotServing)
+                .await;
+            health
+                .set_not_serving::<auth_v3::authorization_server::AuthorizationServer<CheckService<A>>>()
+                .await;
+            health
+                .set_not_serving::<auth_v2::authorization_server::AuthorizationServer<CheckService<A>>>()
+                .await;
+        }
+    });
 
     // Both reflection versions (grpcurl 1.8 still asks v1alpha), each listing everything served.
     let reflection = || {
@@ -198,6 +278,7 @@ fn oversized_is_resource_exhausted<B>(mut response: http::Response<B>) -> http::
 
 async fn serve_http<A: Authorizer>(
     authorizer: Arc<A>,
+    metrics: Arc<Metrics>,
     listener: TcpListener,
     mut stop: watch::Receiver<bool>,
 ) {
@@ -219,9 +300,15 @@ async fn serve_http<A: Authorizer>(
         if let Err(error) = stream.set_nodelay(true) {
             tracing::debug!(%error, "http: cannot disable Nagle's algorithm");
         }
-        let authorizer = authorizer.clone();
+        let (authorizer, metrics) = (authorizer.clone(), metrics.clone());
         let service = service_fn(move |request| {
-            http_mode::handle(authorizer.clone(), request, source, destination)
+            http_mode::handle(
+                authorizer.clone(),
+                metrics.clone(),
+                request,
+                source,
+                destination,
+            )
         });
         let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
         let connection = builder.serve_connection(TokioIo::new(stream), service);
@@ -232,5 +319,7 @@ async fn serve_http<A: Authorizer>(
             }
         });
     }
+    // Close the socket now so new connections are refused rather than queued while draining.
+    drop(listener);
     connections.shutdown().await;
 }

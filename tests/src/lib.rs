@@ -19,6 +19,8 @@ pub struct RunningServer {
     pub grpc: SocketAddr,
     /// The HTTP-mode address.
     pub http: SocketAddr,
+    /// The admin address (`/metrics`, `/healthz`, `/readyz`).
+    pub admin: SocketAddr,
     stop: Option<oneshot::Sender<()>>,
 }
 
@@ -41,16 +43,21 @@ pub async fn start_with(config: &str) -> RunningServer {
 }
 
 async fn start(config: Config) -> RunningServer {
+    start_engine(RuleEngine::new(config.rules)).await
+}
+
+/// Starts the server around an engine the test keeps a handle on (e.g. to reload it).
+pub async fn start_engine(engine: RuleEngine) -> RunningServer {
     let loopback: SocketAddr = "127.0.0.1:0".parse().expect("loopback address");
-    let server = Server::bind(
-        RuleEngine::new(config.rules),
-        Some(loopback),
-        Some(loopback),
-    )
-    .await
-    .expect("binds loopback ports");
+    let server = Server::bind(engine, Some(loopback), Some(loopback))
+        .await
+        .expect("binds loopback ports")
+        .with_admin(loopback)
+        .await
+        .expect("binds the admin port");
     let grpc = server.grpc_addr().expect("grpc bound");
     let http = server.http_addr().expect("http bound");
+    let admin = server.admin_addr().expect("admin bound");
     let (stop, stopped) = oneshot::channel();
     tokio::spawn(server.serve(async {
         let _ = stopped.await;
@@ -58,6 +65,7 @@ async fn start(config: Config) -> RunningServer {
     RunningServer {
         grpc,
         http,
+        admin,
         stop: Some(stop),
     }
 }

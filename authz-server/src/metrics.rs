@@ -1,0 +1,206 @@
+//! Prometheus metrics for the server, served on the admin port.
+
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+/// Labels of one decision.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CheckLabels {
+    api: &'static str,
+    rule: String,
+    outcome: &'static str,
+}
+
+/// Labels naming the API only.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ApiLabels {
+    api: &'static str,
+}
+
+/// Labels of a reload attempt.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabels {
+    result: &'static str,
+}
+
+/// Labels of a shadow rule's verdict.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ShadowLabels {
+    rule: String,
+    outcome: &'static str,
+}
+
+/// Labels of a lookup cache answer.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CacheLabels {
+    database: String,
+    result: &'static str,
+}
+
+/// Labels naming a database.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DatabaseLabels {
+    database: String,
+}
+
+/// Every metric the server exports.
+pub struct Metrics {
+    registry: Registry,
+    checks: Family<CheckLabels, Counter>,
+    check_latency: Family<ApiLabels, Histogram>,
+    shadow: Family<ShadowLabels, Counter>,
+    config_synchronized: Gauge,
+    reloads: Family<ResultLabels, Counter>,
+    lookup_cache: Family<CacheLabels, Counter>,
+    database_errors: Family<DatabaseLabels, Counter>,
+    jwks_errors: Counter,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// A registry with every metric at zero and the config marked synchronized.
+    pub fn new() -> Self {
+        let mut registry = Registry::default();
+        let checks = Family::<CheckLabels, Counter>::default();
+        registry.register(
+            "authz_checks",
+            "Decisions made, by API, deciding rule (`default` when none matched) and outcome",
+            checks.clone(),
+        );
+        let check_latency =
+            Family::<ApiLabels, Histogram>::new_with_constructor(latency_histogram as fn() -> _);
+        registry.register(
+            "authz_check_duration_seconds",
+            "Time to decide one check, from request received to decision",
+            check_latency.clone(),
+        );
+        let shadow = Family::<ShadowLabels, Counter>::default();
+        registry.register(
+            "authz_shadow_matches",
+            "Shadow rules that matched, with the outcome they would have enforced",
+            shadow.clone(),
+        );
+        let config_synchronized = Gauge::default();
+        config_synchronized.set(1);
+        registry.register(
+            "authz_config_synchronized",
+            "1 when the rules in force are the config file's current content, 0 after a failed reload",
+            config_synchronized.clone(),
+        );
+        let reloads = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "authz_config_reloads",
+            "Config reload attempts by result",
+            reloads.clone(),
+        );
+        let lookup_cache = Family::<CacheLabels, Counter>::default();
+        registry.register(
+            "authz_lookup_cache",
+            "Database lookups by cache result (hit, miss, stale)",
+            lookup_cache.clone(),
+        );
+        let database_errors = Family::<DatabaseLabels, Counter>::default();
+        registry.register(
+            "authz_database_errors",
+            "Database queries that failed or timed out",
+            database_errors.clone(),
+        );
+        let jwks_errors = Counter::default();
+        registry.register(
+            "authz_jwks_errors",
+            "JWKS documents that could not be fetched or parsed",
+            jwks_errors.clone(),
+        );
+        Self {
+            registry,
+            checks,
+            check_latency,
+            shadow,
+            config_synchronized,
+            reloads,
+            lookup_cache,
+            database_errors,
+            jwks_errors,
+        }
+    }
+
+    /// Counts one decision.
+    pub fn check(&self, api: &'static str, rule: &str, outcome: &'static str, latency: Duration) {
+        self.checks
+            .get_or_create(&CheckLabels {
+                api,
+                rule: rule.to_owned(),
+                outcome,
+            })
+            .inc();
+        self.check_latency
+            .get_or_create(&ApiLabels { api })
+            .observe(latency.as_secs_f64());
+    }
+
+    /// Counts a shadow rule that matched.
+    pub fn shadow_match(&self, rule: &str, outcome: &'static str) {
+        self.shadow
+            .get_or_create(&ShadowLabels {
+                rule: rule.to_owned(),
+                outcome,
+            })
+            .inc();
+    }
+
+    /// Records a reload attempt and whether the config in force is now the file's.
+    pub fn reload(&self, ok: bool) {
+        let result = if ok { "ok" } else { "error" };
+        self.reloads.get_or_create(&ResultLabels { result }).inc();
+        self.config_synchronized.set(i64::from(ok));
+    }
+
+    /// Counts a lookup answered from cache (`hit`, `stale`) or by the database (`miss`).
+    pub fn lookup_cache(&self, database: &str, result: &'static str) {
+        self.lookup_cache
+            .get_or_create(&CacheLabels {
+                database: database.to_owned(),
+                result,
+            })
+            .inc();
+    }
+
+    /// Counts a failed or timed-out query.
+    pub fn database_error(&self, database: &str) {
+        self.database_errors
+            .get_or_create(&DatabaseLabels {
+                database: database.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Counts a JWKS fetch or parse failure.
+    pub fn jwks_error(&self) {
+        self.jwks_errors.inc();
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut text = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
+        text
+    }
+}
+
+/// 50 µs to ~1.6 s in doubling steps: a cached decision is microseconds, a database miss
+/// milliseconds.
+fn latency_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.000_05, 2.0, 16))
+}
