@@ -16,28 +16,56 @@
 //!
 //! Layout: [`config`] (file → validated types), [`route`] (matching and precedence),
 //! [`ext_authz`] (the Envoy-compatible client), [`proxy`] (one request end to end),
-//! [`upstream`] (backends and their pools), [`server`] (listeners), [`demo_backend`] (the
+//! [`upstream`] (backends and their pools), [`server`] (listeners, drain), [`tls`] (listener
+//! TLS, client identity, TLS to authz servers), [`reload`] (hot reload), [`admin`] and
+//! [`metrics`] (the admin port), [`redact`] (credentials out of logs), [`demo_backend`] (the
 //! OpenAI-style demo service).
 
+pub mod admin;
 pub mod body;
 pub mod config;
 pub mod demo_backend;
 pub mod ext_authz;
 pub mod headers;
+pub mod metrics;
 pub mod proxy;
+pub mod redact;
+pub mod reload;
 pub mod route;
 pub mod server;
+pub mod tls;
 pub mod upstream;
 
 pub use config::{Config, ConfigErrors, Overrides};
-pub use server::Gateway;
+pub use server::{Drained, Gateway, Shared};
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines (no colours when stderr is not a terminal).
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
 
 /// Logs to stderr, filtered by `RUST_LOG` (default `info`); stdout stays for `listening` lines.
 pub fn init_tracing() {
+    init_logging(LogFormat::Text);
+}
+
+/// Logs to stderr in `format`, filtered by `RUST_LOG` (default `info`).
+pub fn init_logging(format: LogFormat) {
+    use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => builder
+            .with_ansi(std::io::stderr().is_terminal())
+            .try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
 }

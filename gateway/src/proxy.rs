@@ -18,19 +18,24 @@ use crate::ext_authz::{
     AppendAction, CheckBody, CheckInput, ExtAuthz, FAILURE_MODE_ALLOWED_HEADER, Resolution,
 };
 use crate::headers;
+use crate::metrics::{Metrics, RequestLabels, RouteLabel};
 use crate::route::PathMatch;
+use crate::server::Shared;
+use crate::tls::PeerIdentity;
 
 /// What the proxy knows about the connection a request arrived on.
 #[derive(Debug, Clone)]
 pub struct Connection {
-    /// The whole configuration.
-    pub config: Arc<Config>,
-    /// Which of `config.listeners` accepted the connection.
+    /// The config snapshot in force and the metrics.
+    pub shared: Arc<Shared>,
+    /// Which of the config's listeners accepted the connection (reloads keep the listener list).
     pub listener: usize,
     /// The client's address.
     pub peer: SocketAddr,
     /// Our address the client connected to.
     pub local: SocketAddr,
+    /// The TLS client's identity, on TLS listeners.
+    pub tls: Option<Arc<PeerIdentity>>,
 }
 
 /// The authorization part of an access-log line.
@@ -44,6 +49,8 @@ struct AuthzLog {
 
 /// Serves one request; never fails (errors become responses).
 pub async fn serve(conn: Connection, req: Request<Incoming>) -> Response<ProxyBody> {
+    // One snapshot per request: a reload in the middle does not change what this request sees.
+    let config = conn.shared.config.load_full();
     let started = Instant::now();
     let time = SystemTime::now();
     let (mut parts, body) = req.into_parts();
@@ -59,6 +66,7 @@ pub async fn serve(conn: Connection, req: Request<Incoming>) -> Response<ProxyBo
 
     let response = handle(
         &conn,
+        &config,
         parts,
         BufferedBody::new(body::boxed(body)),
         HandleState {
@@ -71,10 +79,18 @@ pub async fn serve(conn: Connection, req: Request<Incoming>) -> Response<ProxyBo
     )
     .await;
 
+    conn.shared
+        .metrics
+        .requests
+        .get_or_create(&RequestLabels {
+            route: route_name.clone(),
+            status: response.status().as_u16().to_string(),
+        })
+        .inc();
     tracing::info!(
         target: "access_log",
         method = %method,
-        path = %path,
+        path = %crate::redact::path(&path),
         route = %route_name,
         status = response.status().as_u16(),
         authz = authz.outcome,
@@ -100,6 +116,7 @@ struct HandleState<'a> {
 
 async fn handle(
     conn: &Connection,
+    config: &Config,
     mut parts: Parts,
     mut body: BufferedBody,
     state: HandleState<'_>,
@@ -108,10 +125,11 @@ async fn handle(
     // non-chunked Transfer-Encoding, and when both Content-Length and Transfer-Encoding are
     // sent it drops Content-Length (chunked framing wins) and closes the connection after the
     // response (RFC 9112 §6.3), so nothing can be smuggled behind the body.
-    let listener = &conn.config.listeners[conn.listener];
+    let metrics = &conn.shared.metrics;
+    let listener = &config.listeners[conn.listener];
+    let scheme = if conn.tls.is_some() { "https" } else { "http" };
     let host = authority(&parts);
-    let Some(route) = conn
-        .config
+    let Some(route) = config
         .routes
         .find(&host, &parts.method, parts.uri.path(), &parts.headers)
         .cloned()
@@ -121,10 +139,16 @@ async fn handle(
     *state.route_name = route.name.clone();
 
     headers::remove_hop_by_hop(&mut parts.headers);
-    headers::set_forwarded(&mut parts.headers, conn.peer.ip(), "http");
+    headers::set_forwarded(&mut parts.headers, conn.peer.ip(), scheme);
 
     // Both levels must allow, gateway first; a route can switch the gateway level off.
     let gateway_level: &[Arc<ExtAuthz>] = if route.gateway_policies_disabled {
+        for policy in &listener.policies {
+            metrics
+                .ext_authz_disabled
+                .get_or_create(&Metrics::policy(&policy.policy))
+                .inc();
+        }
         &[]
     } else {
         &listener.policies
@@ -154,9 +178,30 @@ async fn handle(
                 time: state.time,
                 context_extensions,
                 body: check_body,
+                scheme,
+                tls: conn.tls.as_deref(),
             })
             .await;
-        state.authz.latency += began.elapsed();
+        let took = began.elapsed();
+        state.authz.latency += took;
+        let label = Metrics::policy(&policy.policy);
+        metrics
+            .ext_authz_latency
+            .get_or_create(&label)
+            .observe(took.as_secs_f64());
+        let counter = match &resolution {
+            Resolution::Allow(_) => &metrics.ext_authz_ok,
+            Resolution::Deny(_) => &metrics.ext_authz_denied,
+            Resolution::FailureModeAllow { .. } => {
+                metrics
+                    .ext_authz_failure_mode_allowed
+                    .get_or_create(&label)
+                    .inc();
+                &metrics.ext_authz_error
+            }
+            Resolution::Error { .. } => &metrics.ext_authz_error,
+        };
+        counter.get_or_create(&label).inc();
         match resolution {
             Resolution::Allow(mut allowed) => {
                 state.authz.outcome = "allowed";
@@ -194,7 +239,14 @@ async fn handle(
     };
     let began = Instant::now();
     let result = route.backend.send(upstream_req, route.timeout).await;
-    *state.upstream_latency = Some(began.elapsed());
+    let took = began.elapsed();
+    *state.upstream_latency = Some(took);
+    metrics
+        .upstream_latency
+        .get_or_create(&RouteLabel {
+            route: route.name.clone(),
+        })
+        .observe(took.as_secs_f64());
     match result {
         Err(e) => {
             tracing::warn!(route = %route.name, backend = %route.backend.name, error = %e, "upstream failed");

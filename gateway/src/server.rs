@@ -1,64 +1,101 @@
-//! Listeners: accept connections and serve HTTP/1.1 and h2c (prior knowledge) on the same port.
+//! Listeners: accept connections (plaintext or TLS) and serve HTTP/1.1 and h2 on the same port;
+//! the state every request shares (the config snapshot, metrics, the draining flag); and the
+//! graceful drain on shutdown.
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use tokio::net::TcpListener;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::config::Config;
-use crate::ext_authz::{AuthzBackend, Transport};
+use crate::ext_authz::Transport;
+use crate::metrics::Metrics;
 use crate::proxy::{self, Connection};
+use crate::tls::PeerIdentity;
+
+/// How long a client may take to finish its TLS handshake.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What every request and the admin endpoint share.
+#[derive(Debug)]
+pub struct Shared {
+    /// The config in force; a reload swaps it whole, each request loads it once.
+    pub config: ArcSwap<Config>,
+    /// The metrics.
+    pub metrics: Metrics,
+    draining: AtomicBool,
+}
+
+impl Shared {
+    /// Shared state around a first config.
+    pub fn new(config: Config) -> Shared {
+        Shared {
+            config: ArcSwap::from_pointee(config),
+            metrics: Metrics::new(),
+            draining: AtomicBool::new(false),
+        }
+    }
+
+    /// Whether shutdown has begun (`/readyz` answers 503).
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::SeqCst)
+    }
+}
 
 /// A gateway whose listeners are bound and not yet serving.
 pub struct Gateway {
-    config: Arc<Config>,
+    shared: Arc<Shared>,
     sockets: Vec<TcpListener>,
+    admin: Option<TcpListener>,
+}
+
+/// How a drain ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Drained {
+    /// Every connection finished its requests in time.
+    Clean,
+    /// The deadline passed with this many connections still open; they were cut.
+    DeadlinePassed(usize),
 }
 
 impl Gateway {
-    /// Binds every listener (port 0 lets the OS choose; see [`Gateway::local_addrs`]).
+    /// Binds every listener and the admin endpoint (port 0 lets the OS choose; see
+    /// [`Gateway::local_addrs`]) and starts connecting the gRPC authorization servers.
     pub async fn bind(config: Config) -> io::Result<Gateway> {
         let mut sockets = Vec::new();
         for l in &config.listeners {
-            let socket = TcpListener::bind(l.address).await.map_err(|e| {
-                io::Error::new(
-                    e.kind(),
-                    format!("listener {} on {}: {e}", l.name, l.address),
-                )
-            })?;
-            sockets.push(socket);
+            sockets.push(bind(l.address, &format!("listener {}", l.name)).await?);
         }
-        // Connect every gRPC authz backend now rather than inside the first request's check.
-        let mut seen: Vec<*const AuthzBackend> = Vec::new();
-        let policies = config
-            .listeners
-            .iter()
-            .flat_map(|l| &l.policies)
-            .chain(config.routes.iter().flat_map(|r| &r.policies));
-        for policy in policies {
-            if matches!(policy.transport, Transport::Grpc)
-                && !seen.contains(&Arc::as_ptr(&policy.backend))
-            {
-                seen.push(Arc::as_ptr(&policy.backend));
-                policy.backend.warm_up();
-            }
-        }
+        let admin = match config.admin {
+            Some(address) => Some(bind(address, "admin").await?),
+            None => None,
+        };
+        warm_up(&config);
         Ok(Gateway {
-            config: Arc::new(config),
+            shared: Arc::new(Shared::new(config)),
             sockets,
+            admin,
         })
     }
 
     /// `(listener name, bound address)` for each listener.
     pub fn local_addrs(&self) -> Vec<(String, SocketAddr)> {
-        self.config
+        self.shared
+            .config
+            .load()
             .listeners
             .iter()
             .zip(&self.sockets)
@@ -66,24 +103,117 @@ impl Gateway {
             .collect()
     }
 
-    /// Serves until every accept loop ends (they end only on accept errors that are fatal).
+    /// The admin endpoint's bound address, when configured.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().and_then(|a| a.local_addr().ok())
+    }
+
+    /// The state requests share: swap `config` to reload (see [`crate::reload`]).
+    pub fn shared(&self) -> Arc<Shared> {
+        self.shared.clone()
+    }
+
+    /// Serves until the process ends.
     pub async fn run(self) -> io::Result<()> {
+        self.run_until(std::future::pending(), Duration::MAX)
+            .await
+            .map(|_| ())
+    }
+
+    /// Serves until `shutdown` completes, then drains: `/readyz` turns 503, the listeners close
+    /// (new connections are refused), requests in flight finish — for at most `drain_timeout`,
+    /// after which the remaining connections are cut.
+    pub async fn run_until(
+        self,
+        shutdown: impl Future<Output = ()>,
+        drain_timeout: Duration,
+    ) -> io::Result<Drained> {
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let graceful = Arc::new(GracefulShutdown::new());
         let mut loops = JoinSet::new();
         for (index, socket) in self.sockets.into_iter().enumerate() {
-            loops.spawn(accept_loop(self.config.clone(), index, socket));
+            loops.spawn(accept_loop(
+                self.shared.clone(),
+                index,
+                socket,
+                stop_rx.clone(),
+                graceful.clone(),
+            ));
         }
-        while let Some(result) = loops.join_next().await {
-            result.map_err(io::Error::other)??;
+        let admin = self
+            .admin
+            .map(|socket| tokio::spawn(crate::admin::serve(socket, self.shared.clone())));
+
+        tokio::select! {
+            () = shutdown => {}
+            Some(result) = loops.join_next() => {
+                result.map_err(io::Error::other)?;
+            }
         }
-        Ok(())
+        self.shared.draining.store(true, Ordering::SeqCst);
+        let _ = stop_tx.send(true);
+        while loops.join_next().await.is_some() {}
+        // The accept loops are gone, and with them every other handle on `graceful`.
+        let graceful =
+            Arc::try_unwrap(graceful).map_err(|_| io::Error::other("accept loop leaked"))?;
+        let open = graceful.count();
+        tracing::info!(
+            connections = open,
+            deadline_ms = drain_timeout.as_millis() as u64,
+            "draining"
+        );
+        let drained = match tokio::time::timeout(drain_timeout, graceful.shutdown()).await {
+            Ok(()) => Drained::Clean,
+            Err(_) => Drained::DeadlinePassed(open),
+        };
+        if let Some(admin) = admin {
+            admin.abort();
+        }
+        tracing::info!(?drained, "drained");
+        Ok(drained)
     }
 }
 
-async fn accept_loop(config: Arc<Config>, index: usize, socket: TcpListener) -> io::Result<()> {
-    let local = socket.local_addr()?;
-    let max_headers = config.listeners[index].max_request_headers_bytes;
+async fn bind(address: SocketAddr, what: &str) -> io::Result<TcpListener> {
+    TcpListener::bind(address)
+        .await
+        .map_err(|e| io::Error::new(e.kind(), format!("{what} on {address}: {e}")))
+}
+
+/// Connects every gRPC authorization server now rather than inside the first request's check.
+pub(crate) fn warm_up(config: &Config) {
+    let grpc_backends = config
+        .listeners
+        .iter()
+        .flat_map(|l| &l.policies)
+        .chain(config.routes.iter().flat_map(|r| &r.policies))
+        .filter(|p| matches!(p.transport, Transport::Grpc))
+        .map(|p| &p.backend);
+    let mut seen = Vec::new();
+    for backend in grpc_backends {
+        if !seen.contains(&Arc::as_ptr(backend)) {
+            seen.push(Arc::as_ptr(backend));
+            backend.warm_up();
+        }
+    }
+}
+
+async fn accept_loop(
+    shared: Arc<Shared>,
+    index: usize,
+    socket: TcpListener,
+    mut stop: watch::Receiver<bool>,
+    graceful: Arc<GracefulShutdown>,
+) {
+    let Ok(local) = socket.local_addr() else {
+        return;
+    };
     loop {
-        let (stream, peer) = match socket.accept().await {
+        let accepted = tokio::select! {
+            accepted = socket.accept() => accepted,
+            _ = stop.changed() => return,
+        };
+        let (stream, peer) = match accepted {
             Ok(accepted) => accepted,
             Err(e) => {
                 // Running out of file descriptors is transient; back off instead of spinning.
@@ -93,33 +223,84 @@ async fn accept_loop(config: Arc<Config>, index: usize, socket: TcpListener) -> 
             }
         };
         let _ = stream.set_nodelay(true);
-        let conn = Connection {
-            config: config.clone(),
-            listener: index,
-            peer,
-            local,
-        };
+        let shared = shared.clone();
+        let watcher = graceful.watcher();
         tokio::spawn(async move {
-            let service = service_fn(move |req| {
-                let conn = conn.clone();
-                async move { Ok::<_, Infallible>(proxy::serve(conn, req).await) }
-            });
-            let mut builder = auto::Builder::new(TokioExecutor::new());
-            builder
-                .http1()
-                .timer(TokioTimer::new())
-                .header_read_timeout(Duration::from_secs(30))
-                .max_buf_size(max_headers.max(8192));
-            builder
-                .http2()
-                .timer(TokioTimer::new())
-                .max_header_list_size(u32::try_from(max_headers).unwrap_or(u32::MAX));
-            if let Err(e) = builder
-                .serve_connection(TokioIo::new(stream), service)
-                .await
-            {
-                tracing::debug!(%peer, error = %e, "connection ended with an error");
-            }
+            serve_connection(shared, index, stream, peer, local, watcher).await;
         });
+    }
+}
+
+async fn serve_connection(
+    shared: Arc<Shared>,
+    index: usize,
+    stream: TcpStream,
+    peer: SocketAddr,
+    local: SocketAddr,
+    watcher: Watcher,
+) {
+    // The listener's TLS comes from the snapshot in force when the connection arrives, so a
+    // reload rotates certificates for new connections.
+    let (tls, max_headers) = {
+        let config = shared.config.load();
+        let listener = &config.listeners[index];
+        (listener.tls.clone(), listener.max_request_headers_bytes)
+    };
+    let conn = Connection {
+        shared,
+        listener: index,
+        peer,
+        local,
+        tls: None,
+    };
+    match tls {
+        None => serve_http(TokioIo::new(stream), conn, max_headers, watcher).await,
+        Some(tls) => {
+            let handshake =
+                tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, tls.acceptor.accept(stream));
+            let stream = match handshake.await {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => {
+                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!(%peer, "TLS handshake timed out");
+                    return;
+                }
+            };
+            let identity =
+                PeerIdentity::new(stream.get_ref().1.peer_certificates(), &tls.local_principal);
+            let conn = Connection {
+                tls: Some(Arc::new(identity)),
+                ..conn
+            };
+            serve_http(TokioIo::new(stream), conn, max_headers, watcher).await;
+        }
+    }
+}
+
+async fn serve_http<I>(io: TokioIo<I>, conn: Connection, max_headers: usize, watcher: Watcher)
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let peer = conn.peer;
+    let service = service_fn(move |req| {
+        let conn = conn.clone();
+        async move { Ok::<_, Infallible>(proxy::serve(conn, req).await) }
+    });
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(30))
+        .max_buf_size(max_headers.max(8192));
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(max_headers).unwrap_or(u32::MAX));
+    let connection = builder.serve_connection(io, service);
+    if let Err(e) = watcher.watch(connection).await {
+        tracing::debug!(%peer, error = %e, "connection ended with an error");
     }
 }

@@ -32,6 +32,8 @@ pub struct Backend {
     pub name: String,
     /// `host:port`.
     pub authority: Authority,
+    /// How long a connect may take.
+    pub connect_timeout: Duration,
     client: HttpClient,
 }
 
@@ -67,6 +69,7 @@ impl Backend {
         Backend {
             name,
             authority,
+            connect_timeout,
             client: http_client(connect_timeout),
         }
     }

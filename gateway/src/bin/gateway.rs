@@ -2,11 +2,14 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use gateway::config::LoadError;
-use gateway::{Config, Gateway, Overrides};
+use gateway::config::{LoadError, parse_duration};
+use gateway::reload::Reloader;
+use gateway::{Config, Gateway, LogFormat, Overrides};
 
 #[derive(Parser)]
 #[command(
@@ -34,6 +37,19 @@ enum Command {
         /// Authz backend URL override: `NAME=http://host:port`; repeatable.
         #[arg(long, value_name = "NAME=URL")]
         authz_url: Vec<String>,
+        /// Admin endpoint address (`/metrics`, `/healthz`, `/readyz`); overrides `[admin]`.
+        /// Prints `listening admin ADDR`.
+        #[arg(long, value_name = "ADDR")]
+        admin: Option<String>,
+        /// Log line format on stderr.
+        #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+        log_format: LogFormat,
+        /// On SIGTERM/SIGINT, how long requests in flight may take to finish, e.g. `10s`.
+        #[arg(long, value_parser = duration, default_value = "10s")]
+        drain_timeout: Duration,
+        /// How often the config file is checked for changes, e.g. `1s` (SIGHUP reloads at once).
+        #[arg(long, value_parser = duration, default_value = "1s")]
+        reload_interval: Duration,
     },
     /// Check a configuration file; every error is printed as `file:line:col: message` (exit 2).
     Validate {
@@ -60,8 +76,12 @@ fn main() -> ExitCode {
             listen,
             backend_url,
             authz_url,
+            admin,
+            log_format,
+            drain_timeout,
+            reload_interval,
         } => {
-            gateway::init_tracing();
+            gateway::init_logging(log_format);
             let overrides = Overrides {
                 listen: listen
                     .into_iter()
@@ -72,6 +92,7 @@ fn main() -> ExitCode {
                     .collect(),
                 backend_urls: pairs(backend_url),
                 authz_urls: pairs(authz_url),
+                admin,
             };
             match Config::load(&config, &overrides) {
                 Err(LoadError::Invalid(e)) => {
@@ -82,7 +103,15 @@ fn main() -> ExitCode {
                     eprintln!("{e}");
                     ExitCode::FAILURE
                 }
-                Ok(config) => match run(config) {
+                Ok(loaded) => match run(
+                    loaded,
+                    Reloading {
+                        path: config,
+                        overrides,
+                        interval: reload_interval,
+                    },
+                    drain_timeout,
+                ) {
                     Ok(()) => ExitCode::SUCCESS,
                     Err(e) => {
                         eprintln!("error: {e:#}");
@@ -101,15 +130,65 @@ fn pairs(values: Vec<String>) -> Vec<(String, String)> {
         .collect()
 }
 
+fn duration(s: &str) -> Result<Duration, String> {
+    parse_duration(s).ok_or_else(|| format!("`{s}`: expected e.g. 500ms, 10s, 1m"))
+}
+
+struct Reloading {
+    path: PathBuf,
+    overrides: Overrides,
+    interval: Duration,
+}
+
 #[tokio::main]
-async fn run(config: Config) -> anyhow::Result<()> {
+async fn run(config: Config, reloading: Reloading, drain_timeout: Duration) -> anyhow::Result<()> {
     let gateway = Gateway::bind(config).await.context("binding listeners")?;
     for (name, addr) in gateway.local_addrs() {
         tracing::info!(listener = %name, %addr, "listening");
         println!("listening http {addr}");
     }
-    tokio::select! {
-        result = gateway.run() => result.context("serving"),
-        _ = tokio::signal::ctrl_c() => Ok(()),
+    if let Some(addr) = gateway.admin_addr() {
+        tracing::info!(%addr, "admin listening");
+        println!("listening admin {addr}");
+    }
+    let reloader = Arc::new(Reloader::new(
+        reloading.path,
+        reloading.overrides,
+        gateway.shared(),
+    ));
+    tokio::spawn(reloader.watch(reloading.interval));
+    let drained = gateway
+        .run_until(shutdown_signal(), drain_timeout)
+        .await
+        .context("serving")?;
+    if let gateway::Drained::DeadlinePassed(open) = drained {
+        tracing::warn!(
+            connections = open,
+            "drain deadline passed; cut the connections still open"
+        );
+    }
+    Ok(())
+}
+
+/// SIGTERM (what Kubernetes and `docker stop` send) or SIGINT (Ctrl-C).
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = match signal(SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM: draining"),
+            _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: draining"),
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
     }
 }

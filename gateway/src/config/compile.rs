@@ -15,6 +15,7 @@ use super::raw::{self, RawTargetKind};
 use super::{Config, Listener, Overrides, Route, parse_duration};
 use crate::ext_authz::{self, AuthzBackend, ExtAuthz, HeaderFilter, HttpSettings, Transport};
 use crate::route::{HeaderMatch, HeaderValueMatch, HostMatch, PathMatch, RouteMatch, RouteTable};
+use crate::tls::ListenerTls;
 use crate::upstream::Backend;
 
 const DEFAULT_ROUTE_TIMEOUT: Duration = Duration::from_secs(15);
@@ -33,12 +34,28 @@ impl Errors {
 pub(super) fn compile(
     mut raw: raw::RawConfig,
     overrides: &Overrides,
+    previous: Option<&Config>,
 ) -> Result<Config, Vec<(usize, String)>> {
     let mut errors = Errors::default();
     apply_overrides(&mut raw, overrides, &mut errors);
 
-    let backends = compile_backends(&raw.backends, &mut errors);
-    let authz_backends = compile_authz_backends(&raw.authz_backends, &mut errors);
+    let backends = compile_backends(&raw.backends, previous, &mut errors);
+    let authz_backends = compile_authz_backends(&raw.authz_backends, previous, &mut errors);
+    let admin = raw.admin.as_ref().and_then(|a| {
+        a.address
+            .get_ref()
+            .parse::<SocketAddr>()
+            .map_err(|_| {
+                errors.at(
+                    &a.address,
+                    format!(
+                        "invalid admin address `{}`: expected ip:port, e.g. 127.0.0.1:9901",
+                        a.address.get_ref()
+                    ),
+                )
+            })
+            .ok()
+    });
 
     let mut listeners: Vec<Listener> = Vec::new();
     for l in &raw.listeners {
@@ -70,11 +87,16 @@ pub(super) fn compile(
         {
             errors.at(k, "max_request_headers_kb must be between 1 and 8192");
         }
+        let tls = l
+            .tls
+            .as_ref()
+            .and_then(|t| compile_listener_tls(t, &mut errors));
         listeners.push(Listener {
             name: l.name.get_ref().clone(),
             address,
             max_request_headers_bytes: kb as usize * 1024,
             policies: Vec::new(),
+            tls,
         });
     }
     if raw.listeners.is_empty() {
@@ -104,6 +126,9 @@ pub(super) fn compile(
         Ok(Config {
             listeners,
             routes: RouteTable::new(routes),
+            admin,
+            backends,
+            authz_backends,
         })
     } else {
         Err(errors.0)
@@ -150,22 +175,67 @@ fn apply_overrides(raw: &mut raw::RawConfig, overrides: &Overrides, errors: &mut
                 .push((0, format!("--authz-url: no authz backend `{name}`"))),
         }
     }
+    if let Some(address) = &overrides.admin {
+        let span = raw.admin.as_ref().map_or(0..0, |a| a.address.span());
+        raw.admin = Some(raw::RawAdmin {
+            address: Spanned::new(span, address.clone()),
+        });
+    }
+}
+
+fn compile_listener_tls(t: &raw::RawListenerTls, errors: &mut Errors) -> Option<Arc<ListenerTls>> {
+    let require = t.require_client_cert.as_ref().is_none_or(|r| *r.get_ref());
+    if let Some(r) = &t.require_client_cert
+        && t.client_ca.is_none()
+    {
+        errors.at(r, "require_client_cert needs `client_ca`");
+    }
+    match crate::tls::listener_tls(
+        t.cert.get_ref(),
+        t.key.get_ref(),
+        t.client_ca.as_ref().map(|c| c.get_ref().as_str()),
+        require,
+    ) {
+        Ok(tls) => Some(Arc::new(tls)),
+        Err(e) => {
+            // Point at the file the message names when it names one.
+            let at = [Some(&t.key), t.client_ca.as_ref()]
+                .into_iter()
+                .flatten()
+                .find(|f| e.contains(&format!("`{}`", f.get_ref())))
+                .unwrap_or(&t.cert);
+            errors.at(at, format!("tls: {e}"));
+            None
+        }
+    }
 }
 
 /// `http://host:port` (optionally with a trailing `/`) → `host:port`.
 fn http_authority(url: &Spanned<String>, errors: &mut Errors) -> Option<Authority> {
+    url_authority(url, &["http"], errors).map(|(_, a)| a)
+}
+
+/// `<scheme>://host:port` with one of `schemes` → `(scheme, host:port)`.
+fn url_authority(
+    url: &Spanned<String>,
+    schemes: &[&str],
+    errors: &mut Errors,
+) -> Option<(String, Authority)> {
     let text = url.get_ref();
     let parsed = text.parse::<http::Uri>().ok().filter(|u| {
-        u.scheme_str() == Some("http")
+        u.scheme_str().is_some_and(|s| schemes.contains(&s))
             && u.authority().is_some_and(|a| a.port_u16().is_some())
             && u.path_and_query().is_none_or(|pq| pq.as_str() == "/")
     });
-    match parsed.and_then(|u| u.authority().cloned()) {
+    match parsed.and_then(|u| Some((u.scheme_str()?.to_owned(), u.authority()?.clone()))) {
         Some(a) => Some(a),
         None => {
             errors.at(
                 url,
-                format!("invalid url `{text}`: expected http://host:port with no path"),
+                format!(
+                    "invalid url `{text}`: expected {}://host:port with no path",
+                    schemes.join("|")
+                ),
             );
             None
         }
@@ -189,7 +259,11 @@ fn duration(field: &Option<Spanned<String>>, default: Duration, errors: &mut Err
     }
 }
 
-fn compile_backends(raw: &[raw::RawBackend], errors: &mut Errors) -> HashMap<String, Arc<Backend>> {
+fn compile_backends(
+    raw: &[raw::RawBackend],
+    previous: Option<&Config>,
+    errors: &mut Errors,
+) -> HashMap<String, Arc<Backend>> {
     let mut out = HashMap::new();
     for b in raw {
         if out.contains_key(b.name.get_ref()) {
@@ -201,13 +275,19 @@ fn compile_backends(raw: &[raw::RawBackend], errors: &mut Errors) -> HashMap<Str
         }
         let connect_timeout = duration(&b.connect_timeout, DEFAULT_CONNECT_TIMEOUT, errors);
         if let Some(authority) = http_authority(&b.url, errors) {
+            let kept = previous
+                .and_then(|p| p.backends.get(b.name.get_ref()))
+                .filter(|old| old.authority == authority && old.connect_timeout == connect_timeout)
+                .cloned();
             out.insert(
                 b.name.get_ref().clone(),
-                Arc::new(Backend::new(
-                    b.name.get_ref().clone(),
-                    authority,
-                    connect_timeout,
-                )),
+                kept.unwrap_or_else(|| {
+                    Arc::new(Backend::new(
+                        b.name.get_ref().clone(),
+                        authority,
+                        connect_timeout,
+                    ))
+                }),
             );
         }
     }
@@ -216,6 +296,7 @@ fn compile_backends(raw: &[raw::RawBackend], errors: &mut Errors) -> HashMap<Str
 
 fn compile_authz_backends(
     raw: &[raw::RawAuthzBackend],
+    previous: Option<&Config>,
     errors: &mut Errors,
 ) -> HashMap<String, Arc<AuthzBackend>> {
     let mut out = HashMap::new();
@@ -227,10 +308,57 @@ fn compile_authz_backends(
             );
             continue;
         }
-        let Some(authority) = http_authority(&b.url, errors) else {
+        let Some((scheme, authority)) = url_authority(&b.url, &["http", "https"], errors) else {
             continue;
         };
-        match AuthzBackend::new(b.name.get_ref().clone(), authority) {
+        let tls = match (&b.tls, scheme.as_str()) {
+            (None, "https") => {
+                errors.at(
+                    &b.url,
+                    "an https:// authz backend needs `tls = { ca = ... }`",
+                );
+                continue;
+            }
+            (Some(t), "http") => {
+                errors.at(&t.ca, "`tls` needs an https:// url");
+                continue;
+            }
+            (None, _) => None,
+            (Some(t), _) => {
+                let identity = match (&t.cert, &t.key) {
+                    (Some(c), Some(k)) => Some((c.get_ref().as_str(), k.get_ref().as_str())),
+                    (None, None) => None,
+                    (Some(c), None) | (None, Some(c)) => {
+                        errors.at(c, "tls `cert` and `key` go together");
+                        continue;
+                    }
+                };
+                match crate::tls::ClientTls::load(
+                    t.ca.get_ref(),
+                    identity,
+                    t.sni.as_ref().map(|s| s.get_ref().clone()),
+                ) {
+                    Ok(tls) => Some(tls),
+                    Err(e) => {
+                        let at = [t.cert.as_ref(), t.key.as_ref()]
+                            .into_iter()
+                            .flatten()
+                            .find(|f| e.contains(&format!("`{}`", f.get_ref())))
+                            .unwrap_or(&t.ca);
+                        errors.at(at, format!("tls: {e}"));
+                        continue;
+                    }
+                }
+            }
+        };
+        if let Some(old) = previous
+            .and_then(|p| p.authz_backends.get(b.name.get_ref()))
+            .filter(|old| old.authority == authority && old.tls == tls)
+        {
+            out.insert(b.name.get_ref().clone(), old.clone());
+            continue;
+        }
+        match AuthzBackend::new(b.name.get_ref().clone(), authority, tls) {
             Ok(backend) => {
                 out.insert(b.name.get_ref().clone(), Arc::new(backend));
             }
@@ -465,6 +593,13 @@ fn compile_ext_auth(
             })
         }
     };
+    if matches!(transport, Transport::Http(_)) && backend.as_ref().is_some_and(|b| b.tls.is_some())
+    {
+        errors.at(
+            backend_name,
+            "the http transport reaches only http:// authz backends; use grpc for https://",
+        );
+    }
     if let Transport::Http(h) = &transport
         && !h.path_prefix.is_empty()
         && !h.path_prefix.starts_with('/')
@@ -517,5 +652,6 @@ fn compile_ext_auth(
         headers,
         with_request_body,
         context_extensions: ext.context_extensions.clone(),
+        include_peer_certificate: ext.include_peer_certificate,
     })
 }

@@ -6,15 +6,16 @@
 mod compile;
 pub mod raw;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::ext_authz::ExtAuthz;
+use crate::ext_authz::{AuthzBackend, ExtAuthz};
 use crate::route::RouteTable;
+use crate::tls::ListenerTls;
 use crate::upstream::Backend;
 
 /// A validated gateway configuration.
@@ -24,6 +25,13 @@ pub struct Config {
     pub listeners: Vec<Listener>,
     /// Every route, in match precedence.
     pub routes: RouteTable,
+    /// The admin endpoint's address, if any.
+    pub admin: Option<SocketAddr>,
+    /// The upstream services by name (kept across reloads when unchanged, pools included).
+    pub backends: HashMap<String, Arc<Backend>>,
+    /// The authorization servers by name (kept across reloads when unchanged, channels
+    /// included).
+    pub authz_backends: HashMap<String, Arc<AuthzBackend>>,
 }
 
 /// A validated listener and its gateway-level policies.
@@ -37,6 +45,8 @@ pub struct Listener {
     pub max_request_headers_bytes: usize,
     /// Gateway-level ext_auth checks, run in file order before any route-level check.
     pub policies: Vec<Arc<ExtAuthz>>,
+    /// TLS termination, when configured.
+    pub tls: Option<Arc<ListenerTls>>,
 }
 
 /// A validated route.
@@ -72,11 +82,23 @@ impl Config {
         file: &str,
         overrides: &Overrides,
     ) -> Result<Config, ConfigErrors> {
+        Self::from_toml_reusing(text, file, overrides, None)
+    }
+
+    /// Like [`Config::from_toml_with`]; backends and authorization servers whose settings did not
+    /// change are taken over from `previous` with their connections (used by hot reload).
+    pub fn from_toml_reusing(
+        text: &str,
+        file: &str,
+        overrides: &Overrides,
+        previous: Option<&Config>,
+    ) -> Result<Config, ConfigErrors> {
         let raw: raw::RawConfig = toml::from_str(text).map_err(|e| {
             let offset = e.span().map(|s| s.start).unwrap_or(0);
             ConfigErrors::new(file, text, vec![(offset, e.message().to_owned())])
         })?;
-        compile::compile(raw, overrides).map_err(|errs| ConfigErrors::new(file, text, errs))
+        compile::compile(raw, overrides, previous)
+            .map_err(|errs| ConfigErrors::new(file, text, errs))
     }
 
     /// Reads and validates the file at `path`.
@@ -103,6 +125,8 @@ pub struct Overrides {
     pub backend_urls: Vec<(String, String)>,
     /// `(authz backend name, url)`.
     pub authz_urls: Vec<(String, String)>,
+    /// The admin endpoint's address (adds one when the file has none).
+    pub admin: Option<String>,
 }
 
 /// Reading the file failed, or its content is invalid.

@@ -28,6 +28,45 @@ pub struct RawConfig {
     /// Policies attached to listeners (gateway level) or routes (route level).
     #[serde(default)]
     pub policies: Vec<RawPolicy>,
+    /// The admin endpoint: `/metrics`, `/healthz`, `/readyz`.
+    pub admin: Option<RawAdmin>,
+}
+
+/// The admin endpoint, on its own port.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAdmin {
+    /// `ip:port` to bind, e.g. `127.0.0.1:9901`; port 0 lets the OS choose.
+    pub address: Spanned<String>,
+}
+
+/// TLS termination on a listener.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawListenerTls {
+    /// PEM file with the server certificate chain (leaf first).
+    pub cert: Spanned<String>,
+    /// PEM file with the server's private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: Spanned<String>,
+    /// PEM file with the CAs that sign client certificates; setting it turns on mutual TLS.
+    pub client_ca: Option<Spanned<String>>,
+    /// With `client_ca`: refuse clients without a certificate (true, the default) or let them
+    /// in without a principal (false).
+    pub require_client_cert: Option<Spanned<bool>>,
+}
+
+/// TLS from the gateway to an authorization server (`https://` URLs).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawClientTls {
+    /// PEM file with the CAs that sign the server's certificate (required).
+    pub ca: Spanned<String>,
+    /// PEM file with the gateway's client certificate, for mutual TLS (needs `key`).
+    pub cert: Option<Spanned<String>>,
+    /// PEM file with the private key of `cert`.
+    pub key: Option<Spanned<String>>,
+    /// The server name to send and verify; default: the URL's host.
+    pub sni: Option<Spanned<String>>,
 }
 
 /// One listening socket, HTTP/1.1 and h2c (prior knowledge) on the same port.
@@ -41,6 +80,8 @@ pub struct RawListener {
     /// Largest total size of the request headers in KiB (Envoy's default: 60). Larger requests get
     /// `431 Request Header Fields Too Large`.
     pub max_request_headers_kb: Option<Spanned<u32>>,
+    /// Terminate TLS on this listener (`{ cert, key, client_ca }`); absent means plaintext.
+    pub tls: Option<RawListenerTls>,
 }
 
 /// One route: what to match and where to send it.
@@ -112,8 +153,11 @@ pub struct RawBackend {
 pub struct RawAuthzBackend {
     /// The name policies refer to.
     pub name: Spanned<String>,
-    /// `http://host:port` of the server (plaintext; gRPC uses h2c on it).
+    /// `http://host:port` of the server (plaintext; gRPC uses h2c on it) or `https://host:port`
+    /// (gRPC over TLS; needs `tls`).
     pub url: Spanned<String>,
+    /// TLS settings for an `https://` URL: `{ ca, cert, key, sni }`.
+    pub tls: Option<RawClientTls>,
 }
 
 /// A policy and what it attaches to.
@@ -184,6 +228,10 @@ pub struct RawExtAuth {
     /// Key/values sent as `attributes.context_extensions`; a route's values override the gateway's.
     #[serde(default)]
     pub context_extensions: BTreeMap<String, String>,
+    /// Send the client's certificate (URL-encoded PEM) as `source.certificate`, as Envoy's
+    /// `include_peer_certificate` does. Only TLS listeners with client certificates have one.
+    #[serde(default)]
+    pub include_peer_certificate: bool,
 }
 
 /// The gRPC transport has no settings of its own; `grpc = {}` selects it.

@@ -75,15 +75,20 @@ pub fn check_headers(input: &CheckInput<'_>, filter: &HeaderFilter) -> HashMap<S
     headers.insert(":authority".into(), authority(parts));
     headers.insert(":method".into(), parts.method.as_str().to_owned());
     headers.insert(":path".into(), path_and_query(parts));
-    headers.insert(":scheme".into(), "http".into());
+    headers.insert(":scheme".into(), input.scheme.into());
     if let Some(body) = &input.body {
         headers.insert(PARTIAL_BODY_HEADER.into(), body.partial.to_string());
     }
     headers
 }
 
-/// Builds the `CheckRequest` for one request.
-pub fn build(input: &CheckInput<'_>, filter: &HeaderFilter) -> CheckRequest {
+/// Builds the `CheckRequest` for one request; `include_peer_certificate` adds the client
+/// certificate as `source.certificate`.
+pub fn build(
+    input: &CheckInput<'_>,
+    filter: &HeaderFilter,
+    include_peer_certificate: bool,
+) -> CheckRequest {
     let parts = input.parts;
     let (body, raw_body) = match &input.body {
         None => (String::new(), Vec::new()),
@@ -97,7 +102,7 @@ pub fn build(input: &CheckInput<'_>, filter: &HeaderFilter) -> CheckRequest {
         header_map: None,
         path: path_and_query(parts),
         host: authority(parts),
-        scheme: "http".into(),
+        scheme: input.scheme.into(),
         query: String::new(),
         fragment: String::new(),
         size: size(input),
@@ -107,8 +112,22 @@ pub fn build(input: &CheckInput<'_>, filter: &HeaderFilter) -> CheckRequest {
     };
     CheckRequest {
         attributes: Some(AttributeContext {
-            source: Some(peer(input.peer)),
-            destination: Some(peer(input.local)),
+            source: Some(attribute_context::Peer {
+                principal: input.tls.map(|t| t.principal.clone()).unwrap_or_default(),
+                certificate: input
+                    .tls
+                    .filter(|_| include_peer_certificate)
+                    .map(|t| t.certificate.clone())
+                    .unwrap_or_default(),
+                ..peer(input.peer)
+            }),
+            destination: Some(attribute_context::Peer {
+                principal: input
+                    .tls
+                    .map(|t| t.local_principal.clone())
+                    .unwrap_or_default(),
+                ..peer(input.local)
+            }),
             request: Some(attribute_context::Request {
                 time: Some(input.time.into()),
                 http: Some(http),

@@ -24,6 +24,7 @@ use ::http::{HeaderName, StatusCode};
 use bytes::Bytes;
 use tonic::transport::{Channel, Endpoint};
 
+use crate::tls::{ClientTls, PeerIdentity};
 use crate::upstream::HttpClient;
 pub use mutation::{Allowed, AppendAction, Denied};
 
@@ -59,6 +60,8 @@ pub struct ExtAuthz {
     pub with_request_body: Option<WithRequestBody>,
     /// `attributes.context_extensions` (a route's values are merged over these per request).
     pub context_extensions: BTreeMap<String, String>,
+    /// Send the client certificate as `source.certificate`.
+    pub include_peer_certificate: bool,
 }
 
 /// The transport a policy uses.
@@ -118,23 +121,37 @@ pub struct AuthzBackend {
     pub name: String,
     /// `host:port`.
     pub authority: Authority,
+    /// TLS to the server (`https://`), or plaintext h2c.
+    pub tls: Option<ClientTls>,
     endpoint: Endpoint,
     channel: tokio::sync::OnceCell<Channel>,
     http: OnceLock<HttpClient>,
 }
 
 impl AuthzBackend {
-    /// A backend at `authority`; nothing connects until the first check.
-    pub fn new(name: String, authority: Authority) -> Result<AuthzBackend, String> {
-        let endpoint = Endpoint::from_shared(format!("http://{authority}"))
+    /// A backend at `authority`, over TLS when `tls` is set; nothing connects until the first
+    /// check.
+    pub fn new(
+        name: String,
+        authority: Authority,
+        tls: Option<ClientTls>,
+    ) -> Result<AuthzBackend, String> {
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let mut endpoint = Endpoint::from_shared(format!("{scheme}://{authority}"))
             .map_err(|e| e.to_string())?
             .connect_timeout(Duration::from_secs(2))
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(30))
             .keep_alive_while_idle(true);
+        if let Some(tls) = &tls {
+            endpoint = endpoint
+                .tls_config(tls.tonic())
+                .map_err(|e| format!("tls: {e}"))?;
+        }
         Ok(AuthzBackend {
             name,
             authority,
+            tls,
             endpoint,
             channel: tokio::sync::OnceCell::new(),
             http: OnceLock::new(),
@@ -191,6 +208,10 @@ pub struct CheckInput<'a> {
     pub context_extensions: BTreeMap<String, String>,
     /// The body prefix, when the policy asked for it.
     pub body: Option<CheckBody>,
+    /// `http` or `https` (a TLS listener).
+    pub scheme: &'static str,
+    /// The TLS client's identity, on TLS listeners.
+    pub tls: Option<&'a PeerIdentity>,
 }
 
 /// The body bytes a check carries.
@@ -248,7 +269,8 @@ impl ExtAuthz {
     pub async fn check(&self, input: CheckInput<'_>) -> Resolution {
         let verdict = match &self.transport {
             Transport::Grpc => {
-                let request = check_request::build(&input, &self.headers);
+                let request =
+                    check_request::build(&input, &self.headers, self.include_peer_certificate);
                 grpc::check(&self.backend, request, self.timeout).await
             }
             Transport::Http(settings) => {

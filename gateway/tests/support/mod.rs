@@ -506,3 +506,61 @@ pub async fn counting_relay(target: SocketAddr) -> (SocketAddr, Arc<AtomicUsize>
     });
     (addr, count)
 }
+
+/// A fresh, empty directory under the system temp dir, unique to this test process and `name`.
+pub fn temp_dir(name: &str) -> std::path::PathBuf {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "gateway-test-{}-{}-{name}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::SeqCst)
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Replaces `path`'s content atomically (write a sibling, rename), as a careful deploy tool does.
+pub fn write_atomically(path: &std::path::Path, text: &str) {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+/// A gateway started in-process, with its shared state and admin address.
+pub struct TestGateway {
+    /// The first listener.
+    pub addr: SocketAddr,
+    /// The admin endpoint, when configured.
+    pub admin: Option<SocketAddr>,
+    /// Config snapshot and metrics.
+    pub shared: Arc<gateway::Shared>,
+}
+
+/// Starts a gateway from `toml` (named `file` in errors) and keeps its shared state.
+pub async fn start_test_gateway(toml: &str) -> TestGateway {
+    let config = gateway::Config::from_toml(toml, "test.toml")
+        .unwrap_or_else(|e| panic!("test config invalid:\n{e}\n---\n{toml}"));
+    let gw = gateway::Gateway::bind(config).await.unwrap();
+    let started = TestGateway {
+        addr: gw.local_addrs()[0].1,
+        admin: gw.admin_addr(),
+        shared: gw.shared(),
+    };
+    tokio::spawn(gw.run());
+    started
+}
+
+/// The value of one sample in a Prometheus text exposition, by its exact series
+/// (`name{label="v",...}`), or `None` when absent.
+pub fn sample(exposition: &str, series: &str) -> Option<f64> {
+    exposition.lines().find_map(|line| {
+        let value = line.strip_prefix(series)?.strip_prefix(' ')?;
+        value.split(' ').next()?.parse().ok()
+    })
+}
+
+/// GETs `path` on an admin endpoint.
+pub async fn admin_get(admin: SocketAddr, path: &str) -> Reply200 {
+    send(get(admin, path, &[])).await
+}

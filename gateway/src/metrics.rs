@@ -1,0 +1,190 @@
+//! The gateway's Prometheus metrics (served on the admin port's `/metrics`).
+//!
+//! The ext_authz counters are Envoy's (`ext_authz.ok`, `denied`, `error`,
+//! `failure_mode_allowed`, `disabled`), per policy. As in Envoy, a failed check that
+//! `failure_mode_allow` lets through counts as both `error` and `failure_mode_allowed`.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+/// `{policy="..."}`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PolicyLabel {
+    /// The policy's name.
+    pub policy: String,
+}
+
+/// `{route="...",status="..."}`; `route="-"` when no route matched.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    /// The route's name.
+    pub route: String,
+    /// The status the client got.
+    pub status: String,
+}
+
+/// `{route="..."}`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteLabel {
+    /// The route's name.
+    pub route: String,
+}
+
+/// `{result="ok|error"}`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabel {
+    /// `ok` or `error`.
+    pub result: String,
+}
+
+type LatencyFamily<L> = Family<L, Histogram, fn() -> Histogram>;
+
+fn latency_histogram() -> Histogram {
+    // 0.5 ms .. ~16 s.
+    Histogram::new(exponential_buckets(0.0005, 2.0, 16))
+}
+
+/// Every metric the gateway exports, registered once.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    /// `gateway_ext_authz_ok_total{policy}`: checks that allowed.
+    pub ext_authz_ok: Family<PolicyLabel, Counter>,
+    /// `gateway_ext_authz_denied_total{policy}`: checks that denied.
+    pub ext_authz_denied: Family<PolicyLabel, Counter>,
+    /// `gateway_ext_authz_error_total{policy}`: checks that failed (timeout, transport, 5xx, ...).
+    pub ext_authz_error: Family<PolicyLabel, Counter>,
+    /// `gateway_ext_authz_failure_mode_allowed_total{policy}`: failed checks let through.
+    pub ext_authz_failure_mode_allowed: Family<PolicyLabel, Counter>,
+    /// `gateway_ext_authz_disabled_total{policy}`: requests on routes that switched the policy off.
+    pub ext_authz_disabled: Family<PolicyLabel, Counter>,
+    /// `gateway_requests_total{route,status}`.
+    pub requests: Family<RequestLabels, Counter>,
+    /// `gateway_upstream_latency_seconds{route}`: until the upstream's response headers.
+    pub upstream_latency: LatencyFamily<RouteLabel>,
+    /// `gateway_ext_authz_latency_seconds{policy}`: one check, transport included.
+    pub ext_authz_latency: LatencyFamily<PolicyLabel>,
+    /// `gateway_config_synchronized`: 1 when the running config is the file's, 0 after a refused
+    /// reload.
+    pub config_synchronized: Gauge,
+    /// `gateway_config_reloads_total{result}`.
+    pub config_reloads: Family<ResultLabel, Counter>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+impl Metrics {
+    /// Creates and registers every metric; the config is taken as synchronized.
+    pub fn new() -> Metrics {
+        let mut registry = Registry::default();
+        let counter = |registry: &mut Registry, name: &str, help: &str| {
+            let family = Family::<PolicyLabel, Counter>::default();
+            registry.register(name, help, family.clone());
+            family
+        };
+        let ext_authz_ok = counter(
+            &mut registry,
+            "gateway_ext_authz_ok",
+            "ext_authz checks that allowed the request",
+        );
+        let ext_authz_denied = counter(
+            &mut registry,
+            "gateway_ext_authz_denied",
+            "ext_authz checks that denied the request",
+        );
+        let ext_authz_error = counter(
+            &mut registry,
+            "gateway_ext_authz_error",
+            "ext_authz checks that failed (timeout, transport error, 5xx, bad answer)",
+        );
+        let ext_authz_failure_mode_allowed = counter(
+            &mut registry,
+            "gateway_ext_authz_failure_mode_allowed",
+            "failed ext_authz checks let through by failure_mode_allow",
+        );
+        let ext_authz_disabled = counter(
+            &mut registry,
+            "gateway_ext_authz_disabled",
+            "requests on routes that switched this gateway-level policy off",
+        );
+        let requests = Family::<RequestLabels, Counter>::default();
+        registry.register(
+            "gateway_requests",
+            "requests by route and response status",
+            requests.clone(),
+        );
+        let upstream_latency: LatencyFamily<RouteLabel> =
+            Family::new_with_constructor(latency_histogram);
+        registry.register(
+            "gateway_upstream_latency_seconds",
+            "time from sending the request upstream to its response headers",
+            upstream_latency.clone(),
+        );
+        let ext_authz_latency: LatencyFamily<PolicyLabel> =
+            Family::new_with_constructor(latency_histogram);
+        registry.register(
+            "gateway_ext_authz_latency_seconds",
+            "time one ext_authz check took",
+            ext_authz_latency.clone(),
+        );
+        let config_synchronized = Gauge::default();
+        config_synchronized.set(1);
+        registry.register(
+            "gateway_config_synchronized",
+            "1 when the running config is the file's; 0 after a refused reload",
+            config_synchronized.clone(),
+        );
+        let config_reloads = Family::<ResultLabel, Counter>::default();
+        registry.register(
+            "gateway_config_reloads",
+            "config reload attempts by result",
+            config_reloads.clone(),
+        );
+        Metrics {
+            registry,
+            ext_authz_ok,
+            ext_authz_denied,
+            ext_authz_error,
+            ext_authz_failure_mode_allowed,
+            ext_authz_disabled,
+            requests,
+            upstream_latency,
+            ext_authz_latency,
+            config_synchronized,
+            config_reloads,
+        }
+    }
+
+    /// The Prometheus (OpenMetrics) text exposition.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing to a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+
+    /// The policy label.
+    pub fn policy(policy: &str) -> PolicyLabel {
+        PolicyLabel {
+            policy: policy.to_owned(),
+        }
+    }
+
+    /// Counts a reload attempt and sets the synchronized gauge.
+    pub fn reloaded(&self, ok: bool) {
+        self.config_synchronized.set(i64::from(ok));
+        self.config_reloads
+            .get_or_create(&ResultLabel {
+                result: if ok { "ok" } else { "error" }.to_owned(),
+            })
+            .inc();
+    }
+}
