@@ -22,6 +22,8 @@ pub struct ServerSection {
     pub http: Option<SocketAddr>,
     /// Where `/metrics`, `/healthz` and `/readyz` are served, e.g. `0.0.0.0:9901`; off when unset.
     pub admin: Option<SocketAddr>,
+    /// TLS (and optionally mutual TLS) on the gRPC port; plaintext when unset.
+    pub tls: Option<crate::tls::TlsSection>,
 }
 
 /// A config file that could not be used.
@@ -61,7 +63,10 @@ impl Config {
             file: file.clone(),
             source,
         })?;
-        Self::parse(&file, &text)
+        let mut config = Self::parse(&file, &text)?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        config.server.tls = config.server.tls.map(|tls| tls.relative_to(base));
+        Ok(config)
     }
 
     /// Compiles config text; `file` names it in errors.

@@ -45,6 +45,7 @@ pub mod metrics;
 pub mod reload;
 mod response;
 pub mod server;
+pub mod tls;
 
 pub use authorizer::{AuthorizeError, Authorizer, RuleEngine};
 pub use config::{Config, LoadError, ServerSection};

@@ -8,6 +8,7 @@ use anyhow::Context;
 use std::time::Duration;
 
 use authz_server::reload::{self, Reloader};
+use authz_server::tls::TlsSection;
 use authz_server::{Config, LoadError, RuleEngine, Server};
 use clap::{Args, Parser, Subcommand};
 
@@ -38,6 +39,15 @@ struct ServeArgs {
     /// Overrides `[server] admin`: `/metrics`, `/healthz`, `/readyz`.
     #[arg(long)]
     admin_addr: Option<SocketAddr>,
+    /// Overrides `[server.tls] cert`: serve gRPC over TLS with this certificate chain (PEM).
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// Overrides `[server.tls] key`: the private key (PEM) for `--tls-cert`.
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Overrides `[server.tls] client_ca`: require client certificates chaining to this CA (mTLS).
+    #[arg(long, requires = "tls_cert")]
+    tls_client_ca: Option<PathBuf>,
     /// Seconds requests in flight get to finish after SIGTERM/SIGINT.
     #[arg(long, value_name = "SECONDS", default_value_t = 10)]
     drain_timeout: u64,
@@ -134,6 +144,17 @@ async fn serve(config: Config, args: &ServeArgs) -> anyhow::Result<()> {
         .await
         .context("starting the listeners")?
         .with_drain_timeout(Duration::from_secs(args.drain_timeout));
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(TlsSection {
+            cert: cert.clone(),
+            key: key.clone(),
+            client_ca: args.tls_client_ca.clone(),
+        }),
+        _ => config.server.tls.clone(),
+    };
+    if let Some(tls) = tls {
+        server = server.with_tls(tls.load()?);
+    }
     if let Some(admin) = args.admin_addr.or(config.server.admin) {
         server = server
             .with_admin(admin)

@@ -14,6 +14,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::ServerTlsConfig;
 
 use crate::admin::{self, AdminState};
 use crate::authorizer::Authorizer;
@@ -52,6 +53,7 @@ pub struct Server<A> {
     admin: Option<TcpListener>,
     metrics: Arc<Metrics>,
     drain_timeout: Duration,
+    tls: Option<ServerTlsConfig>,
 }
 
 impl<A: Authorizer> Server<A> {
@@ -68,6 +70,7 @@ impl<A: Authorizer> Server<A> {
             admin: None,
             metrics: Arc::new(Metrics::new()),
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
+            tls: None,
         })
     }
 
@@ -80,6 +83,12 @@ impl<A: Authorizer> Server<A> {
     /// Records into these metrics instead of a fresh set, e.g. to share them with a reloader.
     pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
         self.metrics = metrics;
+        self
+    }
+
+    /// Serves gRPC over TLS (mutual TLS when the config names a client CA).
+    pub fn with_tls(mut self, tls: ServerTlsConfig) -> Self {
+        self.tls = Some(tls);
         self
     }
 
@@ -133,7 +142,7 @@ impl<A: Authorizer> Server<A> {
             match self.grpc {
                 Some(listener) => {
                     let (authorizer, metrics) = (self.authorizer.clone(), self.metrics.clone());
-                    serve_grpc(authorizer, metrics, listener, stop_rx.clone()).await
+                    serve_grpc(authorizer, metrics, self.tls, listener, stop_rx.clone()).await
                 }
                 None => Ok(()),
             }
@@ -177,6 +186,7 @@ async fn listen(address: Option<SocketAddr>) -> Result<Option<TcpListener>, Serv
 async fn serve_grpc<A: Authorizer>(
     authorizer: Arc<A>,
     metrics: Arc<Metrics>,
+    tls: Option<ServerTlsConfig>,
     listener: TcpListener,
     mut stop: watch::Receiver<bool>,
 ) -> Result<(), ServeError> {
@@ -223,7 +233,11 @@ async fn serve_grpc<A: Authorizer>(
     let reflection_v1 = reflection().build_v1().map_err(reflection_error)?;
     let reflection_v1alpha = reflection().build_v1alpha().map_err(reflection_error)?;
 
-    tonic::transport::Server::builder()
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = tls {
+        builder = builder.tls_config(tls)?;
+    }
+    builder
         .layer(tower::util::MapResponseLayer::new(
             oversized_is_resource_exhausted,
         ))
