@@ -88,7 +88,7 @@ impl Action {
     pub(crate) fn render(&self, scope: &Scope<'_>) -> Decision {
         match self {
             Action::Allow(allow) => Decision::Allow(allow.render(scope)),
-            Action::Deny(deny) => Decision::Deny(deny.render(scope)),
+            Action::Deny(deny) => Decision::Deny(deny.render_deny(scope)),
         }
     }
 }
@@ -127,7 +127,8 @@ impl AllowAction {
 }
 
 impl DenyAction {
-    fn render(&self, scope: &Scope<'_>) -> Deny {
+    /// Renders the deny for one request.
+    pub(crate) fn render_deny(&self, scope: &Scope<'_>) -> Deny {
         Deny {
             http_status: self.status,
             grpc_code: self.grpc_code,

@@ -3,18 +3,21 @@
 //! rather than stopping at the first. Nothing after this boundary re-checks or re-parses.
 
 mod actions;
+mod auth;
 mod conditions;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::ops::Range;
+use std::path::{Path, PathBuf};
 
 use serde::de::DeserializeOwned;
 use toml::Spanned;
 
-use crate::config::{RawDefault, RawDocument, RawRule};
+use crate::config::{RawDatabase, RawDefault, RawDocument, RawRule};
 use crate::engine::{Rule, RuleSet};
 use crate::error::{ConfigError, ConfigErrors, Invalid, Locator};
-use crate::template::Template;
+use crate::lookup::DatabaseSpec;
+use crate::template::{Namespaces, Template};
 
 /// At most this many rules in one policy.
 pub const MAX_RULES: usize = 10_000;
@@ -28,6 +31,9 @@ pub const MAX_NESTING: usize = 32;
 /// decide what it accepts) and defaults when absent; everything else is the policy described in
 /// `docs/rules.md`. A TOML syntax or type error is reported alone, at the position toml gives;
 /// semantic errors (bad regex, bad CIDR, duplicate rule names, ...) are all reported together.
+///
+/// `file` names the policy in errors, and its directory is where relative `api_keys.file` and
+/// `jwks_file` paths are read from (at load; the engine does no I/O per request).
 ///
 /// ```
 /// let policy = r#"
@@ -52,11 +58,14 @@ where
         toml::from_str(text).map_err(|error| ConfigErrors(vec![at.syntax(&error)]))?;
     let RawDocument {
         server,
+        databases,
         default,
         rules,
     } = document;
-    let mut compiler = Compiler::new(at);
-    let rule_set = compiler.rule_set(default.as_ref(), &rules);
+    let base_dir = Path::new(file).parent().map(Path::to_path_buf);
+    let mut compiler = Compiler::new(at, base_dir.unwrap_or_default());
+    let databases = compiler.databases(&databases);
+    let rule_set = compiler.rule_set(default.as_ref(), &rules, databases);
     match rule_set {
         Some(rule_set) if compiler.errors.is_empty() => Ok((server.unwrap_or_default(), rule_set)),
         _ => Err(compiler.finish()),
@@ -69,15 +78,40 @@ pub(crate) struct Compiler<'a> {
     at: Locator<'a>,
     errors: Vec<ConfigError>,
     uses_received: bool,
+    /// Where relative key and JWKS files are read from.
+    base_dir: PathBuf,
+    /// Names declared under `[databases]`.
+    database_names: Vec<String>,
+    /// The identity variables templates compiled now may use.
+    namespaces: Namespaces,
+    /// Whether `claims` / `db` conditions may appear where conditions are compiled now
+    /// (`None`: in a request-level `when`, where neither may).
+    identity_conditions: Option<Namespaces>,
 }
 
 impl<'a> Compiler<'a> {
-    fn new(at: Locator<'a>) -> Self {
+    fn new(at: Locator<'a>, base_dir: PathBuf) -> Self {
         Self {
             at,
             errors: Vec::new(),
             uses_received: false,
+            base_dir,
+            database_names: Vec::new(),
+            namespaces: Namespaces::REQUEST,
+            identity_conditions: None,
         }
+    }
+
+    /// The `[databases]` tables, checked; the names are remembered for lookups.
+    fn databases(&mut self, raw: &BTreeMap<String, Spanned<RawDatabase>>) -> Vec<DatabaseSpec> {
+        let mut specs = Vec::with_capacity(raw.len());
+        for (name, table) in raw {
+            self.database_names.push(name.clone());
+            if let Some(spec) = self.database(name, table) {
+                specs.push(spec);
+            }
+        }
+        specs
     }
 
     /// Records an error at a byte offset.
@@ -100,6 +134,7 @@ impl<'a> Compiler<'a> {
         &mut self,
         default: Option<&Spanned<RawDefault>>,
         raw_rules: &[Spanned<RawRule>],
+        databases: Vec<DatabaseSpec>,
     ) -> Option<RuleSet> {
         if let Some(extra) = raw_rules.get(MAX_RULES) {
             self.fail(
@@ -143,13 +178,16 @@ impl<'a> Compiler<'a> {
             }
         };
         let default = default?;
-        all_ok.then(|| RuleSet::new(rules, default, self.uses_received))
+        all_ok.then(|| RuleSet::new(rules, default, self.uses_received, databases))
     }
 
     fn rule(&mut self, raw: &Spanned<RawRule>) -> Option<Rule> {
         let RawRule {
             name,
             when,
+            credential,
+            lookup,
+            require,
             allow,
             deny,
         } = raw.get_ref();
@@ -164,15 +202,33 @@ impl<'a> Compiler<'a> {
             }
             _ => true,
         };
+        self.identity_conditions = None;
         let when = match when {
             Some(when) => self.when(when, 0),
             None => Some(crate::matcher::Condition::All(Vec::new())),
         };
+        let credential = credential.as_ref().map(|c| self.credential(c));
+        let has_jwt = credential_is_jwt(raw.get_ref());
+        let lookup = lookup
+            .as_ref()
+            .map(|l| self.lookup(l, credential.is_some(), has_jwt));
+        let available = Namespaces {
+            claims: has_jwt,
+            db: lookup.is_some(),
+        };
+        self.identity_conditions = Some(available);
+        let require = require.as_ref().map(|r| self.when(r, 0));
+        self.identity_conditions = None;
+        self.namespaces = available;
         let owner = format!("rule `{}`", name.get_ref());
         let action = self.decision(&owner, name.span().start, allow, deny);
+        self.namespaces = Namespaces::REQUEST;
         Some(Rule {
             name: name.get_ref().clone(),
             when: when?,
+            credential: optional(credential)?,
+            lookup: optional(lookup)?,
+            require: optional(require)?,
             action: action?,
         })
         .filter(|_| name_ok)
@@ -180,7 +236,7 @@ impl<'a> Compiler<'a> {
 
     /// Compiles a template, mapping an error inside it to its position in the file.
     fn template(&mut self, raw: &Spanned<String>) -> Option<Template> {
-        match Template::parse(raw.get_ref()) {
+        match Template::parse_in(raw.get_ref(), self.namespaces) {
             Ok(template) => {
                 self.uses_received |= template.uses_received();
                 Some(template)
@@ -192,6 +248,22 @@ impl<'a> Compiler<'a> {
             }
         }
     }
+}
+
+/// An optional part that compiled (`Some(Some)`), was absent (`Some(None)`) or failed (`None`).
+fn optional<T>(part: Option<Option<T>>) -> Option<Option<T>> {
+    match part {
+        None => Some(None),
+        Some(compiled) => compiled.map(Some),
+    }
+}
+
+/// Whether the rule's raw credential is a `jwt` one (so claims are in scope even when the
+/// credential itself failed to compile, and its errors don't cascade into template errors).
+fn credential_is_jwt(raw: &RawRule) -> bool {
+    raw.credential
+        .as_ref()
+        .is_some_and(|c| c.get_ref().jwt.is_some())
 }
 
 /// The byte offset in the document of byte `index` of a string value whose literal spans

@@ -1,11 +1,19 @@
 //! The raw policy model: exactly what the TOML says, before any validation. `docs/rules.md` is the
 //! reference for every field; [`crate::compile`] turns this into the compiled [`crate::RuleSet`].
 
+mod auth;
+
+use std::collections::BTreeMap;
 use std::fmt;
 
 use serde::Deserialize;
 use serde::de::{self, Deserializer, SeqAccess, Visitor};
 use toml::Spanned;
+
+pub(crate) use auth::{
+    RawClaimMatch, RawCredential, RawDatabase, RawDbMatch, RawJwt, RawKeyList, RawLookup,
+    RawOnError, RawOnFailure, RawParam, RawSource,
+};
 
 /// The whole policy document.
 #[derive(Debug, Deserialize)]
@@ -14,6 +22,9 @@ pub(crate) struct RawDocument<S> {
     /// The embedding server's own settings; opaque to the rule engine.
     #[serde(default)]
     pub server: Option<S>,
+    /// Named databases that rule lookups query.
+    #[serde(default)]
+    pub databases: BTreeMap<String, Spanned<RawDatabase>>,
     /// What happens when no rule matches. Required (checked at compile so the error is clear).
     #[serde(default)]
     pub default: Option<Spanned<RawDefault>>,
@@ -41,6 +52,13 @@ pub(crate) struct RawRule {
     /// Conditions that must all hold; absent or empty means the rule always matches.
     #[serde(default)]
     pub when: Option<Spanned<RawWhen>>,
+    /// A credential verified after `when` holds; missing or invalid decides `on_failure`.
+    pub credential: Option<Spanned<RawCredential>>,
+    /// A database lookup run after the credential; its row feeds `require` and templates.
+    pub lookup: Option<Spanned<RawLookup>>,
+    /// Identity-level conditions (`when` plus `claims` and `db`); failing ones pass the request
+    /// on to the next rule.
+    pub require: Option<Spanned<RawWhen>>,
     /// Allow with these mutations when the rule matches.
     pub allow: Option<Spanned<RawAllow>>,
     /// Deny with this response when the rule matches.
@@ -81,6 +99,12 @@ pub(crate) struct RawWhen {
     pub any: Vec<Spanned<RawWhen>>,
     /// A nested `when` table that must not hold.
     pub not: Option<Box<Spanned<RawWhen>>>,
+    /// Conditions on the verified JWT's claims (only in `require`).
+    #[serde(default)]
+    pub claims: Vec<Spanned<RawClaimMatch>>,
+    /// Conditions on the lookup's row (only in `require`).
+    #[serde(default)]
+    pub db: Vec<Spanned<RawDbMatch>>,
 }
 
 /// The two transports, by their config names.
@@ -211,7 +235,7 @@ pub(crate) struct RawQueryParam {
 }
 
 /// What a deny sends back.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawDeny {
     /// HTTP status, 100..=599; default 403.
@@ -228,7 +252,7 @@ pub(crate) struct RawDeny {
 }
 
 /// A name and a value template.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawHeaderValue {
     /// Header name; lower-cased at load.

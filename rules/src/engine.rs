@@ -1,7 +1,14 @@
 //! The compiled rule set and the one function that decides.
 
-use crate::action::Action;
-use crate::decision::Evaluation;
+use std::pin::pin;
+use std::task::{Context, Poll, Waker};
+
+use crate::action::{Action, DenyAction};
+use crate::credential::{Credential, JwtKeys, Rejected, Verifier};
+use crate::decision::{Decision, Deny, Evaluation};
+use crate::hooks::{Hooks, LookupError, LookupQuery};
+use crate::identity::Identity;
+use crate::lookup::{DatabaseSpec, LookupSpec};
 use crate::matcher::Condition;
 use crate::request::Request;
 use crate::template::Scope;
@@ -13,6 +20,12 @@ pub(crate) struct Rule {
     pub name: String,
     /// The rule's `when`, as an [`Condition::All`].
     pub when: Condition,
+    /// The credential verified once `when` holds.
+    pub credential: Option<Credential>,
+    /// The lookup run after the credential.
+    pub lookup: Option<LookupSpec>,
+    /// Identity-level conditions checked after the lookup.
+    pub require: Option<Condition>,
     /// What the rule does when it matches.
     pub action: Action,
 }
@@ -24,6 +37,7 @@ pub struct RuleSet {
     rules: Vec<Rule>,
     default: Action,
     needs_received: bool,
+    databases: Vec<DatabaseSpec>,
 }
 
 /// The name `{{rule.name}}` renders and the trace shows when no rule matched.
@@ -31,22 +45,23 @@ const DEFAULT_NAME: &str = "default";
 
 impl RuleSet {
     /// Assembles a compiled rule set (the compile boundary is the only caller).
-    pub(crate) fn new(rules: Vec<Rule>, default: Action, needs_received: bool) -> Self {
+    pub(crate) fn new(
+        rules: Vec<Rule>,
+        default: Action,
+        needs_received: bool,
+        databases: Vec<DatabaseSpec>,
+    ) -> Self {
         Self {
             rules,
             default,
             needs_received,
+            databases,
         }
     }
 
-    /// Decides one request. This is the only place precedence lives:
-    ///
-    /// 1. rules are tried in file order, and the **first** whose `when` holds decides;
-    /// 2. when none holds, the `[default]` table (which the config must spell out) decides.
-    ///
-    /// Evaluation is pure and infallible: conditions either hold or not (a missing header,
-    /// address or principal makes a value condition fail, never succeed), and rendering a
-    /// template cannot fail, so there is no error path that could turn into an allow.
+    /// Decides one request with no hooks: [`RuleSet::evaluate`] with [`Hooks::default`], run to
+    /// completion on the spot. Rules that need a hook (a JWKS URL, a lookup) fail closed: the
+    /// token is invalid, the lookup answers `on_db_error`.
     ///
     /// ```
     /// use rules::{Decision, Request};
@@ -74,27 +89,114 @@ impl RuleSet {
     /// assert_eq!(evaluation.trace.last().map(String::as_str), Some("default: deny"));
     /// ```
     pub fn decide(&self, request: &Request) -> Evaluation {
+        let hooks = Hooks::default();
+        let evaluation = pin!(self.evaluate(request, &hooks));
+        match evaluation.poll(&mut Context::from_waker(Waker::noop())) {
+            Poll::Ready(evaluation) => evaluation,
+            // Without hooks nothing waits, so this is unreachable; if it ever happens, deny.
+            Poll::Pending => Evaluation {
+                decision: Decision::Deny(Deny {
+                    http_status: 500,
+                    grpc_code: 13,
+                    headers: Vec::new(),
+                    body: String::new(),
+                    dynamic_metadata: Default::default(),
+                }),
+                rule: None,
+                trace: vec!["evaluation did not complete without hooks: deny".to_owned()],
+            },
+        }
+    }
+
+    /// Decides one request, calling `hooks` for rules that need them. This is the only place
+    /// precedence lives. Rules are tried in file order; for each:
+    ///
+    /// 1. its request-level `when` must hold, else the next rule is tried;
+    /// 2. its `credential`, if any, is read and verified; missing or invalid **decides**: the
+    ///    rule's `on_failure` deny (401 by default);
+    /// 3. its `lookup`, if any, runs with the bound parameters: no row **decides** `on_missing`
+    ///    (403), a database failure (or no lookup hook) **decides** `on_db_error` (503); serving
+    ///    stale answers is the hook's job;
+    /// 4. its `require`, if any, is checked against the request, the claims and the row; when it
+    ///    fails the next rule is tried;
+    /// 5. its `allow` / `deny` decides, with claims and row available to templates.
+    ///
+    /// When no rule decides, the `[default]` table (which the config must spell out) does.
+    /// Conditions either hold or not (something missing makes a value condition fail), and every
+    /// failure of a credential, a key source or a database is a deny: no error path leads to an
+    /// allow. Traces name conditions and reasons, never credential values.
+    pub async fn evaluate(&self, request: &Request, hooks: &Hooks) -> Evaluation {
         let mut trace = Vec::with_capacity(self.rules.len().min(64) + 1);
         for rule in &self.rules {
-            match rule.when.check(request) {
-                Ok(()) => {
-                    trace.push(format!("rule {:?}: matched", rule.name));
-                    let scope = Scope {
-                        request,
-                        rule: &rule.name,
-                    };
-                    return Evaluation {
-                        decision: rule.action.render(&scope),
-                        rule: Some(rule.name.clone()),
-                        trace,
-                    };
-                }
-                Err(reason) => trace.push(format!("rule {:?}: no match: {reason}", rule.name)),
+            if let Err(reason) = rule.when.check(request) {
+                trace.push(format!("rule {:?}: no match: {reason}", rule.name));
+                continue;
             }
+            let mut identity = Identity::default();
+            let mut verified = None;
+            if let Some(credential) = &rule.credential {
+                match credential.verify(request, hooks).await {
+                    Ok(ok) => {
+                        identity.claims.clone_from(&ok.claims);
+                        verified = Some(ok);
+                    }
+                    Err(rejected) => {
+                        let why = match rejected {
+                            Rejected::Missing => "missing".to_owned(),
+                            Rejected::Invalid(reason) => format!("invalid: {reason}"),
+                        };
+                        let what = credential.source.describe();
+                        trace.push(format!("rule {:?}: credential ({what}) {why}", rule.name));
+                        return deny(rule, &credential.on_failure, request, None, trace);
+                    }
+                }
+            }
+            if let Some(lookup) = &rule.lookup {
+                let with_claims = Identity {
+                    claims: identity.claims.clone(),
+                    row: None,
+                };
+                match run_lookup(lookup, request, verified.as_ref(), hooks).await {
+                    Ok(Some(row)) => identity.row = Some(row),
+                    Ok(None) => {
+                        trace.push(format!("rule {:?}: lookup found no row", rule.name));
+                        let on_missing = &lookup.on_missing;
+                        return deny(rule, on_missing, request, Some(&with_claims), trace);
+                    }
+                    Err(missing @ LookupFailure::MissingParam(_)) => {
+                        trace.push(format!("rule {:?}: lookup skipped: {missing}", rule.name));
+                        let on_missing = &lookup.on_missing;
+                        return deny(rule, on_missing, request, Some(&with_claims), trace);
+                    }
+                    Err(error) => {
+                        trace.push(format!("rule {:?}: lookup failed: {error}", rule.name));
+                        let on_error = &lookup.on_db_error;
+                        return deny(rule, on_error, request, Some(&with_claims), trace);
+                    }
+                }
+            }
+            if let Some(require) = &rule.require
+                && let Err(reason) = require.check_with(request, Some(&identity))
+            {
+                trace.push(format!("rule {:?}: no match: require: {reason}", rule.name));
+                continue;
+            }
+            trace.push(format!("rule {:?}: matched", rule.name));
+            let scope = Scope {
+                request,
+                rule: &rule.name,
+                identity: Some(&identity),
+            };
+            return Evaluation {
+                decision: rule.action.render(&scope),
+                rule: Some(rule.name.clone()),
+                trace,
+            };
         }
         let scope = Scope {
             request,
             rule: DEFAULT_NAME,
+            identity: None,
         };
         let decision = self.default.render(&scope);
         trace.push(format!("{DEFAULT_NAME}: {}", decision.outcome()));
@@ -103,6 +205,28 @@ impl RuleSet {
             rule: None,
             trace,
         }
+    }
+
+    /// The `[databases.<name>]` tables, sorted by name, for the server to open pools.
+    pub fn databases(&self) -> &[DatabaseSpec] {
+        &self.databases
+    }
+
+    /// Every JWKS URL a rule uses (each once, in rule order), for the server to prefetch.
+    pub fn jwks_urls(&self) -> Vec<&str> {
+        let mut urls: Vec<&str> = Vec::new();
+        for rule in &self.rules {
+            if let Some(Credential {
+                verifier: Verifier::Jwt(jwt),
+                ..
+            }) = &rule.credential
+                && let JwtKeys::Url(url) = &jwt.keys
+                && !urls.contains(&url.as_str())
+            {
+                urls.push(url);
+            }
+        }
+        urls
     }
 
     /// Whether some template uses `{{received}}`; the transport renders
@@ -128,11 +252,90 @@ impl RuleSet {
     }
 }
 
+/// Why a lookup gave no answer, for the trace: the kind only, because a database's message may
+/// quote the bound values.
+#[derive(Debug)]
+enum LookupFailure {
+    /// No lookup hook is installed.
+    NoHook,
+    /// A parameter's source is absent from the request.
+    MissingParam(usize),
+    /// The hook failed.
+    Hook(LookupError),
+}
+
+impl std::fmt::Display for LookupFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LookupFailure::NoHook => f.write_str("no database hook"),
+            LookupFailure::MissingParam(n) => write!(f, "parameter {n} absent from the request"),
+            LookupFailure::Hook(LookupError::UnknownDatabase(name)) => {
+                write!(f, "database `{name}` is not open")
+            }
+            LookupFailure::Hook(LookupError::Timeout(after)) => {
+                write!(f, "timed out after {after:?}")
+            }
+            LookupFailure::Hook(LookupError::Failed(_)) => f.write_str("database error"),
+        }
+    }
+}
+
+/// Binds the parameters and asks the hook. A parameter the request lacks means no row can match
+/// it: the query is skipped and the caller decides as for "no row".
+async fn run_lookup(
+    lookup: &LookupSpec,
+    request: &Request,
+    verified: Option<&crate::credential::Verified>,
+    hooks: &Hooks,
+) -> Result<Option<std::sync::Arc<crate::hooks::Row>>, LookupFailure> {
+    let params = lookup
+        .bind(request, verified)
+        .map_err(LookupFailure::MissingParam)?;
+    let hook = hooks.lookup.as_ref().ok_or(LookupFailure::NoHook)?;
+    let query = LookupQuery {
+        database: &lookup.database,
+        sql: &lookup.sql,
+        params: &params,
+        policy: &lookup.policy,
+    };
+    hook.lookup(query).await.map_err(LookupFailure::Hook)
+}
+
+/// A rule's credential or lookup deny, rendered with what is known so far.
+fn deny(
+    rule: &Rule,
+    action: &DenyAction,
+    request: &Request,
+    identity: Option<&Identity>,
+    trace: Vec<String>,
+) -> Evaluation {
+    let scope = Scope {
+        request,
+        rule: &rule.name,
+        identity,
+    };
+    Evaluation {
+        decision: Decision::Deny(action.render_deny(&scope)),
+        rule: Some(rule.name.clone()),
+        trace,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
     fn rule_set_is_send_and_sync() {
         fn check<T: Send + Sync + 'static>() {}
         check::<super::RuleSet>();
+    }
+
+    /// The server awaits `evaluate` inside `Send` tasks.
+    #[test]
+    fn evaluate_future_is_send() {
+        fn check<T: Send>(_: &T) {}
+        let (_, rules) = crate::load::<toml::Table>("p.toml", "[default]\nallow = {}\n").unwrap();
+        let request = crate::Request::default();
+        let hooks = crate::Hooks::default();
+        check(&rules.evaluate(&request, &hooks));
     }
 }

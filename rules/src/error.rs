@@ -91,6 +91,96 @@ pub(crate) enum Invalid {
     Metadata { key: String },
     #[error("{0}")]
     Template(#[from] crate::template::TemplateError),
+    #[error("unknown database `{name}`; {known}")]
+    UnknownDatabase { name: String, known: String },
+    #[error("database name `{name}` must be letters, digits, `_` or `-`")]
+    DatabaseName { name: String },
+    #[error("database url must start with `sqlite:` or `postgres://` (or `postgresql://`)")]
+    DatabaseUrl,
+    #[error("{field} {value} is out of range {range}")]
+    OutOfRange {
+        field: &'static str,
+        value: i64,
+        range: &'static str,
+    },
+    #[error("{what} needs exactly one of {expected}; found {found}")]
+    OneOf {
+        what: &'static str,
+        expected: &'static str,
+        found: String,
+    },
+    #[error("`scheme` applies only to a `header` credential")]
+    SchemeWithoutHeader,
+    #[error("`scheme` must be a single word such as `Bearer`")]
+    Scheme,
+    #[error(
+        "`sha256` entry {index} is not a SHA-256 hex digest (64 hex digits); store the key's hash, not the key"
+    )]
+    KeyDigest { index: usize },
+    #[error("cannot read {what} `{path}`: {reason}")]
+    ReadFile {
+        what: &'static str,
+        path: String,
+        reason: String,
+    },
+    #[error("key file `{path}` line {line} is not a SHA-256 hex digest (64 hex digits)")]
+    KeyFileLine { path: String, line: usize },
+    #[error("no keys: give `sha256` digests and/or a `file`")]
+    NoKeys,
+    #[error("too many keys: {count} (at most {max}); keep large key sets in a database")]
+    TooManyKeys { count: usize, max: usize },
+    #[error(
+        "unknown JWT algorithm `{name}`; supported: HS256, HS384, HS512, RS256, RS384, RS512, PS256, PS384, PS512, ES256, ES384, EdDSA"
+    )]
+    JwtAlgorithm { name: String },
+    #[error("algorithm {alg} does not fit {key}")]
+    JwtKeyFamily { alg: String, key: &'static str },
+    #[error(
+        "`public_key_pem` is one key, so `algorithms` must be of one family (RSA, EC or EdDSA)"
+    )]
+    JwtMixedFamilies,
+    #[error("`public_key_pem` is not a {family} public key in PEM form")]
+    PemKey { family: &'static str },
+    #[error("JWKS file `{path}` is not a JWKS document: {reason}")]
+    JwksFile { path: String, reason: String },
+    #[error("JWKS file `{path}` has no signature key for the configured algorithms")]
+    JwksFileEmpty { path: String },
+    #[error("`jwks_url` must be an http:// or https:// URL")]
+    JwksUrl,
+    #[error("`secret` must not be empty")]
+    EmptySecret,
+    #[error("unknown claim `{name}` in `require`; known: exp, nbf, iss, aud, sub")]
+    RequiredClaim { name: String },
+    #[error("`query` must not be empty")]
+    EmptySql,
+    #[error("`query` is {len} bytes (at most {max})")]
+    SqlTooLong { len: usize, max: usize },
+    #[error("too many lookup parameters: {count} (at most {max})")]
+    TooManyParams { count: usize, max: usize },
+    #[error("`query` uses `${index}` but `params` has {count} entries")]
+    PlaceholderOutOfRange { index: usize, count: usize },
+    #[error("`query` never uses `${index}` (parameter {index} of {count})")]
+    PlaceholderUnused { index: usize, count: usize },
+    #[error("`credential` parameter is \"raw\" or \"sha256\"")]
+    CredentialForm,
+    #[error(
+        "`sha256 = ...` does not apply to a credential parameter; write `credential = \"sha256\"`"
+    )]
+    CredentialSha,
+    #[error("a `credential` parameter needs a `[rules.credential]` in the same rule")]
+    ParamNeedsCredential,
+    #[error("a `claim` parameter needs a `jwt` credential in the same rule")]
+    ParamNeedsJwt,
+    #[error("`on_error` must be \"fail_closed\" or {{ serve_stale_seconds = N }}, not `{name}`")]
+    OnError { name: String },
+    #[error(
+        "`{field}` conditions belong in `[rules.require]`: `when` is checked before the credential and lookup"
+    )]
+    IdentityInWhen { field: &'static str },
+    #[error("`claims` conditions need a `jwt` credential in the same rule")]
+    ClaimsWithoutJwt,
+    #[error("`db` conditions need a `lookup` in the same rule")]
+    DbWithoutLookup,
 }
 
 /// Turns byte offsets into `file:line:column` errors.

@@ -1,5 +1,6 @@
-//! The rule engine: a TOML policy compiled into matchers and actions, and a pure
-//! `decide(&RuleSet, &Request) -> Evaluation`. No I/O, no gRPC, no HTTP.
+//! The rule engine: a TOML policy compiled into matchers and actions, and
+//! `RuleSet::evaluate(&Request, &Hooks) -> Evaluation` (or the hook-less `decide`). No I/O, no
+//! gRPC, no HTTP: token keys fetched by URL and database rows come through the [`hooks`] traits.
 //!
 //! [`load`] is the one boundary from text to a compiled [`RuleSet`]; `docs/rules.md` is the
 //! reference for the policy format.
@@ -12,21 +13,29 @@
 mod action;
 mod compile;
 mod config;
+mod credential;
 pub mod decision;
 mod engine;
 mod error;
 pub mod hooks;
+mod identity;
+mod lookup;
 mod matcher;
 pub mod request;
 mod template;
 
 pub use compile::{MAX_NESTING, MAX_RULES, load};
+pub use credential::{MAX_CREDENTIAL_BYTES, MAX_STATIC_KEYS};
 pub use decision::{
     Allow, AppendAction, Decision, Deny, Evaluation, Metadata, RequestHeader, ResponseHeader,
 };
 pub use engine::RuleSet;
 pub use error::{ConfigError, ConfigErrors};
-pub use hooks::{Hooks, JwksError, JwksSource, Lookup, LookupError, LookupPolicy, LookupQuery, OnLookupError, Row};
+pub use hooks::{
+    Hooks, JwksError, JwksSource, Lookup, LookupError, LookupPolicy, LookupQuery, OnLookupError,
+    Row,
+};
+pub use lookup::{DatabaseSpec, MAX_PARAM_BYTES, MAX_PARAMS, MAX_SQL_BYTES};
 pub use matcher::REGEX_SIZE_LIMIT;
 pub use request::{Peer, Request, Transport};
 pub use template::MAX_RENDERED_BYTES;

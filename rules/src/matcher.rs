@@ -7,6 +7,7 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 use regex::{Regex, RegexBuilder};
 
+use crate::identity::{ClaimPath, Identity, claim_text};
 use crate::request::{Request, Transport};
 
 /// Compiled size limit for one regex; a pattern over it is a load error.
@@ -141,6 +142,55 @@ pub(crate) enum EntryOp {
     Absent,
 }
 
+/// A condition on one claim of the verified JWT.
+#[derive(Debug, Clone)]
+pub(crate) enum ClaimOp {
+    /// The claim, as text, equals this.
+    Exact(String),
+    /// The claim, as text, is one of these.
+    OneOf(Vec<String>),
+    /// An array claim has an element equal to this (as text), or a string claim contains it.
+    Contains(String),
+    /// The claim, as text, matches (anchored).
+    Regex(Regex),
+    /// The claim is present (and not null).
+    Present,
+    /// The claim is absent (or null).
+    Absent,
+}
+
+impl ClaimOp {
+    fn holds(&self, value: Option<&serde_json::Value>) -> bool {
+        let value = value.filter(|v| !v.is_null());
+        match (self, value) {
+            (ClaimOp::Present, found) => found.is_some(),
+            (ClaimOp::Absent, found) => found.is_none(),
+            (_, None) => false,
+            (ClaimOp::Exact(want), Some(v)) => claim_text(v) == want.as_str(),
+            (ClaimOp::OneOf(list), Some(v)) => {
+                let text = claim_text(v);
+                list.iter().any(|item| *item == text)
+            }
+            (ClaimOp::Contains(want), Some(serde_json::Value::Array(items))) => {
+                items.iter().any(|item| claim_text(item) == want.as_str())
+            }
+            (ClaimOp::Contains(want), Some(v)) => claim_text(v).contains(want.as_str()),
+            (ClaimOp::Regex(regex), Some(v)) => regex.is_match(&claim_text(v)),
+        }
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            ClaimOp::Exact(want) => format!("exact {want:?}"),
+            ClaimOp::OneOf(list) => format!("one_of {list:?}"),
+            ClaimOp::Contains(want) => format!("contains {want:?}"),
+            ClaimOp::Regex(regex) => format!("regex {:?}", regex.as_str()),
+            ClaimOp::Present => "present".to_owned(),
+            ClaimOp::Absent => "absent".to_owned(),
+        }
+    }
+}
+
 /// One compiled condition; a rule's `when` is an [`Condition::All`].
 #[derive(Debug, Clone)]
 pub(crate) enum Condition {
@@ -170,11 +220,25 @@ pub(crate) enum Condition {
     Any(Vec<Condition>),
     /// The inner condition does not hold.
     Not(Box<Condition>),
+    /// A claim of the verified JWT satisfies the op (never holds without claims).
+    Claim(ClaimPath, ClaimOp),
+    /// A column of the lookup row satisfies the op (NULL counts as absent).
+    Db(String, EntryOp),
 }
 
 impl Condition {
-    /// `Ok` when the condition holds; otherwise the reason, for the trace.
+    /// `Ok` when the condition holds; otherwise the reason, for the trace. Identity conditions
+    /// do not hold here (request-level `when` has no identity).
     pub(crate) fn check(&self, request: &Request) -> Result<(), String> {
+        self.check_with(request, None)
+    }
+
+    /// [`Condition::check`] with the rule's verified identity for `claims` and `db` conditions.
+    pub(crate) fn check_with(
+        &self,
+        request: &Request,
+        identity: Option<&Identity>,
+    ) -> Result<(), String> {
         match self {
             Condition::Transport(want) if request.transport == *want => Ok(()),
             Condition::Transport(want) => Err(format!(
@@ -205,9 +269,14 @@ impl Condition {
                 op,
                 request.context_extensions.get(name).map(String::as_str),
             ),
-            Condition::All(conditions) => conditions.iter().try_for_each(|c| c.check(request)),
+            Condition::All(conditions) => conditions
+                .iter()
+                .try_for_each(|c| c.check_with(request, identity)),
             Condition::Any(conditions) => {
-                if conditions.iter().any(|c| c.check(request).is_ok()) {
+                if conditions
+                    .iter()
+                    .any(|c| c.check_with(request, identity).is_ok())
+                {
                     Ok(())
                 } else {
                     Err(format!(
@@ -216,10 +285,27 @@ impl Condition {
                     ))
                 }
             }
-            Condition::Not(inner) => match inner.check(request) {
+            Condition::Not(inner) => match inner.check_with(request, identity) {
                 Ok(()) => Err("`not` condition held".to_owned()),
                 Err(_) => Ok(()),
             },
+            Condition::Claim(path, op) => {
+                // Claim values may be personal data: the trace names the claim and the test only.
+                let value = identity.and_then(|identity| identity.claim(path));
+                if op.holds(value) {
+                    Ok(())
+                } else if value.is_none() && !matches!(op, ClaimOp::Absent) {
+                    Err(format!("claim {} absent", path.name))
+                } else {
+                    Err(format!("claim {} is not {}", path.name, op.describe()))
+                }
+            }
+            Condition::Db(column, op) => check_entry(
+                "db column",
+                column,
+                op,
+                identity.and_then(|identity| identity.column(column)),
+            ),
         }
     }
 }

@@ -3,6 +3,7 @@
 
 use std::borrow::Cow;
 
+use crate::identity::{ClaimPath, Identity, claim_text};
 use crate::request::Request;
 
 /// A rendered template never exceeds this many bytes; the rest is cut off.
@@ -23,8 +24,7 @@ enum Part {
     },
 }
 
-/// What a `{{ ... }}` tag can refer to. The namespace is open: token claims and database
-/// columns will join as new variants.
+/// What a `{{ ... }}` tag can refer to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Variable {
     /// `request.method`
@@ -55,6 +55,28 @@ pub(crate) enum Variable {
     Transport,
     /// `received`: the transport's one-line dump of the request.
     Received,
+    /// `claims.<name>`: a claim of the rule's verified JWT, as text; empty when absent.
+    Claim(ClaimPath),
+    /// `db.<column>`: a column of the rule's lookup row; empty when NULL.
+    Db(String),
+}
+
+/// Which identity variables a template may use where it is written: `claims.*` only in rules
+/// with a JWT credential, `db.*` only in rules with a lookup.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Namespaces {
+    /// `claims.<name>` is available.
+    pub claims: bool,
+    /// `db.<column>` is available.
+    pub db: bool,
+}
+
+impl Namespaces {
+    /// Only request variables (the `[default]`, credential failures).
+    pub(crate) const REQUEST: Self = Self {
+        claims: false,
+        db: false,
+    };
 }
 
 /// A transformation applied to a variable's value.
@@ -72,9 +94,17 @@ pub(crate) enum TemplateError {
     #[error("empty `{{{{ }}}}` in template")]
     Empty,
     #[error(
-        "unknown template variable `{name}`; known: request.method, request.path, request.host, request.scheme, request.protocol, request.body, request.headers.<name>, source.address, source.principal, destination.address, context.<name>, rule.name, transport, received"
+        "unknown template variable `{name}`; known: request.method, request.path, request.host, request.scheme, request.protocol, request.body, request.headers.<name>, source.address, source.principal, destination.address, context.<name>, rule.name, transport, received, claims.<name>, db.<column>"
     )]
     UnknownVariable { name: String },
+    #[error(
+        "template variable `{name}` needs a `jwt` credential in the same rule (claims exist only after a token is verified)"
+    )]
+    ClaimsWithoutJwt { name: String },
+    #[error(
+        "template variable `{name}` needs a `lookup` in the same rule (and is not available in `on_missing`/`on_db_error`)"
+    )]
+    DbWithoutLookup { name: String },
     #[error("unknown template filter `{name}`; known: cap")]
     UnknownFilter { name: String },
     #[error(
@@ -100,11 +130,26 @@ pub(crate) struct Scope<'a> {
     pub request: &'a Request,
     /// The deciding rule's name, or `default`.
     pub rule: &'a str,
+    /// The rule's verified identity (claims, row), if it has a credential or lookup.
+    pub identity: Option<&'a Identity>,
 }
 
 impl Template {
-    /// Compiles template text; errors carry the byte index of the offending tag.
+    /// Compiles template text with every variable available (tests, tools).
+    #[cfg(test)]
     pub(crate) fn parse(text: &str) -> Result<Self, TemplateFault> {
+        Self::parse_in(
+            text,
+            Namespaces {
+                claims: true,
+                db: true,
+            },
+        )
+    }
+
+    /// Compiles template text where only `namespaces` of the identity variables exist; errors
+    /// carry the byte index of the offending tag.
+    pub(crate) fn parse_in(text: &str, namespaces: Namespaces) -> Result<Self, TemplateFault> {
         let mut parts = Vec::new();
         let mut rest = text;
         let mut consumed = 0;
@@ -119,7 +164,7 @@ impl Template {
                 error: TemplateError::Unclosed,
             })?;
             let (variable, filters) =
-                parse_tag(&inner_and_rest[..close]).map_err(|error| TemplateFault {
+                parse_tag(&inner_and_rest[..close], namespaces).map_err(|error| TemplateFault {
                     at: tag_start,
                     error,
                 })?;
@@ -132,6 +177,13 @@ impl Template {
             parts.push(Part::Literal(rest.to_owned()));
         }
         Ok(Self { parts })
+    }
+
+    /// A template that renders `text` as is.
+    pub(crate) fn literal(text: &str) -> Self {
+        Self {
+            parts: vec![Part::Literal(text.to_owned())],
+        }
     }
 
     /// Whether any tag reads `received`.
@@ -248,11 +300,11 @@ fn tokenize(tag: &str) -> Result<Vec<Token<'_>>, TemplateError> {
 }
 
 /// Parses `variable | filter args | ...`.
-fn parse_tag(tag: &str) -> Result<(Variable, Vec<Filter>), TemplateError> {
+fn parse_tag(tag: &str, namespaces: Namespaces) -> Result<(Variable, Vec<Filter>), TemplateError> {
     let tokens = tokenize(tag)?;
     let mut groups = tokens.split(|token| *token == Token::Pipe);
     let variable = match groups.next() {
-        Some([Token::Word(name)]) => Variable::parse(name)?,
+        Some([Token::Word(name)]) => Variable::parse(name, namespaces)?,
         Some([]) | None => return Err(TemplateError::Empty),
         Some(_) => {
             return Err(TemplateError::UnknownVariable {
@@ -266,7 +318,7 @@ fn parse_tag(tag: &str) -> Result<(Variable, Vec<Filter>), TemplateError> {
 
 impl Variable {
     /// The variable a dotted name refers to.
-    fn parse(name: &str) -> Result<Self, TemplateError> {
+    fn parse(name: &str, namespaces: Namespaces) -> Result<Self, TemplateError> {
         let variable = match name {
             "request.method" => Variable::Method,
             "request.path" => Variable::Path,
@@ -280,6 +332,20 @@ impl Variable {
             "rule.name" => Variable::RuleName,
             "transport" => Variable::Transport,
             "received" => Variable::Received,
+            _ if name.starts_with("claims.") && name.len() > "claims.".len() => {
+                if !namespaces.claims {
+                    let name = name.to_owned();
+                    return Err(TemplateError::ClaimsWithoutJwt { name });
+                }
+                Variable::Claim(ClaimPath::new(&name["claims.".len()..]))
+            }
+            _ if name.starts_with("db.") && name.len() > "db.".len() => {
+                if !namespaces.db {
+                    let name = name.to_owned();
+                    return Err(TemplateError::DbWithoutLookup { name });
+                }
+                Variable::Db(name["db.".len()..].to_owned())
+            }
             _ => match (
                 name.strip_prefix("request.headers."),
                 name.strip_prefix("context."),
@@ -328,6 +394,16 @@ impl Variable {
             Variable::RuleName => text(scope.rule),
             Variable::Transport => text(request.transport.as_str()),
             Variable::Received => text(&request.received),
+            Variable::Claim(path) => scope
+                .identity
+                .and_then(|identity| identity.claim(path))
+                .map_or(Cow::Borrowed(""), claim_text),
+            Variable::Db(column) => text(
+                scope
+                    .identity
+                    .and_then(|identity| identity.column(column))
+                    .unwrap_or_default(),
+            ),
         }
     }
 }

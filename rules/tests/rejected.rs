@@ -104,7 +104,7 @@ name = "r"
 allw = {}
 "##,
         &[
-            r##"policy.toml:5:1: unknown field `allw`, expected one of `name`, `when`, `allow`, `deny`"##,
+            r##"policy.toml:5:1: unknown field `allw`, expected one of `name`, `when`, `credential`, `lookup`, `require`, `allow`, `deny`"##,
         ],
     ),
     (
@@ -117,7 +117,7 @@ when = { header = [] }
 allow = {}
 "##,
         &[
-            r##"policy.toml:5:10: unknown field `header`, expected one of `transport`, `method`, `path`, `host`, `principal`, `protocol`, `source_ip`, `destination_ip`, `headers`, `context_extensions`, `all`, `any`, `not`"##,
+            r##"policy.toml:5:10: unknown field `header`, expected one of `transport`, `method`, `path`, `host`, `principal`, `protocol`, `source_ip`, `destination_ip`, `headers`, `context_extensions`, `all`, `any`, `not`, `claims`, `db`"##,
         ],
     ),
     (
@@ -127,7 +127,7 @@ deny = {}
 [defaults]
 "##,
         &[
-            r##"policy.toml:3:2: unknown field `defaults`, expected one of `server`, `default`, `rules`"##,
+            r##"policy.toml:3:2: unknown field `defaults`, expected one of `server`, `databases`, `default`, `rules`"##,
         ],
     ),
     (
@@ -267,7 +267,7 @@ deny = { status = 600 }
 deny = { body = "hi {{ request.nope }}" }
 "##,
         &[
-            r##"policy.toml:2:21: unknown template variable `request.nope`; known: request.method, request.path, request.host, request.scheme, request.protocol, request.body, request.headers.<name>, source.address, source.principal, destination.address, context.<name>, rule.name, transport, received"##,
+            r##"policy.toml:2:21: unknown template variable `request.nope`; known: request.method, request.path, request.host, request.scheme, request.protocol, request.body, request.headers.<name>, source.address, source.principal, destination.address, context.<name>, rule.name, transport, received, claims.<name>, db.<column>"##,
         ],
     ),
     (
@@ -370,7 +370,7 @@ allow = { request_headers = [{ name = "x", value = "{{ nope }}" }] }
         &[
             r##"policy.toml:5:27: invalid regex `(`: unclosed group"##,
             r##"policy.toml:5:46: invalid CIDR `10.0.0.0/99`: expected an IP address or address/prefix such as `10.0.0.0/8`"##,
-            r##"policy.toml:6:53: unknown template variable `nope`; known: request.method, request.path, request.host, request.scheme, request.protocol, request.body, request.headers.<name>, source.address, source.principal, destination.address, context.<name>, rule.name, transport, received"##,
+            r##"policy.toml:6:53: unknown template variable `nope`; known: request.method, request.path, request.host, request.scheme, request.protocol, request.body, request.headers.<name>, source.address, source.principal, destination.address, context.<name>, rule.name, transport, received, claims.<name>, db.<column>"##,
         ],
     ),
 ];

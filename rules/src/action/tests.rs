@@ -57,6 +57,7 @@ fn allow_renders_every_mutation_in_order() {
     let decision = action.render(&Scope {
         request: &request,
         rule: "r",
+        identity: None,
     });
     let Decision::Allow(allow) = decision else {
         panic!("want an allow");
@@ -122,6 +123,7 @@ fn deny_renders_status_code_headers_body() {
     let decision = action.render(&Scope {
         request: &request,
         rule: "r",
+        identity: None,
     });
     assert_eq!(
         decision,

@@ -47,7 +47,7 @@ impl Compiler<'_> {
     ) -> Option<Action> {
         match (allow, deny) {
             (Some(allow), None) => self.allow(allow.get_ref()).map(Action::Allow),
-            (None, Some(deny)) => self.deny(deny.get_ref()).map(Action::Deny),
+            (None, Some(deny)) => self.deny(deny.get_ref(), 403, 7).map(Action::Deny),
             (Some(allow), Some(deny)) => {
                 let later = allow.span().start.max(deny.span().start);
                 let owner = owner.to_owned();
@@ -123,7 +123,13 @@ impl Compiler<'_> {
         })
     }
 
-    fn deny(&mut self, raw: &RawDeny) -> Option<DenyAction> {
+    /// A deny table; `status` and `grpc_code` default to the given values.
+    pub(super) fn deny(
+        &mut self,
+        raw: &RawDeny,
+        default_status: u16,
+        default_grpc_code: i32,
+    ) -> Option<DenyAction> {
         let RawDeny {
             status,
             grpc_code,
@@ -132,7 +138,7 @@ impl Compiler<'_> {
             dynamic_metadata,
         } = raw;
         let status = match status {
-            None => Some(403),
+            None => Some(default_status),
             Some(s) => match u16::try_from(*s.get_ref()) {
                 Ok(code @ 100..=599) => Some(code),
                 _ => {
@@ -143,7 +149,7 @@ impl Compiler<'_> {
             },
         };
         let grpc_code = match grpc_code {
-            None => Some(7),
+            None => Some(default_grpc_code),
             Some(code) => self.grpc_code(code),
         };
         let body = match body {
@@ -213,7 +219,7 @@ impl Compiler<'_> {
     }
 
     /// A header or query value template whose literal text has no CR/LF.
-    fn header_value(&mut self, raw: &Spanned<String>) -> Option<Template> {
+    pub(super) fn header_value(&mut self, raw: &Spanned<String>) -> Option<Template> {
         let template = self.template(raw)?;
         if template.literal_has_newline() {
             self.fail(raw.span().start, Invalid::HeaderValueNewline);
@@ -251,7 +257,7 @@ impl Compiler<'_> {
     fn meta_value(&mut self, offset: usize, key: &str, value: &toml::Value) -> Option<MetaValue> {
         let fixed = |v: serde_json::Value| Some(MetaValue::Fixed(v));
         match value {
-            toml::Value::String(text) => match Template::parse(text) {
+            toml::Value::String(text) => match Template::parse_in(text, self.namespaces) {
                 Ok(template) => {
                     self.uses_received |= template.uses_received();
                     Some(MetaValue::Text(template))

@@ -6,13 +6,17 @@ use ipnet::IpNet;
 use toml::Spanned;
 
 use super::{Compiler, MAX_NESTING};
-use crate::config::{OneOrMany, RawHeaderMatch, RawStringMatch, RawWhen, TransportName};
+use crate::config::{
+    OneOrMany, RawClaimMatch, RawDbMatch, RawHeaderMatch, RawStringMatch, RawWhen, TransportName,
+};
 use crate::error::Invalid;
-use crate::matcher::{Condition, EntryOp, StringMatch, StringOp, compile_regex};
+use crate::identity::ClaimPath;
+use crate::matcher::{ClaimOp, Condition, EntryOp, StringMatch, StringOp, compile_regex};
 use crate::request::Transport;
 
 const STRING_OPS: &str = "`exact`, `prefix`, `suffix`, `contains`, `regex`";
 const ENTRY_OPS: &str = "`exact`, `prefix`, `suffix`, `contains`, `regex`, `present`, `absent`";
+const CLAIM_OPS: &str = "`exact` (or `equals`), `one_of`, `contains`, `regex`, `present`";
 
 /// The operation fields of one matcher, by name, as written.
 type Ops<'r> = [(&'static str, Option<&'r Spanned<String>>); 5];
@@ -38,8 +42,16 @@ impl Compiler<'_> {
             all,
             any,
             not,
+            claims,
+            db,
         } = raw.get_ref();
         let mut conditions: Vec<Option<Condition>> = Vec::new();
+        for claim in claims {
+            conditions.push(self.claim_match(claim));
+        }
+        for column in db {
+            conditions.push(self.db_match(column));
+        }
         if let Some(transport) = transport {
             conditions.push(Some(Condition::Transport(match transport {
                 TransportName::Grpc => Transport::Grpc,
@@ -225,6 +237,135 @@ impl Compiler<'_> {
             ("contains", contains.as_ref()),
             ("regex", regex.as_ref()),
         ];
+        let what = "header or context_extensions matcher";
+        self.entry_ops(
+            raw.span().start,
+            what,
+            &ops,
+            *present,
+            *absent,
+            *ignore_case,
+        )
+    }
+
+    /// Whether identity conditions of this kind may appear here; reports why not at `offset`.
+    fn identity_allowed(&mut self, offset: usize, claims: bool) -> bool {
+        let field = if claims { "claims" } else { "db" };
+        match self.identity_conditions {
+            None => self.fail(offset, Invalid::IdentityInWhen { field }),
+            Some(scope) if claims && !scope.claims => self.fail(offset, Invalid::ClaimsWithoutJwt),
+            Some(scope) if !claims && !scope.db => self.fail(offset, Invalid::DbWithoutLookup),
+            Some(_) => return true,
+        }
+        false
+    }
+
+    fn claim_match(&mut self, raw: &Spanned<RawClaimMatch>) -> Option<Condition> {
+        if !self.identity_allowed(raw.span().start, true) {
+            return None;
+        }
+        let RawClaimMatch {
+            name,
+            exact,
+            equals,
+            one_of,
+            contains,
+            regex,
+            present,
+        } = raw.get_ref();
+        let given = [
+            ("exact", exact.is_some()),
+            ("equals", equals.is_some()),
+            ("one_of", one_of.is_some()),
+            ("contains", contains.is_some()),
+            ("regex", regex.is_some()),
+            ("present", present.is_some()),
+        ];
+        let found = names(given.iter().filter(|(_, g)| *g).map(|(n, _)| *n));
+        if found.0 != 1 {
+            self.fail(
+                raw.span().start,
+                ops_error("claim matcher", CLAIM_OPS, found),
+            );
+            return None;
+        }
+        let op = if let Some(want) = exact.as_ref().or(equals.as_ref()) {
+            ClaimOp::Exact(want.get_ref().clone())
+        } else if let Some(list) = one_of {
+            if list.get_ref().is_empty() {
+                let field = "one_of";
+                self.fail(list.span().start, Invalid::EmptyList { field });
+                return None;
+            }
+            ClaimOp::OneOf(list.get_ref().clone())
+        } else if let Some(want) = contains {
+            ClaimOp::Contains(want.get_ref().clone())
+        } else if let Some(pattern) = regex {
+            match compile_regex(pattern.get_ref(), false) {
+                Ok(regex) => ClaimOp::Regex(regex),
+                Err(reason) => {
+                    let pattern_text = pattern.get_ref().clone();
+                    self.fail(
+                        pattern.span().start,
+                        Invalid::Regex {
+                            pattern: pattern_text,
+                            reason,
+                        },
+                    );
+                    return None;
+                }
+            }
+        } else if *present == Some(false) {
+            ClaimOp::Absent
+        } else {
+            ClaimOp::Present
+        };
+        Some(Condition::Claim(ClaimPath::new(name.get_ref()), op))
+    }
+
+    fn db_match(&mut self, raw: &Spanned<RawDbMatch>) -> Option<Condition> {
+        if !self.identity_allowed(raw.span().start, false) {
+            return None;
+        }
+        let RawDbMatch {
+            column,
+            exact,
+            prefix,
+            suffix,
+            contains,
+            regex,
+            present,
+            absent,
+            ignore_case,
+        } = raw.get_ref();
+        let ops = [
+            ("exact", exact.as_ref()),
+            ("prefix", prefix.as_ref()),
+            ("suffix", suffix.as_ref()),
+            ("contains", contains.as_ref()),
+            ("regex", regex.as_ref()),
+        ];
+        let op = self.entry_ops(
+            raw.span().start,
+            "db matcher",
+            &ops,
+            *present,
+            *absent,
+            *ignore_case,
+        )?;
+        Some(Condition::Db(column.get_ref().clone(), op))
+    }
+
+    /// One entry operation out of the value ops and the `present` / `absent` flags.
+    fn entry_ops(
+        &mut self,
+        offset: usize,
+        what: &'static str,
+        ops: &Ops<'_>,
+        present: Option<bool>,
+        absent: Option<bool>,
+        ignore_case: bool,
+    ) -> Option<EntryOp> {
         let flags = [("present", present), ("absent", absent)];
         let found = names(
             ops.iter()
@@ -233,15 +374,14 @@ impl Compiler<'_> {
                 .chain(flags.iter().filter(|(_, v)| v.is_some()).map(|(n, _)| *n)),
         );
         if found.0 != 1 {
-            let what = "header or context_extensions matcher";
-            self.fail(raw.span().start, ops_error(what, ENTRY_OPS, found));
+            self.fail(offset, ops_error(what, ENTRY_OPS, found));
             return None;
         }
         // `present = false` reads as "must be absent", as in Envoy's `present_match`.
         match (present, absent) {
             (Some(true), _) | (_, Some(false)) => Some(EntryOp::Present),
             (Some(false), _) | (_, Some(true)) => Some(EntryOp::Absent),
-            (None, None) => self.one_op(&ops, *ignore_case).map(EntryOp::Value),
+            (None, None) => self.one_op(ops, ignore_case).map(EntryOp::Value),
         }
     }
 }

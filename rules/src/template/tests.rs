@@ -33,6 +33,7 @@ fn render(text: &str) -> String {
     template.render(&Scope {
         request: &request(),
         rule: "r1",
+        identity: None,
     })
 }
 
@@ -80,6 +81,7 @@ fn missing_addresses_render_empty() {
     let scope = Scope {
         request: &request,
         rule: "default",
+        identity: None,
     };
     assert_eq!(template.render(&scope), "[|]");
 }
@@ -126,6 +128,7 @@ fn header_rendering_replaces_control_characters() {
     let scope = Scope {
         request: &request,
         rule: "r",
+        identity: None,
     };
     assert_eq!(template.render_header(&scope), "v=a  b c d ");
     assert_eq!(template.render(&scope), "v=a\r\nb\tc\u{7f}d\u{0}");
@@ -141,6 +144,7 @@ fn output_is_capped_on_a_char_boundary() {
     let scope = Scope {
         request: &request,
         rule: "r",
+        identity: None,
     };
     let out = template.render(&scope);
     // "ab" + as many 2-byte chars as fit in the remaining 65534 bytes.
