@@ -3,8 +3,10 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use authz_server::attributes::{from_v3, joined_headers};
 use clap::Args;
-use rules::{Decision, Peer, Request, RuleSet, Transport};
+use extauthz_proto::v3;
+use rules::{Decision, RuleSet, Transport};
 
 /// A request described on the command line.
 #[derive(Args)]
@@ -37,40 +39,46 @@ pub struct ExplainArgs {
 
 /// Prints the decision, the deciding rule and the trace. Exit 0 on allow, 1 on deny.
 pub fn run(rules: &RuleSet, args: &ExplainArgs) -> ExitCode {
-    let mut request = Request {
-        transport: if args.transport == "http" {
-            Transport::Http
-        } else {
-            Transport::Grpc
-        },
-        method: args.method.clone(),
-        path: args.path.clone(),
-        host: args.host.clone(),
-        source: Peer {
-            ip: args.source_ip,
-            port: 0,
-            principal: args.principal.clone(),
-        },
-        ..Request::default()
-    };
+    let mut headers: Vec<(String, String)> = Vec::new();
     for header in &args.headers {
         let Some((name, value)) = header.split_once(':') else {
             eprintln!("explain: header {header:?} is not `name: value`");
             return ExitCode::from(2);
         };
-        let name = name.trim().to_ascii_lowercase();
-        let value = value.trim().to_owned();
-        request
-            .headers
-            .entry(name)
-            .and_modify(|existing| {
-                existing.push(',');
-                existing.push_str(&value);
-            })
-            .or_insert(value);
+        headers.push((name.trim().to_ascii_lowercase(), value.trim().to_owned()));
     }
-    if rules.needs_received() {
-        request.received = format!("{request:?}");
+    // Built as the CheckRequest a proxy would send, so the request goes through the same
+    // conversion (and attribute dump) as one arriving over gRPC.
+    let check = v3::CheckRequest {
+        attributes: Some(v3::AttributeContext {
+            source: Some(v3::attribute_context::Peer {
+                address: args.source_ip.map(|ip| v3::Address {
+                    address: Some(v3::address::Address::SocketAddress(v3::SocketAddress {
+                        address: ip.to_string(),
+                        ..Default::default()
+                    })),
+                }),
+                principal: args.principal.clone(),
+                ..Default::default()
+            }),
+            request: Some(v3::attribute_context::Request {
+                time: None,
+                http: Some(v3::attribute_context::HttpRequest {
+                    method: args.method.clone(),
+                    path: args.path.clone(),
+                    host: args.host.clone(),
+                    headers: joined_headers(headers.iter().map(|(k, v)| (k.as_str(), v.clone())))
+                        .into_iter()
+                        .collect(),
+                    ..Default::default()
+                }),
+            }),
+            ..Default::default()
+        }),
+    };
+    let mut request = from_v3(&check, rules.needs_received());
+    if args.transport == "http" {
+        request.transport = Transport::Http;
     }
     let evaluation = rules.decide(&request);
     println!(

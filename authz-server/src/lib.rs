@@ -33,7 +33,7 @@
 //! ```
 
 pub mod admin;
-mod attributes;
+pub mod attributes;
 pub mod authorizer;
 pub mod config;
 mod grpc;
