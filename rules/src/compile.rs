@@ -209,6 +209,9 @@ impl<'a> Compiler<'a> {
         };
         let credential = credential.as_ref().map(|c| self.credential(c));
         let has_jwt = credential_is_jwt(raw.get_ref());
+        if let Some(unchecked) = unchecked_credential(raw.get_ref()) {
+            self.fail(unchecked, Invalid::UncheckedCredential);
+        }
         let lookup = lookup
             .as_ref()
             .map(|l| self.lookup(l, credential.is_some(), has_jwt));
@@ -256,6 +259,23 @@ fn optional<T>(part: Option<Option<T>>) -> Option<Option<T>> {
         None => Some(None),
         Some(compiled) => compiled.map(Some),
     }
+}
+
+/// The offset of a credential with no verifier of its own that no lookup parameter checks.
+fn unchecked_credential(raw: &RawRule) -> Option<usize> {
+    let credential = raw.credential.as_ref()?;
+    let c = credential.get_ref();
+    if c.api_keys.is_some() || c.bearer.is_some() || c.jwt.is_some() {
+        return None;
+    }
+    let checked = raw.lookup.as_ref().is_some_and(|lookup| {
+        lookup
+            .get_ref()
+            .params
+            .iter()
+            .any(|param| param.get_ref().credential.is_some())
+    });
+    (!checked).then(|| credential.span().start)
 }
 
 /// Whether the rule's raw credential is a `jwt` one (so claims are in scope even when the

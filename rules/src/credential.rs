@@ -54,6 +54,8 @@ pub(crate) enum Verifier {
     Keys(Vec<[u8; 32]>),
     /// A JSON Web Token.
     Jwt(Box<JwtVerifier>),
+    /// An opaque value the rule's lookup checks (as a `credential` parameter).
+    Lookup,
 }
 
 /// A verified credential: its value (for lookup parameters) and, for a JWT, its claims.
@@ -217,6 +219,7 @@ impl Credential {
                     Err(Rejected::Invalid("unknown key".to_owned()))
                 }
             }
+            Verifier::Lookup => Ok(Verified { raw, claims: None }),
             Verifier::Jwt(jwt) => match jwt.verify(&raw, hooks).await {
                 Ok(claims) => Ok(Verified {
                     raw,

@@ -109,6 +109,12 @@ pub(crate) enum Invalid {
         expected: &'static str,
         found: String,
     },
+    #[error("a credential takes at most one of `api_keys`, `bearer`, `jwt`; found {found}")]
+    CredentialKinds { found: String },
+    #[error(
+        "a credential without `api_keys`, `bearer` or `jwt` must be checked by a `[rules.lookup]` with a `{{ credential = ... }}` parameter"
+    )]
+    UncheckedCredential,
     #[error("`scheme` applies only to a `header` credential")]
     SchemeWithoutHeader,
     #[error("`scheme` must be a single word such as `Bearer`")]

@@ -291,7 +291,9 @@ impl Condition {
             },
             Condition::Claim(path, op) => {
                 // Claim values may be personal data: the trace names the claim and the test only.
-                let value = identity.and_then(|identity| identity.claim(path));
+                let value = identity
+                    .and_then(|identity| identity.claim(path))
+                    .filter(|value| !value.is_null());
                 if op.holds(value) {
                     Ok(())
                 } else if value.is_none() && !matches!(op, ClaimOp::Absent) {

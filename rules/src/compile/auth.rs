@@ -23,7 +23,6 @@ use crate::identity::ClaimPath;
 use crate::lookup::{DatabaseSpec, LookupSpec, MAX_PARAMS, MAX_SQL_BYTES, Param, ParamSource};
 use crate::template::Namespaces;
 
-const CREDENTIAL_KINDS: &str = "`api_keys`, `bearer`, `jwt`";
 const SOURCES: &str = "`header`, `query`, `cookie`";
 const KEY_SOURCES: &str = "`secret`, `public_key_pem`, `jwks_file`, `jwks_url`";
 const PARAM_SOURCES: &str = "`credential`, `header`, `claim`, `path_segment`";
@@ -138,25 +137,30 @@ impl Compiler<'_> {
             on_failure,
         } = raw.get_ref();
         let source = self.source(from);
-        let one = self.exactly_one(
-            raw.span().start,
-            "a credential",
-            CREDENTIAL_KINDS,
-            &[
-                ("api_keys", api_keys.is_some()),
-                ("bearer", bearer.is_some()),
-                ("jwt", jwt.is_some()),
-            ],
-        );
+        let kinds: Vec<String> = [
+            ("api_keys", api_keys.is_some()),
+            ("bearer", bearer.is_some()),
+            ("jwt", jwt.is_some()),
+        ]
+        .iter()
+        .filter(|(_, given)| *given)
+        .map(|(name, _)| format!("`{name}`"))
+        .collect();
+        if kinds.len() > 1 {
+            let found = format!("{} ({})", kinds.len(), kinds.join(", "));
+            self.fail(raw.span().start, Invalid::CredentialKinds { found });
+            return None;
+        }
+        let scheme = from.get_ref().scheme.as_ref().map(|s| s.get_ref().as_str());
         let (verifier, challenge) = match (api_keys, bearer, jwt) {
-            _ if !one => (None, ""),
             (Some(keys), _, _) => (self.key_list(keys).map(Verifier::Keys), "ApiKey"),
             (_, Some(keys), _) => (self.key_list(keys).map(Verifier::Keys), "Bearer"),
             (_, _, Some(jwt)) => (
                 self.jwt(jwt).map(|jwt| Verifier::Jwt(Box::new(jwt))),
                 "Bearer",
             ),
-            (None, None, None) => (None, ""),
+            // Verified by the rule's lookup (checked by the caller).
+            (None, None, None) => (Some(Verifier::Lookup), scheme.unwrap_or("ApiKey")),
         };
         let on_failure = self.on_failure(on_failure.as_ref(), challenge);
         Some(Credential {

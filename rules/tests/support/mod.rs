@@ -1,0 +1,93 @@
+//! Shared helpers for the hook-driven test suites: running `evaluate` to completion, loading a
+//! policy, and reading a decision's parts.
+
+#![allow(dead_code)]
+
+use std::future::Future;
+use std::pin::pin;
+use std::task::{Context, Poll, Waker};
+
+use rules::{Allow, Decision, Deny, Evaluation, Hooks, Request, RuleSet};
+
+/// Runs a future to completion on this thread (the test doubles never wait on I/O).
+pub fn block_on<F: Future>(future: F) -> F::Output {
+    let mut future = pin!(future);
+    let mut cx = Context::from_waker(Waker::noop());
+    loop {
+        if let Poll::Ready(value) = future.as_mut().poll(&mut cx) {
+            return value;
+        }
+        std::thread::yield_now();
+    }
+}
+
+/// Loads a policy or panics with its errors.
+pub fn policy(text: &str) -> RuleSet {
+    rules::load::<toml::Table>("policy.toml", text)
+        .unwrap_or_else(|errors| panic!("policy rejected:\n{errors}"))
+        .1
+}
+
+/// Evaluates with hooks.
+pub fn evaluate(rules: &RuleSet, request: &Request, hooks: &Hooks) -> Evaluation {
+    block_on(rules.evaluate(request, hooks))
+}
+
+/// A request with these headers.
+pub fn request(path: &str, headers: &[(&str, &str)]) -> Request {
+    let mut request = Request {
+        method: "GET".into(),
+        path: path.into(),
+        ..Request::default()
+    };
+    for (name, value) in headers {
+        request
+            .headers
+            .insert(name.to_ascii_lowercase(), (*value).to_owned());
+    }
+    request
+}
+
+/// The allow, or a panic showing the evaluation.
+pub fn allowed(evaluation: &Evaluation) -> &Allow {
+    match &evaluation.decision {
+        Decision::Allow(allow) => allow,
+        Decision::Deny(_) => panic!("expected an allow: {evaluation:#?}"),
+    }
+}
+
+/// The deny, or a panic showing the evaluation.
+pub fn denied(evaluation: &Evaluation) -> &Deny {
+    match &evaluation.decision {
+        Decision::Deny(deny) => deny,
+        Decision::Allow(_) => panic!("expected a deny: {evaluation:#?}"),
+    }
+}
+
+/// The upstream request headers of an allow, as (name, value) pairs in order.
+pub fn request_headers(evaluation: &Evaluation) -> Vec<(String, String)> {
+    allowed(evaluation)
+        .request_headers
+        .iter()
+        .map(|h| (h.name.clone(), h.value.clone()))
+        .collect()
+}
+
+/// Asserts the default credential failure: 401, UNAUTHENTICATED, the challenge, empty body,
+/// and that the trace ends with `reason`.
+pub fn assert_unauthenticated(evaluation: &Evaluation, challenge: &str, reason: &str) {
+    let deny = denied(evaluation);
+    assert_eq!(deny.http_status, 401, "{evaluation:#?}");
+    assert_eq!(deny.grpc_code, 16, "{evaluation:#?}");
+    assert_eq!(
+        deny.headers,
+        vec![("www-authenticate".to_owned(), challenge.to_owned())]
+    );
+    assert_eq!(deny.body, "");
+    let last = evaluation.trace.last().map(String::as_str).unwrap_or("");
+    assert!(
+        last.ends_with(reason),
+        "trace {:?} should end with {reason:?}",
+        evaluation.trace
+    );
+}
