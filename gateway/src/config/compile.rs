@@ -199,7 +199,7 @@ fn compile_listener_tls(t: &raw::RawListenerTls, errors: &mut Errors) -> Option<
         Ok(tls) => Some(Arc::new(tls)),
         Err(e) => {
             // Point at the file the message names when it names one.
-            let at = [Some(&t.key), t.client_ca.as_ref()]
+            let at = [Some(&t.cert), Some(&t.key), t.client_ca.as_ref()]
                 .into_iter()
                 .flatten()
                 .find(|f| e.contains(&format!("`{}`", f.get_ref())))
@@ -340,7 +340,7 @@ fn compile_authz_backends(
                 ) {
                     Ok(tls) => Some(tls),
                     Err(e) => {
-                        let at = [t.cert.as_ref(), t.key.as_ref()]
+                        let at = [Some(&t.ca), t.cert.as_ref(), t.key.as_ref()]
                             .into_iter()
                             .flatten()
                             .find(|f| e.contains(&format!("`{}`", f.get_ref())))

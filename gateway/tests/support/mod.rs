@@ -4,6 +4,8 @@
 
 #![allow(dead_code)]
 
+pub mod certs;
+
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -88,6 +90,14 @@ impl MockAuthz {
     pub async fn start(
         handler: impl Fn(&CheckRequest) -> Reply + Send + Sync + 'static,
     ) -> MockAuthz {
+        MockAuthz::start_with(handler, None).await
+    }
+
+    /// Starts a mock answering with `handler` over TLS (mutual when `tls` names a client CA).
+    pub async fn start_with(
+        handler: impl Fn(&CheckRequest) -> Reply + Send + Sync + 'static,
+        tls: Option<tonic::transport::ServerTlsConfig>,
+    ) -> MockAuthz {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let requests = Arc::new(Mutex::new(Vec::new()));
@@ -101,8 +111,12 @@ impl MockAuthz {
             counter.fetch_add(1, Ordering::SeqCst);
             conn
         });
+        let mut builder = tonic::transport::Server::builder();
+        if let Some(tls) = tls {
+            builder = builder.tls_config(tls).unwrap();
+        }
         tokio::spawn(
-            tonic::transport::Server::builder()
+            builder
                 .add_service(AuthorizationServer::new(service))
                 .serve_with_incoming(incoming),
         );
