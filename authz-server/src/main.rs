@@ -13,6 +13,7 @@ use authz_server::{Config, LoadError, RuleEngine, Server};
 use clap::{Args, Parser, Subcommand};
 
 mod explain;
+mod keys;
 
 /// An Envoy-compatible ext_authz server. With no arguments it serves the built-in default, a
 /// drop-in for Istio's `ext-authz` test service (gRPC on 9000, HTTP on 8000).
@@ -72,6 +73,8 @@ enum Command {
     },
     /// Decides one request given on the command line and says which rule decided and why.
     Explain(explain::ExplainArgs),
+    /// Manages API keys in a lookup database (SQLite or PostgreSQL): init, add, list, revoke.
+    Keys(keys::KeysArgs),
 }
 
 /// Exit code for a config that does not load.
@@ -81,6 +84,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Some(Command::Validate { files }) => validate(&files),
+        Some(Command::Keys(args)) => keys::run(args),
         Some(Command::Explain(args)) => match load(args.config.as_ref()) {
             Ok(config) => explain::run(&config.rules, &args),
             Err(code) => code,

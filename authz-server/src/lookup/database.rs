@@ -19,9 +19,10 @@ pub enum DatabaseError {
     /// The URL names neither `sqlite://` nor `postgres://`.
     #[error("unsupported database URL scheme in `{0}`: expected sqlite://PATH or postgres://...")]
     UnsupportedScheme(String),
-    /// The driver refused the URL, the connection or the query.
+    /// The driver refused the URL, the connection or the query (its message, which already
+    /// includes the database's own).
     #[error("{0}")]
-    Sql(#[from] sqlx::Error),
+    Sql(String),
     /// A result column has a type this server does not render as text.
     #[error(
         "column `{column}` has type {type_name}, which is not read as text; cast it in the query (e.g. CAST({column} AS TEXT))"
@@ -82,11 +83,13 @@ impl Database {
         }
     }
 
-    /// Opens a connection now (and returns it to the pool), to report a bad database at start.
+    /// Opens one connection outside the pool and closes it, to report a bad database at start
+    /// with the driver's own reason (the pool would only say it timed out).
     pub async fn ping(&self) -> Result<(), DatabaseError> {
+        use sqlx::{ConnectOptions as _, Connection as _};
         match self {
-            Self::Sqlite(pool) => drop(pool.acquire().await?),
-            Self::Postgres(pool) => drop(pool.acquire().await?),
+            Self::Sqlite(pool) => pool.connect_options().connect().await?.close().await?,
+            Self::Postgres(pool) => pool.connect_options().connect().await?.close().await?,
         }
         Ok(())
     }
@@ -237,6 +240,12 @@ fn pg_row(row: &PgRow) -> Result<Row, DatabaseError> {
         out.insert(column.name().to_owned(), text);
     }
     Ok(out)
+}
+
+impl From<sqlx::Error> for DatabaseError {
+    fn from(error: sqlx::Error) -> Self {
+        Self::Sql(error.to_string())
+    }
 }
 
 fn unsupported(column: &str, type_name: &str) -> DatabaseError {
