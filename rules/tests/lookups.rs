@@ -477,3 +477,27 @@ on_failure = {{ status = 403, grpc_code = "PERMISSION_DENIED", www_authenticate 
     );
     assert_eq!(deny.body, "bad key for /chat");
 }
+
+/// The examples in docs/rules.md's Credentials, Lookups and `require` sections load.
+#[test]
+fn documented_examples_load() {
+    let doc = include_str!("../../docs/rules.md");
+    for section in ["## Credentials", "## Lookups", "## `require`"] {
+        let start = doc.find(section).unwrap();
+        let block = &doc[start..];
+        let block = &block[block.find("```toml\n").unwrap() + 8..];
+        let block = &block[..block.find("```").unwrap()];
+        let text = if section == "## `require`" {
+            format!(
+                "[databases.main]\nurl = \"sqlite://k.db\"\n[default]\ndeny = {{}}\n[[rules]]\nname = \"r\"\nallow = {{}}\n\
+                 credential = {{ from = {{ header = \"a\" }}, jwt = {{ algorithms = [\"HS256\"], secret = \"s\" }} }}\n\
+                 lookup = {{ database = \"main\", query = \"SELECT 1\" }}\n{block}"
+            )
+        } else {
+            format!("[databases.main]\nurl = \"sqlite://k.db\"\n[default]\ndeny = {{}}\n{block}")
+        };
+        if let Err(errors) = rules::load::<toml::Table>("doc.toml", &text) {
+            panic!("{section} example: {errors}\n{text}");
+        }
+    }
+}
