@@ -471,3 +471,77 @@ async fn istio_sa_a_fallback_through_a_real_mtls_gateway() {
     .unwrap();
     assert_eq!(b_allowed.status, StatusCode::OK);
 }
+
+#[tokio::test]
+async fn a_reload_rotates_the_listener_certificate_for_new_connections() {
+    let dir = temp_dir("tls-rotate");
+    let old_pki = Pki::new(&dir, "old");
+    let new_pki = Pki::new(&dir, "new");
+    let old_cert = old_pki.server("gateway");
+    let new_cert = new_pki.server("gateway");
+    let backend = start_backend().await;
+    let authz = MockAuthz::istio().await;
+    let file = dir.join("gateway.toml");
+    std::fs::write(
+        &file,
+        tls_gateway(backend, authz.addr, &server_tls(&old_cert), ""),
+    )
+    .unwrap();
+    let config = gateway::Config::load(&file, &gateway::Overrides::default()).unwrap();
+    let gw = gateway::Gateway::bind(config).await.unwrap();
+    let addr = gw.local_addrs()[0].1;
+    let reloader =
+        gateway::reload::Reloader::new(file.clone(), gateway::Overrides::default(), gw.shared());
+    tokio::spawn(gw.run());
+    let allow = [("x-ext-authz", "allow")];
+    let trusting = |pki: &Pki| client_config(&pki.ca_pem, None);
+
+    let before = tls_send(addr, trusting(&old_pki), seed_post(addr, "/openai", &allow)).await;
+    assert_eq!(before.unwrap().status, StatusCode::OK);
+
+    std::fs::write(
+        &file,
+        tls_gateway(backend, authz.addr, &server_tls(&new_cert), ""),
+    )
+    .unwrap();
+    reloader.reload().await.unwrap();
+    let after = tls_send(addr, trusting(&new_pki), seed_post(addr, "/openai", &allow)).await;
+    assert_eq!(after.unwrap().status, StatusCode::OK);
+    let stale = tls_send(addr, trusting(&old_pki), seed_post(addr, "/openai", &allow)).await;
+    assert!(stale.is_err(), "the old certificate is still served");
+}
+
+#[tokio::test]
+async fn h2_over_tls_is_negotiated_by_alpn() {
+    let dir = temp_dir("tls-h2");
+    let pki = Pki::new(&dir, "main");
+    let server = pki.server("gateway");
+    let backend = start_backend().await;
+    let authz = MockAuthz::istio().await;
+    let gw = start_test_gateway(&tls_gateway(backend, authz.addr, &server_tls(&server), "")).await;
+    let mut config = (*client_config(&pki.ca_pem, None)).clone();
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    let tcp = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    let tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+        .connect("localhost".try_into().unwrap(), tcp)
+        .await
+        .unwrap();
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    let (mut sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tls),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    let req = http::Request::post("https://localhost/openai")
+        .header("x-ext-authz", "allow")
+        .body(http_body_util::Full::new(bytes::Bytes::from_static(
+            SEED_BODY.as_bytes(),
+        )))
+        .unwrap();
+    let resp = read(sender.send_request(req).await.unwrap()).await;
+    assert_eq!(resp.status, StatusCode::OK);
+    assert_eq!(authz.last_http().protocol, "HTTP/2");
+    assert_eq!(authz.last_http().scheme, "https");
+}
