@@ -4,7 +4,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
-use rules::{Evaluation, Request, RuleSet};
+use rules::{Evaluation, Hooks, Request, RuleSet};
 
 /// Why an authorizer could not decide. The server answers it as an *error*, not a deny
 /// (gRPC `UNAVAILABLE`, HTTP 503), so the proxy applies its failure mode.
@@ -41,29 +41,52 @@ pub trait Authorizer: Send + Sync + 'static {
 }
 
 /// The TOML rule engine as an [`Authorizer`]. The rule set sits behind an [`ArcSwap`] so a
-/// reload can publish a new snapshot while each check keeps the one it started with.
+/// reload can publish a new snapshot while each check keeps the one it started with; the hooks
+/// (database pools, JWKS cache) live as long as the engine.
 #[derive(Clone)]
 pub struct RuleEngine {
     rules: Arc<ArcSwap<RuleSet>>,
+    hooks: Hooks,
 }
 
 impl RuleEngine {
-    /// Serves `rules`.
+    /// Serves `rules` without hooks: rules that need a database or a JWKS URL fail closed.
     pub fn new(rules: RuleSet) -> Self {
+        Self::with_hooks(rules, Hooks::default())
+    }
+
+    /// Serves `rules` with these hooks.
+    pub fn with_hooks(rules: RuleSet, hooks: Hooks) -> Self {
         Self {
             rules: Arc::new(ArcSwap::from_pointee(rules)),
+            hooks,
         }
     }
 
-    /// Publishes a new rule set; checks already running finish on the old one.
+    /// Serves `rules` with hooks connected to what they name (see [`crate::hooks::connect`]);
+    /// `base_dir` (the config file's directory) anchors relative SQLite paths.
+    pub async fn connect(rules: RuleSet, base_dir: Option<&std::path::Path>) -> Self {
+        let hooks = crate::hooks::connect(&rules, base_dir).await;
+        Self::with_hooks(rules, hooks)
+    }
+
+    /// Publishes a new rule set; checks already running finish on the old one. The hooks stay:
+    /// `[databases]` opened at start keep serving, and a changed `[databases]` table takes
+    /// effect on restart.
     pub fn replace(&self, rules: RuleSet) {
+        if rules.databases() != self.rules.load().databases() {
+            tracing::warn!(
+                "reload: [databases] changed; new or changed databases take effect on restart"
+            );
+        }
         self.rules.store(Arc::new(rules));
     }
 }
 
 impl Authorizer for RuleEngine {
     async fn check(&self, request: &Request) -> Result<Evaluation, AuthorizeError> {
-        Ok(self.rules.load().decide(request))
+        let rules = self.rules.load_full();
+        Ok(rules.evaluate(request, &self.hooks).await)
     }
 
     fn needs_received(&self) -> bool {

@@ -37,6 +37,7 @@ pub mod attributes;
 pub mod authorizer;
 pub mod config;
 mod grpc;
+pub mod hooks;
 mod http_mode;
 pub mod jwks;
 mod log;

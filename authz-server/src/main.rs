@@ -143,7 +143,8 @@ async fn serve(config: Config, args: &ServeArgs) -> anyhow::Result<()> {
         grpc.is_some() || http.is_some(),
         "nothing to serve: set [server] grpc or http, or pass --grpc-addr/--http-addr"
     );
-    let engine = RuleEngine::new(config.rules);
+    let config_dir = args.config.as_deref().and_then(std::path::Path::parent);
+    let engine = RuleEngine::connect(config.rules, config_dir).await;
     let mut server = Server::bind(engine.clone(), grpc, http)
         .await
         .context("starting the listeners")?

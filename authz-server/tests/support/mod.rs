@@ -140,3 +140,136 @@ impl Drop for Throwaway {
             .status();
     }
 }
+
+/// An authz server running in this test until dropped, with hooks connected as `serve` does.
+pub struct Running {
+    /// The gRPC address.
+    pub grpc: std::net::SocketAddr,
+    /// The HTTP-mode address.
+    pub http: std::net::SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// Compiles `config` (panicking with every error) and serves it on loopback ports.
+pub async fn start(config: &str) -> Running {
+    let config = authz_server::Config::parse("test.toml", config)
+        .unwrap_or_else(|e| panic!("test config loads: {e}"));
+    start_engine(authz_server::RuleEngine::connect(config.rules, None).await).await
+}
+
+/// Serves an engine on loopback ports.
+pub async fn start_engine(engine: authz_server::RuleEngine) -> Running {
+    let loopback: std::net::SocketAddr = "127.0.0.1:0".parse().expect("loopback");
+    let server = authz_server::Server::bind(engine, Some(loopback), Some(loopback))
+        .await
+        .expect("binds loopback ports");
+    let grpc = server.grpc_addr().expect("grpc bound");
+    let http = server.http_addr().expect("http bound");
+    let (stop, stopped) = tokio::sync::oneshot::channel();
+    tokio::spawn(server.serve(async {
+        let _ = stopped.await;
+    }));
+    Running {
+        grpc,
+        http,
+        stop: Some(stop),
+    }
+}
+
+pub type Client =
+    extauthz_proto::envoy::service::auth::v3::authorization_client::AuthorizationClient<
+        tonic::transport::Channel,
+    >;
+
+/// A v3 Authorization client for a running server.
+pub async fn client(server: &Running) -> Client {
+    let channel = tonic::transport::Channel::from_shared(format!("http://{}", server.grpc))
+        .expect("uri")
+        .connect()
+        .await
+        .expect("connects");
+    Client::new(channel)
+}
+
+/// What a proxy would make of one Check answer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Answer {
+    /// 200 for OK, else the denied response's HTTP status.
+    pub status: u16,
+    /// The gRPC status code of the decision (0 = OK, 7 = PERMISSION_DENIED, ...).
+    pub code: i32,
+    /// OK: request headers to add upstream; denied: headers for the client.
+    pub headers: Vec<(String, String)>,
+    /// The denied response's body.
+    pub body: String,
+}
+
+impl Answer {
+    /// A header's value, if present.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Sends one v3 Check for `GET path` with these headers.
+pub async fn check(client: &mut Client, path: &str, headers: &[(&str, &str)]) -> Answer {
+    use extauthz_proto::v3;
+    let request = v3::CheckRequest {
+        attributes: Some(v3::AttributeContext {
+            request: Some(v3::attribute_context::Request {
+                time: None,
+                http: Some(v3::attribute_context::HttpRequest {
+                    method: "GET".into(),
+                    path: path.into(),
+                    host: "api.example.com".into(),
+                    protocol: "HTTP/1.1".into(),
+                    headers: headers
+                        .iter()
+                        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                        .collect(),
+                    ..Default::default()
+                }),
+            }),
+            ..Default::default()
+        }),
+    };
+    let response = client
+        .check(request)
+        .await
+        .expect("Check answers (a deny is a successful RPC)")
+        .into_inner();
+    let code = response.status.as_ref().map_or(-1, |s| s.code);
+    let pairs = |headers: &[v3::HeaderValueOption]| -> Vec<(String, String)> {
+        headers
+            .iter()
+            .filter_map(|h| h.header.as_ref())
+            .map(|h| (h.key.clone(), h.value.clone()))
+            .collect()
+    };
+    match response.http_response {
+        Some(v3::check_response::HttpResponse::OkResponse(ok)) => Answer {
+            status: 200,
+            code,
+            headers: pairs(&ok.headers),
+            body: String::new(),
+        },
+        Some(v3::check_response::HttpResponse::DeniedResponse(denied)) => Answer {
+            status: denied.status.map_or(403, |s| s.code as u16),
+            code,
+            headers: pairs(&denied.headers),
+            body: denied.body,
+        },
+        other => panic!("unexpected http_response {other:?}"),
+    }
+}
