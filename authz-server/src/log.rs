@@ -24,6 +24,10 @@ pub fn decision(
             let rule = evaluation.rule.as_deref().unwrap_or("default");
             let outcome = evaluation.decision.outcome();
             metrics.check(api, rule, outcome, latency);
+            for shadow in &evaluation.shadow {
+                metrics.shadow_match(&shadow.rule, shadow.outcome);
+            }
+            let shadow = shadow_summary(evaluation);
             tracing::info!(
             target: "authz::decision",
             api,
@@ -33,6 +37,7 @@ pub fn decision(
             path,
             outcome,
             rule,
+            shadow,
             latency_us,
             "decision"
             );
@@ -53,4 +58,14 @@ pub fn decision(
             );
         }
     }
+}
+
+/// `rule:outcome` for each shadow rule that matched, comma-separated; empty when none did.
+fn shadow_summary(evaluation: &Evaluation) -> String {
+    evaluation
+        .shadow
+        .iter()
+        .map(|s| format!("{}:{}", s.rule, s.outcome))
+        .collect::<Vec<_>>()
+        .join(",")
 }

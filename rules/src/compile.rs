@@ -184,6 +184,7 @@ impl<'a> Compiler<'a> {
     fn rule(&mut self, raw: &Spanned<RawRule>) -> Option<Rule> {
         let RawRule {
             name,
+            shadow,
             when,
             credential,
             lookup,
@@ -228,6 +229,7 @@ impl<'a> Compiler<'a> {
         self.namespaces = Namespaces::REQUEST;
         Some(Rule {
             name: name.get_ref().clone(),
+            shadow: *shadow,
             when: when?,
             credential: optional(credential)?,
             lookup: optional(lookup)?,

@@ -49,6 +49,10 @@ pub(crate) struct RawDefault {
 pub(crate) struct RawRule {
     /// Unique name, shown in traces and available as `{{rule.name}}`.
     pub name: Spanned<String>,
+    /// A shadow rule is evaluated, logged and counted as if enforced, but never decides: the
+    /// next rules go on as if it had not matched. For trialling a rule on live traffic.
+    #[serde(default)]
+    pub shadow: bool,
     /// Conditions that must all hold; absent or empty means the rule always matches.
     #[serde(default)]
     pub when: Option<Spanned<RawWhen>>,

@@ -108,6 +108,18 @@ pub struct Evaluation {
     /// One line per rule considered, in order: its name, matched or not, and the condition that
     /// failed or held (e.g. `header x-ext-authz: absent`).
     pub trace: Vec<String>,
+    /// Shadow rules that matched before the deciding rule, with what they would have decided.
+    /// They are counted and logged, never enforced.
+    pub shadow: Vec<ShadowMatch>,
+}
+
+/// A shadow rule that matched: what it would have decided had it been enforced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShadowMatch {
+    /// The shadow rule's name.
+    pub rule: String,
+    /// `allow` or `deny`.
+    pub outcome: &'static str,
 }
 
 impl From<Decision> for Evaluation {
@@ -117,6 +129,7 @@ impl From<Decision> for Evaluation {
             decision,
             rule: None,
             trace: Vec::new(),
+            shadow: Vec::new(),
         }
     }
 }

@@ -5,7 +5,7 @@ use std::task::{Context, Poll, Waker};
 
 use crate::action::{Action, DenyAction};
 use crate::credential::{Credential, JwtKeys, Rejected, Verifier};
-use crate::decision::{Decision, Deny, Evaluation};
+use crate::decision::{Decision, Deny, Evaluation, ShadowMatch};
 use crate::hooks::{Hooks, LookupError, LookupQuery};
 use crate::identity::Identity;
 use crate::lookup::{DatabaseSpec, LookupSpec};
@@ -18,6 +18,8 @@ use crate::template::Scope;
 pub(crate) struct Rule {
     /// Unique name.
     pub name: String,
+    /// Evaluated and reported, never enforced.
+    pub shadow: bool,
     /// The rule's `when`, as an [`Condition::All`].
     pub when: Condition,
     /// The credential verified once `when` holds.
@@ -104,6 +106,7 @@ impl RuleSet {
                 }),
                 rule: None,
                 trace: vec!["evaluation did not complete without hooks: deny".to_owned()],
+                shadow: Vec::new(),
             },
         }
     }
@@ -121,76 +124,39 @@ impl RuleSet {
     ///    fails the next rule is tried;
     /// 5. its `allow` / `deny` decides, with claims and row available to templates.
     ///
+    /// 6. a rule marked `shadow = true` goes through steps 1-5, but its verdict is only recorded
+    ///    in [`Evaluation::shadow`] and the trace; the next rules decide.
+    ///
     /// When no rule decides, the `[default]` table (which the config must spell out) does.
     /// Conditions either hold or not (something missing makes a value condition fail), and every
     /// failure of a credential, a key source or a database is a deny: no error path leads to an
     /// allow. Traces name conditions and reasons, never credential values.
     pub async fn evaluate(&self, request: &Request, hooks: &Hooks) -> Evaluation {
         let mut trace = Vec::with_capacity(self.rules.len().min(64) + 1);
+        let mut shadow = Vec::new();
         for rule in &self.rules {
-            if let Err(reason) = rule.when.check(request) {
-                trace.push(format!("rule {:?}: no match: {reason}", rule.name));
+            let Some(decision) = try_rule(rule, request, hooks, &mut trace).await else {
                 continue;
-            }
-            let mut identity = Identity::default();
-            let mut verified = None;
-            if let Some(credential) = &rule.credential {
-                match credential.verify(request, hooks).await {
-                    Ok(ok) => {
-                        identity.claims.clone_from(&ok.claims);
-                        verified = Some(ok);
-                    }
-                    Err(rejected) => {
-                        let why = match rejected {
-                            Rejected::Missing => "missing".to_owned(),
-                            Rejected::Invalid(reason) => format!("invalid: {reason}"),
-                        };
-                        let what = credential.source.describe();
-                        trace.push(format!("rule {:?}: credential ({what}) {why}", rule.name));
-                        return deny(rule, &credential.on_failure, request, None, trace);
-                    }
-                }
-            }
-            if let Some(lookup) = &rule.lookup {
-                let with_claims = Identity {
-                    claims: identity.claims.clone(),
-                    row: None,
-                };
-                match run_lookup(lookup, request, verified.as_ref(), hooks).await {
-                    Ok(Some(row)) => identity.row = Some(row),
-                    Ok(None) => {
-                        trace.push(format!("rule {:?}: lookup found no row", rule.name));
-                        let on_missing = &lookup.on_missing;
-                        return deny(rule, on_missing, request, Some(&with_claims), trace);
-                    }
-                    Err(missing @ LookupFailure::MissingParam(_)) => {
-                        trace.push(format!("rule {:?}: lookup skipped: {missing}", rule.name));
-                        let on_missing = &lookup.on_missing;
-                        return deny(rule, on_missing, request, Some(&with_claims), trace);
-                    }
-                    Err(error) => {
-                        trace.push(format!("rule {:?}: lookup failed: {error}", rule.name));
-                        let on_error = &lookup.on_db_error;
-                        return deny(rule, on_error, request, Some(&with_claims), trace);
-                    }
-                }
-            }
-            if let Some(require) = &rule.require
-                && let Err(reason) = require.check_with(request, Some(&identity))
-            {
-                trace.push(format!("rule {:?}: no match: require: {reason}", rule.name));
-                continue;
-            }
-            trace.push(format!("rule {:?}: matched", rule.name));
-            let scope = Scope {
-                request,
-                rule: &rule.name,
-                identity: Some(&identity),
             };
+            if rule.shadow {
+                // 6. A shadow rule's verdict is recorded, and evaluation goes on as if it had
+                //    not matched.
+                trace.push(format!(
+                    "rule {:?} (shadow): would {}; not enforced",
+                    rule.name,
+                    decision.outcome()
+                ));
+                shadow.push(ShadowMatch {
+                    rule: rule.name.clone(),
+                    outcome: decision.outcome(),
+                });
+                continue;
+            }
             return Evaluation {
-                decision: rule.action.render(&scope),
+                decision,
                 rule: Some(rule.name.clone()),
                 trace,
+                shadow,
             };
         }
         let scope = Scope {
@@ -204,6 +170,7 @@ impl RuleSet {
             decision,
             rule: None,
             trace,
+            shadow,
         }
     }
 
@@ -280,6 +247,76 @@ impl std::fmt::Display for LookupFailure {
     }
 }
 
+/// Steps 1-5 of [`RuleSet::evaluate`] for one rule: its decision, or `None` when it does not
+/// match and the next rule should be tried. Appends the rule's trace lines.
+async fn try_rule(
+    rule: &Rule,
+    request: &Request,
+    hooks: &Hooks,
+    trace: &mut Vec<String>,
+) -> Option<Decision> {
+    if let Err(reason) = rule.when.check(request) {
+        trace.push(format!("rule {:?}: no match: {reason}", rule.name));
+        return None;
+    }
+    let mut identity = Identity::default();
+    let mut verified = None;
+    if let Some(credential) = &rule.credential {
+        match credential.verify(request, hooks).await {
+            Ok(ok) => {
+                identity.claims.clone_from(&ok.claims);
+                verified = Some(ok);
+            }
+            Err(rejected) => {
+                let why = match rejected {
+                    Rejected::Missing => "missing".to_owned(),
+                    Rejected::Invalid(reason) => format!("invalid: {reason}"),
+                };
+                let what = credential.source.describe();
+                trace.push(format!("rule {:?}: credential ({what}) {why}", rule.name));
+                return Some(deny(rule, &credential.on_failure, request, None));
+            }
+        }
+    }
+    if let Some(lookup) = &rule.lookup {
+        let with_claims = Identity {
+            claims: identity.claims.clone(),
+            row: None,
+        };
+        match run_lookup(lookup, request, verified.as_ref(), hooks).await {
+            Ok(Some(row)) => identity.row = Some(row),
+            Ok(None) => {
+                trace.push(format!("rule {:?}: lookup found no row", rule.name));
+                let on_missing = &lookup.on_missing;
+                return Some(deny(rule, on_missing, request, Some(&with_claims)));
+            }
+            Err(missing @ LookupFailure::MissingParam(_)) => {
+                trace.push(format!("rule {:?}: lookup skipped: {missing}", rule.name));
+                let on_missing = &lookup.on_missing;
+                return Some(deny(rule, on_missing, request, Some(&with_claims)));
+            }
+            Err(error) => {
+                trace.push(format!("rule {:?}: lookup failed: {error}", rule.name));
+                let on_error = &lookup.on_db_error;
+                return Some(deny(rule, on_error, request, Some(&with_claims)));
+            }
+        }
+    }
+    if let Some(require) = &rule.require
+        && let Err(reason) = require.check_with(request, Some(&identity))
+    {
+        trace.push(format!("rule {:?}: no match: require: {reason}", rule.name));
+        return None;
+    }
+    trace.push(format!("rule {:?}: matched", rule.name));
+    let scope = Scope {
+        request,
+        rule: &rule.name,
+        identity: Some(&identity),
+    };
+    Some(rule.action.render(&scope))
+}
+
 /// Binds the parameters and asks the hook. A parameter the request lacks means no row can match
 /// it: the query is skipped and the caller decides as for "no row".
 async fn run_lookup(
@@ -307,18 +344,13 @@ fn deny(
     action: &DenyAction,
     request: &Request,
     identity: Option<&Identity>,
-    trace: Vec<String>,
-) -> Evaluation {
+) -> Decision {
     let scope = Scope {
         request,
         rule: &rule.name,
         identity,
     };
-    Evaluation {
-        decision: Decision::Deny(action.render_deny(&scope)),
-        rule: Some(rule.name.clone()),
-        trace,
-    }
+    Decision::Deny(action.render_deny(&scope))
 }
 
 #[cfg(test)]

@@ -28,6 +28,7 @@ pub use compile::{MAX_NESTING, MAX_RULES, load};
 pub use credential::{MAX_CREDENTIAL_BYTES, MAX_STATIC_KEYS};
 pub use decision::{
     Allow, AppendAction, Decision, Deny, Evaluation, Metadata, RequestHeader, ResponseHeader,
+    ShadowMatch,
 };
 pub use engine::RuleSet;
 pub use error::{ConfigError, ConfigErrors};

@@ -104,7 +104,7 @@ name = "r"
 allw = {}
 "##,
         &[
-            r##"policy.toml:5:1: unknown field `allw`, expected one of `name`, `when`, `credential`, `lookup`, `require`, `allow`, `deny`"##,
+            r##"policy.toml:5:1: unknown field `allw`, expected one of `name`, `shadow`, `when`, `credential`, `lookup`, `require`, `allow`, `deny`"##,
         ],
     ),
     (

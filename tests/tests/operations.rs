@@ -188,3 +188,57 @@ async fn reload_under_load_never_fails_a_request_and_keeps_the_last_good_config(
     assert!(served.load(Ordering::Relaxed) > 100, "the load really ran");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test]
+async fn a_shadow_rule_is_counted_but_not_enforced() {
+    let server = e2e::start_with(
+        r#"
+[default]
+deny = { status = 403 }
+
+[[rules]]
+name = "trial-deny-curl"
+shadow = true
+when.headers = [{ name = "user-agent", prefix = "curl/" }]
+deny = { status = 429, body = "slow down" }
+
+[[rules]]
+name = "team"
+when.headers = [{ name = "x-team", exact = "platform" }]
+allow = {}
+"#,
+    )
+    .await;
+    for _ in 0..3 {
+        let reply = http_request(
+            server.http,
+            "GET",
+            "/",
+            &[("user-agent", "curl/8.5.0"), ("x-team", "platform")],
+            "",
+        )
+        .await;
+        assert_eq!(reply.status, 200, "the shadow deny is not enforced");
+    }
+    let reply = http_request(server.http, "GET", "/", &[("x-team", "platform")], "").await;
+    assert_eq!(reply.status, 200);
+
+    let text = String::from_utf8(
+        http_request(server.admin, "GET", "/metrics", &[], "")
+            .await
+            .body
+            .to_vec(),
+    )
+    .expect("utf-8");
+    let series = r#"authz_shadow_matches_total{rule="trial-deny-curl",outcome="deny"}"#;
+    assert_eq!(
+        metric_line(&text, &format!("{series} ")),
+        Some(format!("{series} 3").as_str()),
+        "\n{text}"
+    );
+    let enforced = r#"authz_checks_total{api="http",rule="team",outcome="allow"}"#;
+    assert_eq!(
+        metric_line(&text, &format!("{enforced} ")),
+        Some(format!("{enforced} 4").as_str())
+    );
+}
