@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use rules::{Hooks, RuleSet};
 
-use crate::jwks::HttpJwks;
+use crate::jwks::{HttpJwks, JwksSettings};
 use crate::lookup::DatabaseLookup;
 
 /// Opens a pool per `[databases.<name>]` (a database that cannot be reached is logged and its
@@ -14,6 +14,12 @@ use crate::lookup::DatabaseLookup;
 /// background. Relative SQLite paths are taken relative to `base_dir`, the config file's
 /// directory, so a config finds its database wherever the server was started from.
 pub async fn connect(rules: &RuleSet, base_dir: Option<&Path>) -> Hooks {
+    connect_with(rules, base_dir, JwksSettings::default()).await
+}
+
+/// [`connect`] with these JWKS timings (tests shorten the refresh interval).
+pub async fn connect_with(rules: &RuleSet, base_dir: Option<&Path>, jwks: JwksSettings) -> Hooks {
+    let settings = jwks;
     let databases: Vec<(String, String, u32)> = rules
         .databases()
         .iter()
@@ -31,7 +37,7 @@ pub async fn connect(rules: &RuleSet, base_dir: Option<&Path>) -> Hooks {
             .map(|(name, url, pool_size)| (name.as_str(), url.as_str(), *pool_size)),
     )
     .await;
-    let jwks = HttpJwks::default();
+    let jwks = HttpJwks::new(settings);
     let urls: Vec<String> = rules.jwks_urls().into_iter().map(str::to_owned).collect();
     if !urls.is_empty() {
         let prefetching = jwks.clone();

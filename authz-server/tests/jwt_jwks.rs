@@ -1,0 +1,268 @@
+//! JWT rules end to end with keys from a JWKS URL served by a tiny HTTP server in the test:
+//! rotation, the refresh rate limit, malformed and oversized tokens, a JWKS server that is down.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use authz_server::RuleEngine;
+use authz_server::jwks::JwksSettings;
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use bytes::Bytes;
+use ed25519_dalek::pkcs8::EncodePrivateKey;
+use http_body_util::Full;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use support::{Answer, check, client, start_engine};
+
+const ISSUER: &str = "https://issuer.test";
+const AUDIENCE: &str = "authz-tests";
+
+/// An Ed25519 key with its `kid`.
+struct Key {
+    kid: String,
+    signing: ed25519_dalek::SigningKey,
+}
+
+impl Key {
+    fn new(kid: &str) -> Self {
+        let mut seed = [0u8; 32];
+        getrandom::getrandom(&mut seed).expect("randomness");
+        Self {
+            kid: kid.to_owned(),
+            signing: ed25519_dalek::SigningKey::from_bytes(&seed),
+        }
+    }
+
+    fn jwk(&self) -> serde_json::Value {
+        serde_json::json!({
+            "kty": "OKP",
+            "crv": "Ed25519",
+            "use": "sig",
+            "alg": "EdDSA",
+            "kid": self.kid,
+            "x": URL_SAFE_NO_PAD.encode(self.signing.verifying_key().to_bytes()),
+        })
+    }
+
+    fn token(&self, sub: &str) -> String {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .as_secs();
+        let mut header = Header::new(Algorithm::EdDSA);
+        header.kid = Some(self.kid.clone());
+        let der = self.signing.to_pkcs8_der().expect("pkcs8");
+        jsonwebtoken::encode(
+            &header,
+            &serde_json::json!({ "sub": sub, "iss": ISSUER, "aud": AUDIENCE, "exp": now + 600 }),
+            &EncodingKey::from_ed_der(der.as_bytes()),
+        )
+        .expect("signs")
+    }
+}
+
+/// Serves a JWKS document that the test can swap, counting fetches.
+struct JwksServer {
+    url: String,
+    document: Arc<Mutex<String>>,
+    fetches: Arc<AtomicUsize>,
+}
+
+impl JwksServer {
+    async fn start(keys: &[&Key]) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let address: SocketAddr = listener.local_addr().expect("address");
+        let server = Self {
+            url: format!("http://{address}/.well-known/jwks.json"),
+            document: Arc::default(),
+            fetches: Arc::default(),
+        };
+        server.publish(keys);
+        let (document, fetches) = (server.document.clone(), server.fetches.clone());
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let (document, fetches) = (document.clone(), fetches.clone());
+                tokio::spawn(async move {
+                    let service = service_fn(move |_request| {
+                        fetches.fetch_add(1, Ordering::SeqCst);
+                        let body = document.lock().expect("lock").clone();
+                        async move {
+                            Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(
+                                Bytes::from(body),
+                            )))
+                        }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        server
+    }
+
+    fn publish(&self, keys: &[&Key]) {
+        let keys: Vec<_> = keys.iter().map(|k| k.jwk()).collect();
+        *self.document.lock().expect("lock") = serde_json::json!({ "keys": keys }).to_string();
+    }
+
+    fn fetches(&self) -> usize {
+        self.fetches.load(Ordering::SeqCst)
+    }
+}
+
+fn policy(jwks_url: &str) -> String {
+    format!(
+        r#"
+[default]
+deny = {{ status = 403, body = "no rule" }}
+
+[[rules]]
+name = "jwt"
+allow = {{ request_headers = [{{ name = "x-user", value = "{{{{claims.sub}}}}" }}] }}
+[rules.credential]
+from = {{ header = "authorization", scheme = "Bearer" }}
+[rules.credential.jwt]
+algorithms = ["EdDSA"]
+jwks_url = "{jwks_url}"
+issuer = "{ISSUER}"
+audience = ["{AUDIENCE}"]
+"#
+    )
+}
+
+const REFRESH_INTERVAL: Duration = Duration::from_millis(300);
+
+async fn serve(jwks_url: &str) -> support::Running {
+    let config = authz_server::Config::parse("jwt.toml", &policy(jwks_url)).expect("loads");
+    let hooks = authz_server::hooks::connect_with(
+        &config.rules,
+        None,
+        JwksSettings {
+            fetch_timeout: Duration::from_millis(500),
+            min_refresh_interval: REFRESH_INTERVAL,
+            max_age: Duration::from_secs(60),
+        },
+    )
+    .await;
+    start_engine(RuleEngine::with_hooks(config.rules, hooks)).await
+}
+
+fn bearer(token: &str) -> String {
+    format!("Bearer {token}")
+}
+
+fn assert_unauthenticated(answer: &Answer) {
+    assert_eq!((answer.status, answer.code), (401, 16), "{answer:?}");
+    assert!(answer.header("www-authenticate").is_some(), "{answer:?}");
+}
+
+#[tokio::test]
+async fn tokens_verify_against_a_jwks_url_and_follow_key_rotation() {
+    let (k1, k2) = (Key::new("k1"), Key::new("k2"));
+    let jwks = JwksServer::start(&[&k1]).await;
+    let server = serve(&jwks.url).await;
+    let mut client = client(&server).await;
+
+    let auth = bearer(&k1.token("alice"));
+    let answer = check(&mut client, "/", &[("authorization", &auth)]).await;
+    assert_eq!(
+        (answer.status, answer.header("x-user")),
+        (200, Some("alice"))
+    );
+    for _ in 0..5 {
+        check(&mut client, "/", &[("authorization", &auth)]).await;
+    }
+    assert_eq!(jwks.fetches(), 1, "the set is cached");
+
+    // Rotation: the issuer now signs with k2 only. A k2 token names a kid the cached set lacks,
+    // so the set is fetched again (once the refresh interval since the last fetch has passed).
+    jwks.publish(&[&k2]);
+    tokio::time::sleep(REFRESH_INTERVAL + Duration::from_millis(50)).await;
+    let auth2 = bearer(&k2.token("bob"));
+    let answer = check(&mut client, "/", &[("authorization", &auth2)]).await;
+    assert_eq!(
+        (answer.status, answer.header("x-user")),
+        (200, Some("bob")),
+        "{answer:?}"
+    );
+    assert_eq!(jwks.fetches(), 2);
+
+    // The retired key no longer verifies, and unknown kids cannot force a fetch per request.
+    assert_unauthenticated(&check(&mut client, "/", &[("authorization", &auth)]).await);
+    let stranger = Key::new("k9");
+    let auth9 = bearer(&stranger.token("mallory"));
+    for _ in 0..20 {
+        assert_unauthenticated(&check(&mut client, "/", &[("authorization", &auth9)]).await);
+    }
+    assert!(
+        jwks.fetches() <= 3,
+        "refreshes are rate-limited: {}",
+        jwks.fetches()
+    );
+}
+
+#[tokio::test]
+async fn malformed_oversized_and_forged_tokens_are_401() {
+    let k1 = Key::new("k1");
+    let jwks = JwksServer::start(&[&k1]).await;
+    let server = serve(&jwks.url).await;
+    let mut client = client(&server).await;
+
+    let good = k1.token("alice");
+    let forged = {
+        // Same header and claims, signed by another key that claims to be k1.
+        Key {
+            kid: "k1".into(),
+            signing: Key::new("x").signing,
+        }
+        .token("alice")
+    };
+    let (head, rest) = good.split_once('.').expect("a JWT");
+    let none_alg = format!(
+        "{}.{}.",
+        URL_SAFE_NO_PAD.encode(r#"{"alg":"none","kid":"k1"}"#),
+        rest.split('.').next().expect("claims")
+    );
+    let huge = format!("{head}.{}.sig", "A".repeat(200 * 1024));
+    for token in [
+        "abc",
+        "a.b.c",
+        "..",
+        "",
+        forged.as_str(),
+        none_alg.as_str(),
+        huge.as_str(),
+        "eyJhbGciOiJFZERTQSJ9.\u{7f}\u{0}.x",
+    ] {
+        let answer = check(&mut client, "/", &[("authorization", &bearer(token))]).await;
+        assert_unauthenticated(&answer);
+    }
+    assert_unauthenticated(&check(&mut client, "/", &[]).await);
+    let answer = check(&mut client, "/", &[("authorization", &bearer(&good))]).await;
+    assert_eq!(answer.status, 200);
+}
+
+#[tokio::test]
+async fn a_jwks_server_that_is_down_denies_within_the_timeout() {
+    let closed = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        listener.local_addr().expect("address")
+    };
+    let server = serve(&format!("http://{closed}/jwks.json")).await;
+    let mut client = client(&server).await;
+    let token = Key::new("k1").token("alice");
+    let started = std::time::Instant::now();
+    let answer = check(&mut client, "/", &[("authorization", &bearer(&token))]).await;
+    assert_ne!(answer.status, 200, "{answer:?}");
+    assert_ne!(answer.code, 0);
+    assert!(started.elapsed() < Duration::from_secs(2));
+}
