@@ -330,7 +330,8 @@ async fn fifty_concurrent_identical_requests_send_one_query(db: Seeded) {
             check(&mut client, "/coalesce", &[("x-ai-api-key", &key)]).await
         }));
     }
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    // Long enough for all 50 to reach the server even on a loaded machine.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
     held.release().await;
     for request in requests {
         assert_allowed(&request.await.expect("joins"), "alice");

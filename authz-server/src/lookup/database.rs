@@ -63,9 +63,9 @@ impl Database {
         if url.starts_with("sqlite:") {
             let options = SqliteConnectOptions::from_str(url)?
                 .create_if_missing(mode == OpenMode::Create)
-                // Writers (the `keys` CLI) must not make lookups wait for long: the lookup
-                // timeout bounds the wait anyway.
-                .busy_timeout(Duration::from_secs(1));
+                // How long a connection waits on a writer's lock (the `keys` CLI) before giving
+                // up. Requests never wait this long: the lookup's own timeout answers them first.
+                .busy_timeout(ACQUIRE_TIMEOUT);
             let pool = SqlitePoolOptions::new()
                 .max_connections(pool_size)
                 .acquire_timeout(ACQUIRE_TIMEOUT)
