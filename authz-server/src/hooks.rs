@@ -8,6 +8,7 @@ use rules::{Hooks, RuleSet};
 
 use crate::jwks::{HttpJwks, JwksSettings};
 use crate::lookup::DatabaseLookup;
+use crate::metrics::{MeteredJwks, Metrics};
 
 /// Opens a pool per `[databases.<name>]` (a database that cannot be reached is logged and its
 /// lookups fail by their `on_error` until it is back) and starts fetching every JWKS URL in the
@@ -17,9 +18,27 @@ pub async fn connect(rules: &RuleSet, base_dir: Option<&Path>) -> Hooks {
     connect_with(rules, base_dir, JwksSettings::default()).await
 }
 
+/// [`connect`], counting lookup cache results, database errors and JWKS failures into
+/// `metrics`.
+pub async fn connect_reporting(
+    rules: &RuleSet,
+    base_dir: Option<&Path>,
+    metrics: Arc<Metrics>,
+) -> Hooks {
+    open(rules, base_dir, JwksSettings::default(), Some(metrics)).await
+}
+
 /// [`connect`] with these JWKS timings (tests shorten the refresh interval).
 pub async fn connect_with(rules: &RuleSet, base_dir: Option<&Path>, jwks: JwksSettings) -> Hooks {
-    let settings = jwks;
+    open(rules, base_dir, jwks, None).await
+}
+
+async fn open(
+    rules: &RuleSet,
+    base_dir: Option<&Path>,
+    settings: JwksSettings,
+    metrics: Option<Arc<Metrics>>,
+) -> Hooks {
     let databases: Vec<(String, String, u32)> = rules
         .databases()
         .iter()
@@ -43,9 +62,18 @@ pub async fn connect_with(rules: &RuleSet, base_dir: Option<&Path>, jwks: JwksSe
         let prefetching = jwks.clone();
         tokio::spawn(async move { prefetching.prefetch(urls.iter().map(String::as_str)).await });
     }
-    Hooks {
-        lookup: Some(Arc::new(lookup)),
-        jwks: Some(Arc::new(jwks)),
+    match metrics {
+        Some(metrics) => {
+            lookup.report_to(metrics.clone());
+            Hooks {
+                lookup: Some(Arc::new(lookup)),
+                jwks: Some(Arc::new(MeteredJwks::new(jwks, metrics))),
+            }
+        }
+        None => Hooks {
+            lookup: Some(Arc::new(lookup)),
+            jwks: Some(Arc::new(jwks)),
+        },
     }
 }
 

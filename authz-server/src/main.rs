@@ -5,11 +5,12 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
+use std::sync::Arc;
 use std::time::Duration;
 
 use authz_server::reload::{self, Reloader};
 use authz_server::tls::TlsSection;
-use authz_server::{Config, LoadError, RuleEngine, Server};
+use authz_server::{Config, LoadError, Metrics, RuleEngine, Server, hooks};
 use clap::{Args, Parser, Subcommand};
 
 mod explain;
@@ -144,10 +145,13 @@ async fn serve(config: Config, args: &ServeArgs) -> anyhow::Result<()> {
         "nothing to serve: set [server] grpc or http, or pass --grpc-addr/--http-addr"
     );
     let config_dir = args.config.as_deref().and_then(std::path::Path::parent);
-    let engine = RuleEngine::connect(config.rules, config_dir).await;
+    let metrics = Arc::new(Metrics::new());
+    let hooks = hooks::connect_reporting(&config.rules, config_dir, metrics.clone()).await;
+    let engine = RuleEngine::with_hooks(config.rules, hooks);
     let mut server = Server::bind(engine.clone(), grpc, http)
         .await
         .context("starting the listeners")?
+        .with_metrics(metrics)
         .with_drain_timeout(Duration::from_secs(args.drain_timeout));
     let tls = match (&args.tls_cert, &args.tls_key) {
         (Some(cert), Some(key)) => Some(TlsSection {

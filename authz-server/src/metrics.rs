@@ -1,6 +1,9 @@
 //! Prometheus metrics for the server, served on the admin port.
 
+use std::sync::Arc;
 use std::time::Duration;
+
+use jsonwebtoken::jwk::JwkSet;
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -8,6 +11,8 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
+use rules::hooks::BoxFuture;
+use rules::{JwksError, JwksSource};
 
 /// Labels of one decision.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -107,7 +112,7 @@ impl Metrics {
         let lookup_cache = Family::<CacheLabels, Counter>::default();
         registry.register(
             "authz_lookup_cache",
-            "Database lookups by cache result (hit, miss, stale)",
+            "Database lookups by cache result (hit, coalesced, miss, stale)",
             lookup_cache.clone(),
         );
         let database_errors = Family::<DatabaseLabels, Counter>::default();
@@ -166,7 +171,8 @@ impl Metrics {
         self.config_synchronized.set(i64::from(ok));
     }
 
-    /// Counts a lookup answered from cache (`hit`, `stale`) or by the database (`miss`).
+    /// Counts a lookup answered from cache (`hit`, `stale`), by a query another check already
+    /// started (`coalesced`), or by a new query (`miss`).
     pub fn lookup_cache(&self, database: &str, result: &'static str) {
         self.lookup_cache
             .get_or_create(&CacheLabels {
@@ -203,4 +209,76 @@ impl Metrics {
 /// milliseconds.
 fn latency_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.000_05, 2.0, 16))
+}
+
+/// A [`JwksSource`] that counts the failures of the one it wraps.
+pub struct MeteredJwks<J> {
+    inner: J,
+    metrics: Arc<Metrics>,
+}
+
+impl<J> MeteredJwks<J> {
+    /// Counts `inner`'s failures into `metrics`.
+    pub fn new(inner: J, metrics: Arc<Metrics>) -> Self {
+        Self { inner, metrics }
+    }
+}
+
+impl<J: JwksSource> JwksSource for MeteredJwks<J> {
+    fn jwks<'a>(
+        &'a self,
+        url: &'a str,
+        refresh: bool,
+    ) -> BoxFuture<'a, Result<Arc<JwkSet>, JwksError>> {
+        Box::pin(async move {
+            let answer = self.inner.jwks(url, refresh).await;
+            if answer.is_err() {
+                self.metrics.jwks_error();
+            }
+            answer
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Unreachable;
+
+    impl JwksSource for Unreachable {
+        fn jwks<'a>(
+            &'a self,
+            url: &'a str,
+            _refresh: bool,
+        ) -> BoxFuture<'a, Result<Arc<JwkSet>, JwksError>> {
+            Box::pin(async move {
+                Err(JwksError {
+                    url: url.to_owned(),
+                    reason: "connection refused".into(),
+                })
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn jwks_failures_are_counted() {
+        let metrics = Arc::new(Metrics::new());
+        let jwks = MeteredJwks::new(Unreachable, metrics.clone());
+        for _ in 0..2 {
+            assert!(
+                jwks.jwks("http://idp.invalid/jwks.json", false)
+                    .await
+                    .is_err()
+            );
+        }
+        assert!(
+            metrics
+                .render()
+                .lines()
+                .any(|l| l == "authz_jwks_errors_total 2"),
+            "{}",
+            metrics.render()
+        );
+    }
 }

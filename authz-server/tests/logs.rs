@@ -62,9 +62,15 @@ fn credentials_never_appear_in_any_log_line() {
         assert_eq!(child.wait().expect("exits").code(), Some(0));
 
         let decisions = logs.lines().filter(|l| l.contains("decision")).count();
-        assert!(decisions >= 3, "{format}: one line per decision expected:\n{logs}");
+        assert!(
+            decisions >= 3,
+            "{format}: one line per decision expected:\n{logs}"
+        );
         for secret in SECRETS {
-            assert!(!logs.contains(secret), "{format}: {secret} leaked into:\n{logs}");
+            assert!(
+                !logs.contains(secret),
+                "{format}: {secret} leaked into:\n{logs}"
+            );
         }
     }
 }

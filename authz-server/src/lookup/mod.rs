@@ -19,12 +19,14 @@ mod tests;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
 use rules::hooks::BoxFuture;
 use rules::{Lookup, LookupError, LookupPolicy, LookupQuery, OnLookupError, Row};
 use tokio::sync::watch;
+
+use crate::metrics::Metrics;
 
 pub use cache::DEFAULT_CACHE_ENTRIES;
 use cache::{AnswerCache, CacheKey, Cached};
@@ -46,6 +48,7 @@ struct Shared {
     cache: AnswerCache,
     in_flight: Mutex<HashMap<CacheKey, watch::Receiver<Option<Answer>>>>,
     queries: AtomicU64,
+    metrics: OnceLock<Arc<Metrics>>,
 }
 
 /// A configured database: a pool, or why there is none (a URL the driver refused).
@@ -110,7 +113,19 @@ impl DatabaseLookup {
                 cache: AnswerCache::new(cache_entries),
                 in_flight: Mutex::new(HashMap::new()),
                 queries: AtomicU64::new(0),
+                metrics: OnceLock::new(),
             }),
+        }
+    }
+
+    /// Counts cache hits, misses, stale answers and database errors into `metrics` from now on.
+    pub fn report_to(&self, metrics: Arc<Metrics>) {
+        let _ = self.shared.metrics.set(metrics);
+    }
+
+    fn count(&self, database: &str, result: &'static str) {
+        if let Some(metrics) = self.shared.metrics.get() {
+            metrics.lookup_cache(database, result);
         }
     }
 
@@ -131,6 +146,7 @@ impl DatabaseLookup {
         if let Some(cached) = self.shared.cache.get(&key)
             && is_fresh(&cached, policy, Instant::now())
         {
+            self.count(query.database, "hit");
             return Ok(cached.answer);
         }
         let mut answer = {
@@ -140,6 +156,7 @@ impl DatabaseLookup {
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner);
             if let Some(running) = in_flight.get(&key) {
+                self.count(query.database, "coalesced");
                 running.clone()
             } else {
                 // A query that finished between the cache check and taking the lock has
@@ -147,8 +164,10 @@ impl DatabaseLookup {
                 if let Some(cached) = self.shared.cache.get(&key)
                     && is_fresh(&cached, policy, Instant::now())
                 {
+                    self.count(query.database, "hit");
                     return Ok(cached.answer);
                 }
+                self.count(query.database, "miss");
                 let (sender, receiver) = watch::channel(None);
                 in_flight.insert(key.clone(), receiver.clone());
                 tokio::spawn(self.clone().run(key, policy.clone(), sender));
@@ -182,6 +201,9 @@ impl DatabaseLookup {
             }
             Err(error) => {
                 tracing::warn!(database = %key.database, "lookup failed: {error}");
+                if let Some(metrics) = self.shared.metrics.get() {
+                    metrics.database_error(&key.database);
+                }
                 match (policy.on_error, self.shared.cache.get(&key)) {
                     (OnLookupError::ServeStale { max_stale }, Some(cached))
                         if cached.age(now)
@@ -194,6 +216,7 @@ impl DatabaseLookup {
                             "serving a stale answer {:?} old",
                             cached.age(now)
                         );
+                        self.count(&key.database, "stale");
                         Ok(cached.answer)
                     }
                     _ => Err(error),

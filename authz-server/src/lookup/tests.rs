@@ -296,3 +296,32 @@ async fn the_cache_is_bounded_and_evicts_the_oldest_answer() {
     ask(&hook, BY_HASH, "h1", &policy).await.expect("answers");
     assert_eq!(hook.queries_sent(), 4, "h1 was evicted");
 }
+
+#[tokio::test]
+async fn cache_results_and_database_errors_are_counted_in_metrics() {
+    let (path, url) = seeded().await;
+    let hook = DatabaseLookup::open([("main", url.as_str(), 2)]).await;
+    let metrics = Arc::new(crate::metrics::Metrics::new());
+    hook.report_to(metrics.clone());
+    let fresh = policy(60_000, OnLookupError::FailClosed);
+    ask(&hook, BY_HASH, "h1", &fresh).await.expect("miss");
+    ask(&hook, BY_HASH, "h1", &fresh).await.expect("hit");
+    ask(&hook, BY_HASH, "h1", &fresh).await.expect("hit");
+    ask(
+        &hook,
+        "SELECT no_such_column FROM api_keys WHERE key_hash = $1",
+        "h1",
+        &fresh,
+    )
+    .await
+    .expect_err("a failing query");
+    let text = metrics.render();
+    for line in [
+        r#"authz_lookup_cache_total{database="main",result="miss"} 2"#,
+        r#"authz_lookup_cache_total{database="main",result="hit"} 2"#,
+        r#"authz_database_errors_total{database="main"} 1"#,
+    ] {
+        assert!(text.lines().any(|l| l == line), "no `{line}` in\n{text}");
+    }
+    let _ = std::fs::remove_file(path);
+}
