@@ -80,7 +80,23 @@ pub fn run(rules: &RuleSet, args: &ExplainArgs) -> ExitCode {
     if args.transport == "http" {
         request.transport = Transport::Http;
     }
-    let evaluation = rules.decide(&request);
+    // The same hooks the server would use: databases are queried and JWKS URLs fetched, so the
+    // answer is the one a real check would get.
+    let base_dir = args.config.as_deref().and_then(std::path::Path::parent);
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("explain: cannot start a runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let evaluation = runtime.block_on(async {
+        let hooks = authz_server::hooks::connect(rules, base_dir).await;
+        rules.evaluate(&request, &hooks).await
+    });
     println!(
         "decision: {} (rule: {})",
         evaluation.decision.outcome(),

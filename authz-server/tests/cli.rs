@@ -162,3 +162,72 @@ fn serves_the_default_and_prints_the_listening_addresses() {
     );
     drop(running);
 }
+
+#[test]
+fn explain_runs_database_lookups_like_a_real_check() {
+    let dir = std::env::temp_dir().join(format!("authz-cli-explain-db-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    std::fs::copy(repo_file("config/api-keys.toml"), dir.join("api-keys.toml")).expect("copy");
+    let database = format!("sqlite://{}", dir.join("keys.db").display());
+    let init = Command::new(BIN)
+        .args(["keys", "init", "--database", &database])
+        .output()
+        .expect("runs");
+    assert!(
+        init.status.success(),
+        "{}",
+        String::from_utf8_lossy(&init.stderr)
+    );
+    let added = Command::new(BIN)
+        .args([
+            "keys",
+            "add",
+            "--database",
+            &database,
+            "--subject",
+            "alice",
+            "--plan",
+            "pro",
+        ])
+        .output()
+        .expect("runs");
+    assert!(
+        added.status.success(),
+        "{}",
+        String::from_utf8_lossy(&added.stderr)
+    );
+    let key = String::from_utf8_lossy(&added.stdout).trim().to_owned();
+    let config = dir.join("api-keys.toml");
+
+    let allowed = Command::new(BIN)
+        .arg("explain")
+        .arg("--config")
+        .arg(&config)
+        .args(["-H", &format!("x-ai-api-key: {key}")])
+        .output()
+        .expect("runs");
+    let stdout = String::from_utf8_lossy(&allowed.stdout);
+    assert_eq!(allowed.status.code(), Some(0), "{stdout}");
+    assert!(
+        stdout.starts_with("decision: allow (rule: api-key)"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("+ request header x-user-id: alice"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("+ request header x-plan: pro"), "{stdout}");
+
+    let denied = Command::new(BIN)
+        .arg("explain")
+        .arg("--config")
+        .arg(&config)
+        .args(["-H", "x-ai-api-key: not-a-key"])
+        .output()
+        .expect("runs");
+    let stdout = String::from_utf8_lossy(&denied.stdout);
+    assert_eq!(denied.status.code(), Some(1), "{stdout}");
+    assert!(stdout.contains("lookup found no row"), "{stdout}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
