@@ -12,18 +12,16 @@
 //! Istio default allowing on its first gRPC rule (`x-ext-authz: allow`), the same default denying
 //! after every rule (which also renders the attribute dump), and a one-rule header match.
 
+mod support;
+
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{Duration, Instant};
 
 use authz_server::{Config, RuleEngine, Server};
-use extauthz_proto::envoy::service::auth::v3::authorization_client::AuthorizationClient;
 use extauthz_proto::envoy::service::auth::v3::authorization_server::{
     Authorization, AuthorizationServer,
 };
 use extauthz_proto::{RpcStatus, v3};
-use tonic::transport::Channel;
+use support::{env, envoy_like, measure, median};
 
 /// The baseline: a tonic handler that answers every Check with a constant OK.
 struct Constant;
@@ -55,55 +53,6 @@ headers = [{ name = "x-team", exact = "platform" }]
 [rules.allow]
 request_headers = [{ name = "x-authz-rule", value = "{{rule.name}}" }]
 "#;
-
-fn env(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-/// A CheckRequest shaped like one Envoy sends for a small JSON POST.
-fn envoy_like(extra: &[(&str, &str)]) -> v3::CheckRequest {
-    let mut headers: std::collections::HashMap<String, String> = [
-        (":authority", "api.example.com"),
-        (":method", "POST"),
-        (":path", "/v1/chat/completions"),
-        (":scheme", "http"),
-        ("content-type", "application/json"),
-        ("user-agent", "curl/8.5.0"),
-        ("accept", "*/*"),
-        ("x-request-id", "7f1c2a9e-5d43-4a8b-9b1e-2f6c8d0a1b3c"),
-        (
-            "x-ai-api-key",
-            "N2YwMDIxZTEtNGUzNS1jNzgzLTRkYjAtYjE2YzRkZGVmNjcy",
-        ),
-    ]
-    .iter()
-    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-    .collect();
-    headers.extend(
-        extra
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
-    );
-    v3::CheckRequest {
-        attributes: Some(v3::AttributeContext {
-            request: Some(v3::attribute_context::Request {
-                time: None,
-                http: Some(v3::attribute_context::HttpRequest {
-                    method: "POST".into(),
-                    path: "/v1/chat/completions".into(),
-                    host: "api.example.com".into(),
-                    protocol: "HTTP/1.1".into(),
-                    headers,
-                    ..Default::default()
-                }),
-            }),
-            ..Default::default()
-        }),
-    }
-}
 
 async fn start_constant() -> SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -140,56 +89,6 @@ async fn start_rules(config: Config) -> SocketAddr {
     address
 }
 
-/// Checks per second over `seconds`, with `in_flight` calls outstanding.
-async fn measure(
-    address: SocketAddr,
-    request: &v3::CheckRequest,
-    in_flight: u64,
-    seconds: u64,
-) -> f64 {
-    let mut clients = Vec::new();
-    for _ in 0..4 {
-        let channel = Channel::from_shared(format!("http://{address}"))
-            .expect("uri")
-            .connect()
-            .await
-            .expect("connect");
-        clients.push(AuthorizationClient::new(channel));
-    }
-    let done = Arc::new(AtomicU64::new(0));
-    let stop = Arc::new(AtomicBool::new(false));
-    let mut tasks = Vec::new();
-    for i in 0..in_flight {
-        let mut client = clients[(i % 4) as usize].clone();
-        let request = request.clone();
-        let (done, stop) = (done.clone(), stop.clone());
-        tasks.push(tokio::spawn(async move {
-            while !stop.load(Ordering::Relaxed) {
-                let response = client.check(request.clone()).await.expect("Check");
-                std::hint::black_box(response);
-                done.fetch_add(1, Ordering::Relaxed);
-            }
-        }));
-    }
-    // Warm up, then count.
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let start_count = done.load(Ordering::Relaxed);
-    let started = Instant::now();
-    tokio::time::sleep(Duration::from_secs(seconds)).await;
-    let count = done.load(Ordering::Relaxed) - start_count;
-    let elapsed = started.elapsed().as_secs_f64();
-    stop.store(true, Ordering::Relaxed);
-    for task in tasks {
-        let _ = task.await;
-    }
-    count as f64 / elapsed
-}
-
-fn median(mut values: Vec<f64>) -> f64 {
-    values.sort_by(|a, b| a.total_cmp(b));
-    values[values.len() / 2]
-}
-
 #[tokio::main]
 async fn main() {
     let rounds = env("ROUNDS", 5);
@@ -204,16 +103,19 @@ async fn main() {
             "istio default, allow (x-ext-authz: allow)",
             istio,
             envoy_like(&[("x-ext-authz", "allow")]),
+            0,
         ),
         (
             "istio default, deny (no header, dump rendered)",
             istio,
             envoy_like(&[]),
+            7,
         ),
         (
             "one header rule, allow",
             header,
             envoy_like(&[("x-team", "platform")]),
+            0,
         ),
     ];
     println!(
@@ -224,11 +126,11 @@ async fn main() {
         "{:<50} {:>12} {:>12} {:>8}",
         "case", "bare req/s", "real req/s", "ratio"
     );
-    for (name, address, request) in cases {
+    for (name, address, request, code) in cases {
         let (mut bare_rates, mut real_rates) = (Vec::new(), Vec::new());
         for _ in 0..rounds {
-            bare_rates.push(measure(bare, &request, in_flight, seconds).await);
-            real_rates.push(measure(address, &request, in_flight, seconds).await);
+            bare_rates.push(measure(bare, &request, 0, in_flight, seconds).await);
+            real_rates.push(measure(address, &request, code, in_flight, seconds).await);
         }
         let (bare_rate, real_rate) = (median(bare_rates), median(real_rates));
         println!(
