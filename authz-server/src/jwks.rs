@@ -2,25 +2,32 @@
 //! and refetches when a token names a key the cached set lacks — at most once per
 //! `min_refresh_interval` per URL, so a flood of tokens with made-up `kid`s cannot turn into a
 //! flood of fetches.
+//!
+//! `https://` URLs are verified against the platform's trust store (which honours
+//! `SSL_CERT_FILE` and `SSL_CERT_DIR`), or Mozilla's roots when the platform has none, plus any
+//! [`JwksSettings::extra_roots`]; TLS runs on rustls with the `ring` provider.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty, Limited};
+use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use jsonwebtoken::jwk::JwkSet;
 use rules::hooks::BoxFuture;
 use rules::{JwksError, JwksSource};
+use rustls::RootCertStore;
+use rustls::pki_types::CertificateDer;
 
 /// The largest JWKS document read; real ones are a few KiB.
 pub const MAX_JWKS_BYTES: usize = 1024 * 1024;
 
-/// Timing of fetches.
-#[derive(Debug, Clone, Copy)]
+/// Timing of fetches, and whom `https://` fetches trust.
+#[derive(Debug, Clone)]
 pub struct JwksSettings {
     /// Longest one fetch (connect, request, body) may take.
     pub fetch_timeout: Duration,
@@ -28,6 +35,9 @@ pub struct JwksSettings {
     pub min_refresh_interval: Duration,
     /// How long a fetched set is used before it is refetched in passing.
     pub max_age: Duration,
+    /// Certificates trusted as roots for `https://` URLs besides the platform's (e.g. a private
+    /// CA, or a test's).
+    pub extra_roots: Vec<CertificateDer<'static>>,
 }
 
 impl Default for JwksSettings {
@@ -36,14 +46,15 @@ impl Default for JwksSettings {
             fetch_timeout: Duration::from_secs(5),
             min_refresh_interval: Duration::from_secs(10),
             max_age: Duration::from_secs(300),
+            extra_roots: Vec::new(),
         }
     }
 }
 
-/// Fetches JWKS documents over HTTP, cached per URL. Cheap to clone.
+/// Fetches JWKS documents over HTTP or HTTPS, cached per URL. Cheap to clone.
 #[derive(Clone)]
 pub struct HttpJwks {
-    client: Client<HttpConnector, Empty<Bytes>>,
+    client: Client<HttpsConnector<HttpConnector>, Empty<Bytes>>,
     settings: JwksSettings,
     urls: Arc<Mutex<HashMap<String, Arc<UrlState>>>>,
 }
@@ -72,9 +83,16 @@ impl Default for HttpJwks {
 impl HttpJwks {
     /// A source with these timings.
     pub fn new(settings: JwksSettings) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(settings.fetch_timeout));
-        connector.set_nodelay(true);
+        let mut tcp = HttpConnector::new();
+        tcp.set_connect_timeout(Some(settings.fetch_timeout));
+        tcp.set_nodelay(true);
+        // The TLS layer below takes `https://`; plain `http://` passes through it untouched.
+        tcp.enforce_http(false);
+        let connector = HttpsConnectorBuilder::new()
+            .with_tls_config(tls_config(&settings.extra_roots))
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(tcp);
         Self {
             client: Client::builder(TokioExecutor::new()).build(connector),
             settings,
@@ -180,8 +198,8 @@ impl HttpJwks {
 
     async fn fetch(&self, url: &str) -> Result<JwkSet, String> {
         let uri: http::Uri = url.parse().map_err(|e| format!("invalid URL: {e}"))?;
-        if uri.scheme_str() != Some("http") {
-            return Err("only http:// JWKS URLs are supported (serve https through a local proxy, or use jwks_file)".into());
+        if !matches!(uri.scheme_str(), Some("http" | "https")) {
+            return Err("only http:// and https:// JWKS URLs are supported".into());
         }
         let request = http::Request::get(uri)
             .header(http::header::ACCEPT, "application/json")
@@ -191,7 +209,7 @@ impl HttpJwks {
             .client
             .request(request)
             .await
-            .map_err(|e| format!("request failed: {e}"))?;
+            .map_err(|e| format!("request failed: {}", with_causes(&e)))?;
         let status = response.status();
         if !status.is_success() {
             return Err(format!("HTTP status {status}"));
@@ -222,6 +240,60 @@ impl JwksSource for HttpJwks {
     ) -> BoxFuture<'a, Result<Arc<JwkSet>, JwksError>> {
         Box::pin(self.get(url, refresh))
     }
+}
+
+/// The client's TLS settings: the platform's roots plus `extra_roots`, on the `ring` provider
+/// (named here rather than taken from the process default, which another crate in the build could
+/// set to a different one).
+fn tls_config(extra_roots: &[CertificateDer<'static>]) -> rustls::ClientConfig {
+    let mut roots = platform_roots().clone();
+    let (_, ignored) = roots.add_parsable_certificates(extra_roots.iter().cloned());
+    if ignored > 0 {
+        tracing::warn!(
+            ignored,
+            "JWKS: extra root certificates that do not parse were ignored"
+        );
+    }
+    rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        // `ring`'s default provider has cipher suites for both safe protocol versions.
+        .expect("the ring provider supports TLS 1.2 and 1.3")
+        .with_root_certificates(roots)
+        .with_no_client_auth()
+}
+
+/// The platform's trust store, read once per process; Mozilla's roots (compiled in) when it has
+/// no usable certificate, so a minimal container still reaches public identity providers.
+fn platform_roots() -> &'static RootCertStore {
+    static ROOTS: OnceLock<RootCertStore> = OnceLock::new();
+    ROOTS.get_or_init(|| {
+        let native = rustls_native_certs::load_native_certs();
+        for error in &native.errors {
+            tracing::warn!("JWKS: reading the platform's root certificates: {error}");
+        }
+        let mut roots = RootCertStore::empty();
+        let (added, _) = roots.add_parsable_certificates(native.certs);
+        if added == 0 {
+            tracing::warn!(
+                "JWKS: no platform root certificates found; trusting Mozilla's roots (webpki-roots)"
+            );
+            roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+        }
+        roots
+    })
+}
+
+/// `error: cause: cause…` — the client's own message ("client error (Connect)") hides the reason
+/// (a refused connection, an untrusted certificate) in its sources.
+fn with_causes(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
 fn error(url: &str, reason: String) -> JwksError {

@@ -1,5 +1,6 @@
-//! JWT rules end to end with keys from a JWKS URL served by a tiny HTTP server in the test:
-//! rotation, the refresh rate limit, malformed and oversized tokens, a JWKS server that is down.
+//! JWT rules end to end with keys from a JWKS URL served by a tiny HTTP(S) server in the test:
+//! rotation, the refresh rate limit, malformed and oversized tokens, a JWKS server that is down,
+//! `https://` with a CA made at run time (trusted: allowed; not trusted: 401).
 
 mod support;
 
@@ -9,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use authz_server::RuleEngine;
-use authz_server::jwks::JwksSettings;
+use authz_server::jwks::{HttpJwks, JwksSettings};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use bytes::Bytes;
@@ -18,6 +19,9 @@ use http_body_util::Full;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+use rules::JwksSource;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use support::{Answer, check, client, start_engine};
 
 const ISSUER: &str = "https://issuer.test";
@@ -75,13 +79,27 @@ struct JwksServer {
 }
 
 impl JwksServer {
+    /// Over plain HTTP.
     async fn start(keys: &[&Key]) -> Self {
+        Self::start_with(keys, None).await
+    }
+
+    /// Over HTTPS as `localhost`, with a certificate issued by `ca`.
+    async fn start_tls(keys: &[&Key], ca: &TestCa) -> Self {
+        Self::start_with(keys, Some(ca.acceptor("localhost"))).await
+    }
+
+    async fn start_with(keys: &[&Key], tls: Option<tokio_rustls::TlsAcceptor>) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
         let address: SocketAddr = listener.local_addr().expect("address");
+        let url = match tls {
+            None => format!("http://{address}/.well-known/jwks.json"),
+            Some(_) => format!("https://localhost:{}/jwks.json", address.port()),
+        };
         let server = Self {
-            url: format!("http://{address}/.well-known/jwks.json"),
+            url,
             document: Arc::default(),
             fetches: Arc::default(),
         };
@@ -89,7 +107,7 @@ impl JwksServer {
         let (document, fetches) = (server.document.clone(), server.fetches.clone());
         tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
-                let (document, fetches) = (document.clone(), fetches.clone());
+                let (document, fetches, tls) = (document.clone(), fetches.clone(), tls.clone());
                 tokio::spawn(async move {
                     let service = service_fn(move |_request| {
                         fetches.fetch_add(1, Ordering::SeqCst);
@@ -100,9 +118,17 @@ impl JwksServer {
                             )))
                         }
                     });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
+                    let http = hyper::server::conn::http1::Builder::new();
+                    let _ = match tls {
+                        None => http.serve_connection(TokioIo::new(stream), service).await,
+                        // A client that does not trust the CA aborts the handshake here.
+                        Some(tls) => match tls.accept(stream).await {
+                            Ok(stream) => {
+                                http.serve_connection(TokioIo::new(stream), service).await
+                            }
+                            Err(_) => return,
+                        },
+                    };
                 });
             }
         });
@@ -139,20 +165,67 @@ audience = ["{AUDIENCE}"]
     )
 }
 
+/// A certificate authority made at run time; nothing is committed.
+struct TestCa(CertifiedIssuer<'static, KeyPair>);
+
+impl TestCa {
+    fn new() -> Self {
+        let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "JWKS test CA");
+        Self(CertifiedIssuer::self_signed(params, KeyPair::generate().expect("key")).expect("CA"))
+    }
+
+    fn root(&self) -> CertificateDer<'static> {
+        self.0.der().clone()
+    }
+
+    /// A TLS acceptor presenting a certificate for `name` issued by this CA.
+    fn acceptor(&self, name: &str) -> tokio_rustls::TlsAcceptor {
+        let key = KeyPair::generate().expect("key");
+        let cert = CertificateParams::new(vec![name.to_owned()])
+            .expect("params")
+            .signed_by(&key, &self.0)
+            .expect("signed");
+        let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![cert.der().clone()],
+            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
+        )
+        .expect("server config");
+        tokio_rustls::TlsAcceptor::from(Arc::new(config))
+    }
+}
+
 const REFRESH_INTERVAL: Duration = Duration::from_millis(300);
 
+fn settings(extra_roots: Vec<CertificateDer<'static>>) -> JwksSettings {
+    JwksSettings {
+        fetch_timeout: Duration::from_millis(500),
+        min_refresh_interval: REFRESH_INTERVAL,
+        max_age: Duration::from_secs(60),
+        extra_roots,
+    }
+}
+
 async fn serve(jwks_url: &str) -> support::Running {
+    serve_trusting(jwks_url, Vec::new()).await
+}
+
+/// The server with `extra_roots` trusted for `https://` JWKS URLs.
+async fn serve_trusting(
+    jwks_url: &str,
+    extra_roots: Vec<CertificateDer<'static>>,
+) -> support::Running {
     let config = authz_server::Config::parse("jwt.toml", &policy(jwks_url)).expect("loads");
-    let hooks = authz_server::hooks::connect_with(
-        &config.rules,
-        None,
-        JwksSettings {
-            fetch_timeout: Duration::from_millis(500),
-            min_refresh_interval: REFRESH_INTERVAL,
-            max_age: Duration::from_secs(60),
-        },
-    )
-    .await;
+    let hooks = authz_server::hooks::connect_with(&config.rules, None, settings(extra_roots)).await;
     start_engine(RuleEngine::with_hooks(config.rules, hooks)).await
 }
 
@@ -269,4 +342,50 @@ async fn a_jwks_server_that_is_down_denies_within_the_timeout() {
     assert_ne!(answer.status, 200, "{answer:?}");
     assert_ne!(answer.code, 0);
     assert!(started.elapsed() < Duration::from_secs(2));
+}
+
+#[tokio::test]
+async fn an_https_jwks_is_fetched_only_when_its_ca_is_trusted() {
+    let ca = TestCa::new();
+    let jwks = JwksServer::start_tls(&[&Key::new("k1")], &ca).await;
+
+    let trusting = HttpJwks::new(settings(vec![ca.root()]));
+    let set = trusting.jwks(&jwks.url, false).await.expect("fetches");
+    assert_eq!(set.keys[0].common.key_id.as_deref(), Some("k1"));
+    assert_eq!(jwks.fetches(), 1);
+
+    let untrusting = HttpJwks::new(settings(Vec::new()));
+    let error = untrusting
+        .jwks(&jwks.url, false)
+        .await
+        .expect_err("an unknown CA is refused");
+    assert_eq!(error.url, jwks.url);
+    assert!(error.to_string().contains(&jwks.url), "{error}");
+    assert!(error.reason.contains("certificate"), "{error}");
+    assert_eq!(
+        jwks.fetches(),
+        1,
+        "no request is sent over an untrusted connection"
+    );
+}
+
+#[tokio::test]
+async fn tokens_verify_against_an_https_jwks_url_and_are_401_when_its_ca_is_not_trusted() {
+    let ca = TestCa::new();
+    let k1 = Key::new("k1");
+    let jwks = JwksServer::start_tls(&[&k1], &ca).await;
+    assert!(jwks.url.starts_with("https://localhost:"), "{}", jwks.url);
+    let auth = bearer(&k1.token("alice"));
+
+    let server = serve_trusting(&jwks.url, vec![ca.root()]).await;
+    let answer = check(&mut client(&server).await, "/", &[("authorization", &auth)]).await;
+    assert_eq!(
+        (answer.status, answer.header("x-user")),
+        (200, Some("alice")),
+        "{answer:?}"
+    );
+
+    let server = serve(&jwks.url).await;
+    let answer = check(&mut client(&server).await, "/", &[("authorization", &auth)]).await;
+    assert_unauthenticated(&answer);
 }

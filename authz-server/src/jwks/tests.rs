@@ -91,6 +91,7 @@ fn fast() -> JwksSettings {
         fetch_timeout: Duration::from_millis(300),
         min_refresh_interval: Duration::from_millis(400),
         max_age: Duration::from_secs(60),
+        ..JwksSettings::default()
     }
 }
 
@@ -194,10 +195,26 @@ async fn a_slow_or_absent_server_fails_within_the_timeout_and_is_not_hammered() 
         .expect_err("refused");
     assert!(error.reason.contains("request failed"), "{error}");
     let error = source
-        .jwks("https://example.invalid/jwks", false)
+        .jwks("ftp://example.invalid/jwks", false)
         .await
-        .expect_err("https");
-    assert!(error.reason.contains("only http://"), "{error}");
+        .expect_err("ftp");
+    assert!(
+        error.reason.contains("only http:// and https://"),
+        "{error}"
+    );
+}
+
+#[tokio::test]
+async fn https_to_a_plain_http_server_fails_naming_the_url() {
+    let (url, served) = serve().await;
+    let url = url.replacen("http://", "https://", 1);
+    let error = HttpJwks::new(fast())
+        .jwks(&url, false)
+        .await
+        .expect_err("no TLS there");
+    assert_eq!(error.url, url);
+    assert!(error.reason.contains("request failed"), "{error}");
+    assert_eq!(served.hits(), 0);
 }
 
 #[tokio::test]
