@@ -188,10 +188,11 @@ fn to_response(decision: &Decision) -> Response<Full<Bytes>> {
         }
         Decision::Deny(deny) => {
             let mut response = Response::new(Full::new(Bytes::from(deny.body.clone())));
-            // Only 200 means OK to the proxy, so a deny can never be sent as 200.
+            // Only 200 means OK to the proxy, so a deny can never be sent as 200; a 1xx is not
+            // a final response (the config refuses it; this guards custom authorizers).
             *response.status_mut() = match StatusCode::from_u16(deny.http_status) {
-                Ok(StatusCode::OK) | Err(_) => StatusCode::FORBIDDEN,
-                Ok(status) => status,
+                Ok(status) if status != StatusCode::OK && !status.is_informational() => status,
+                _ => StatusCode::FORBIDDEN,
             };
             for (name, value) in &deny.headers {
                 insert(response.headers_mut(), name, value, true);

@@ -118,12 +118,29 @@ impl AllowAction {
             query_parameters_to_set: self
                 .query_set
                 .iter()
-                .map(|(name, value)| (name.clone(), value.render_header(scope)))
+                .map(|(name, value)| (name.clone(), query_value(&value.render_header(scope))))
                 .collect(),
             query_parameters_to_remove: self.query_remove.clone(),
             dynamic_metadata: render_metadata(&self.metadata, scope),
         }
     }
+}
+
+/// A rendered query value made safe to splice into a query string: proxies insert
+/// `query_parameters_to_set` values as they are, so a value taken from a header or a claim
+/// (`bob&role=admin`) must not be able to add parameters or end the query.
+fn query_value(value: &str) -> String {
+    let mut encoded = String::with_capacity(value.len());
+    for c in value.chars() {
+        match c {
+            '&' => encoded.push_str("%26"),
+            '#' => encoded.push_str("%23"),
+            '+' => encoded.push_str("%2B"),
+            ' ' => encoded.push_str("%20"),
+            _ => encoded.push(c),
+        }
+    }
+    encoded
 }
 
 impl DenyAction {

@@ -77,7 +77,7 @@ pub(crate) enum Invalid {
     HeaderValueNewline,
     #[error("query parameter name must not be empty")]
     EmptyQueryName,
-    #[error("status {status} is out of range 100..=599")]
+    #[error("status {status} is out of range 200..=599")]
     Status { status: i64 },
     #[error("grpc_code 0 (OK) is not a denial; use 1..=16, e.g. 7 or \"PERMISSION_DENIED\"")]
     GrpcCodeOk,

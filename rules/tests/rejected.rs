@@ -259,7 +259,14 @@ deny = { grpc_code = true }
         r##"[default]
 deny = { status = 600 }
 "##,
-        &[r##"policy.toml:2:19: status 600 is out of range 100..=599"##],
+        &[r##"policy.toml:2:19: status 600 is out of range 200..=599"##],
+    ),
+    (
+        "informational deny status (not a final response; a proxy would see an error)",
+        r##"[default]
+deny = { status = 101 }
+"##,
+        &[r##"policy.toml:2:19: status 101 is out of range 200..=599"##],
     ),
     (
         "unknown template variable",
@@ -585,7 +592,7 @@ fn errors_carry_structured_positions() {
             file: "policy.toml".into(),
             line: 2,
             column: 19,
-            message: "status 42 is out of range 100..=599".into(),
+            message: "status 42 is out of range 200..=599".into(),
         }]
     );
 }

@@ -140,3 +140,30 @@ fn deny_renders_status_code_headers_body() {
         })
     );
 }
+
+#[test]
+fn query_values_from_the_request_cannot_add_parameters() {
+    let action = Action::Allow(AllowAction {
+        query_set: vec![("user".into(), template("{{request.headers.x-user}}"))],
+        ..AllowAction::default()
+    });
+    let mut request = request();
+    request
+        .headers
+        .insert("x-user".into(), "bob&role=admin#frag+x y".into());
+    let decision = action.render(&Scope {
+        request: &request,
+        rule: "r",
+        identity: None,
+    });
+    let Decision::Allow(allow) = decision else {
+        panic!("an allow")
+    };
+    assert_eq!(
+        allow.query_parameters_to_set,
+        vec![(
+            "user".to_owned(),
+            "bob%26role=admin%23frag%2Bx%20y".to_owned()
+        )]
+    );
+}

@@ -140,7 +140,8 @@ impl Compiler<'_> {
         let status = match status {
             None => Some(default_status),
             Some(s) => match u16::try_from(*s.get_ref()) {
-                Ok(code @ 100..=599) => Some(code),
+                // 1xx is not a final response: a proxy would read it as an error, not a deny.
+                Ok(code @ 200..=599) => Some(code),
                 _ => {
                     let status = *s.get_ref();
                     self.fail(s.span().start, Invalid::Status { status });
