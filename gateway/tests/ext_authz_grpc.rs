@@ -317,6 +317,52 @@ async fn denied_response_without_status_is_403() {
 }
 
 #[tokio::test]
+async fn a_malformed_denied_response_is_still_a_deny_under_failure_mode_allow() {
+    // Each unusable part is dropped (headers) or treated as absent (status 42): the non-OK
+    // status still denies, even though failure_mode_allow would let an error through.
+    let authz = MockAuthz::always(deny(
+        7,
+        42,
+        vec![
+            header("bad name", "v", None),
+            header("a:b", "v", None),
+            header(":status", "200", None),
+            header("x-newline", "a\nb", None),
+            header("x-nul", "a\0b", None),
+            extauthz_proto::v3::HeaderValueOption::default(),
+            header("x-reason", "kept", None),
+        ],
+        "go away",
+    ))
+    .await;
+    let gw = setup(&authz, "failure_mode_allow = true").await;
+    let resp = send(get(gw, "/openai", &[])).await;
+    assert_eq!(resp.status, StatusCode::FORBIDDEN);
+    assert_eq!(resp.text(), "go away");
+    assert_eq!(resp.headers["x-reason"], "kept");
+    assert_eq!(resp.headers["content-type"], "text/plain");
+    assert!(!resp.headers.contains_key("x-newline"));
+    assert!(!resp.headers.contains_key("x-nul"));
+    let mut names: Vec<&str> = resp.headers.keys().map(|n| n.as_str()).collect();
+    names.sort();
+    assert_eq!(
+        names,
+        ["content-length", "content-type", "date", "x-reason"]
+    );
+}
+
+#[tokio::test]
+async fn a_denied_response_with_an_out_of_range_status_is_403() {
+    for bad in [-1, 99, 1000, 70000] {
+        let authz = MockAuthz::always(deny(16, bad, vec![], "")).await;
+        let gw = setup(&authz, "failure_mode_allow = true").await;
+        let resp = send(get(gw, "/openai", &[])).await;
+        assert_eq!(resp.status, StatusCode::FORBIDDEN, "status {bad}");
+        assert!(resp.body.is_empty());
+    }
+}
+
+#[tokio::test]
 async fn a_hanging_server_fails_closed_within_the_timeout() {
     let authz = MockAuthz::start(|_| Reply::Hang).await;
     let gw = setup(&authz, r#"timeout = "150ms""#).await;

@@ -60,16 +60,13 @@ pub fn verdict(response: CheckResponse) -> Verdict {
             dynamic_metadata: metadata,
             ..Allowed::default()
         }),
-        (_, Some(HttpResponse::DeniedResponse(denied))) => match denied_response(denied) {
-            Ok(denied) => Verdict::Deny(denied),
-            Err(reason) => Verdict::Error {
-                reason,
-                response: None,
-            },
-        },
+        // A non-OK status is a deny whatever the details look like: a malformed
+        // `denied_response` must never become an error, which `failure_mode_allow` would let
+        // through.
+        (_, Some(HttpResponse::DeniedResponse(denied))) => Verdict::Deny(denied_response(denied)),
         (_, Some(HttpResponse::ErrorResponse(error))) => Verdict::Error {
             reason: format!("server reported an error (status {code})"),
-            response: denied_response(error).ok(),
+            response: Some(denied_response(error)),
         },
         (_, Some(HttpResponse::OkResponse(_)) | None) => Verdict::Deny(Denied::default()),
     }
@@ -132,7 +129,10 @@ fn allowed(ok: OkHttpResponse) -> Result<Allowed, String> {
     Ok(out)
 }
 
-fn denied_response(denied: DeniedHttpResponse) -> Result<Denied, String> {
+/// Reads a `denied_response` (or `error_response`) leniently: it cannot fail, so a deny stays a
+/// deny. An unusable status counts as absent (the situation's default: 403 for a deny) and an
+/// unusable header is dropped, each with a warning.
+fn denied_response(denied: DeniedHttpResponse) -> Denied {
     let DeniedHttpResponse {
         status,
         headers,
@@ -140,22 +140,34 @@ fn denied_response(denied: DeniedHttpResponse) -> Result<Denied, String> {
     } = denied;
     let status = match status.map(|s| s.code) {
         None | Some(0) => None,
-        Some(code) => Some(
-            u16::try_from(code)
+        Some(code) => {
+            let status = u16::try_from(code)
                 .ok()
-                .and_then(|c| StatusCode::from_u16(c).ok())
-                .ok_or_else(|| format!("invalid denied status {code}"))?,
-        ),
+                .and_then(|c| StatusCode::from_u16(c).ok());
+            if status.is_none() {
+                tracing::warn!(
+                    status = code,
+                    "ext_authz denied response has an invalid HTTP status; using the default"
+                );
+            }
+            status
+        }
     };
     let headers = headers
         .into_iter()
-        .map(|o| header_option(o).map(|(n, v, _)| (n, v)))
-        .collect::<Result<_, _>>()?;
-    Ok(Denied {
+        .filter_map(|o| match header_option(o) {
+            Ok((name, value, _)) => Some((name, value)),
+            Err(reason) => {
+                tracing::warn!(%reason, "ext_authz denied response header dropped");
+                None
+            }
+        })
+        .collect();
+    Denied {
         status,
         headers,
         body: Bytes::from(body),
-    })
+    }
 }
 
 enum HowToApply {
