@@ -195,3 +195,50 @@ async fn a_5xx_answer_is_an_error_under_the_failure_mode() {
         Some("true")
     );
 }
+
+#[tokio::test]
+async fn a_denial_with_an_oversized_body_stays_a_denial_under_failure_mode_allow() {
+    let authz = MockHttpAuthz::start(|_| {
+        Response::builder()
+            .status(403)
+            .header("x-reason", "too-big")
+            .body(Full::new(Bytes::from(vec![b'x'; 2 << 20])))
+            .unwrap()
+    })
+    .await;
+    let backend = start_backend().await;
+    let gw = start_gateway(&http_policy(
+        backend,
+        authz.addr,
+        "",
+        "timeout = \"5s\"\nfailure_mode_allow = true",
+    ))
+    .await;
+    let resp = send(get(gw, "/openai", &[])).await;
+    assert_eq!(resp.status, StatusCode::FORBIDDEN);
+    assert_eq!(resp.headers["x-reason"], "too-big");
+    assert_eq!(resp.headers["content-length"], (1 << 20).to_string());
+    assert_eq!(resp.body.len(), 1 << 20, "truncated to the 1 MiB limit");
+    assert!(resp.body.iter().all(|b| *b == b'x'));
+}
+
+#[tokio::test]
+async fn a_denial_whose_body_is_cut_off_stays_a_denial_under_failure_mode_allow() {
+    // Promises 100 bytes, sends 5 and closes the connection.
+    let authz = raw_backend(
+        b"HTTP/1.1 401 Unauthorized\r\nContent-Length: 100\r\nwww-authenticate: Bearer\r\n\r\nshort",
+    )
+    .await;
+    let backend = start_backend().await;
+    let gw = start_gateway(&http_policy(
+        backend,
+        authz,
+        "",
+        "failure_mode_allow = true",
+    ))
+    .await;
+    let resp = send(get(gw, "/openai", &[])).await;
+    assert_eq!(resp.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(resp.headers["www-authenticate"], "Bearer");
+    assert!(resp.body.is_empty(), "a cut-off body is not passed on");
+}

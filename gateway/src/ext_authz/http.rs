@@ -8,8 +8,9 @@ use std::time::Duration;
 
 use ::http::header::{self, HeaderName, HeaderValue};
 use ::http::{Request, StatusCode, Uri};
-use bytes::Bytes;
-use http_body_util::{BodyExt, Limited};
+use bytes::{Bytes, BytesMut};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
 
 use super::check_request::{authority, path_and_query};
 use super::mutation::{AppendAction, is_protected};
@@ -19,13 +20,14 @@ use super::{
 };
 use crate::body;
 
-/// The largest denied body read from an HTTP authorization server.
+/// The largest denied body read from an HTTP authorization server; a longer one is truncated.
 const MAX_DENIED_BODY: usize = 1 << 20;
 
 /// The header an HTTP authorization server uses to name request headers to remove on allow.
 const HEADERS_TO_REMOVE: &str = "x-envoy-auth-headers-to-remove";
 
-/// Sends one authorization request and waits at most `timeout` for the whole answer.
+/// Sends one authorization request and waits at most `timeout` for the whole answer (a denial
+/// whose body is late is still a denial).
 pub async fn check(
     backend: &AuthzBackend,
     settings: &HttpSettings,
@@ -42,30 +44,68 @@ pub async fn check(
             };
         }
     };
-    let exchange = async {
-        let response = backend
-            .http_client()
-            .request(request)
-            .await
-            .map_err(|e| format!("http transport: {e}"))?;
-        let (parts, body) = response.into_parts();
-        let body = Limited::new(body, MAX_DENIED_BODY)
-            .collect()
-            .await
-            .map_err(|e| format!("http transport body: {e}"))?
-            .to_bytes();
-        Ok::<_, String>((parts, body))
+    let deadline = tokio::time::Instant::now() + timeout;
+    let head = match tokio::time::timeout_at(deadline, backend.http_client().request(request)).await
+    {
+        Err(_) => {
+            return Verdict::Error {
+                reason: format!("timeout after {}ms", timeout.as_millis()),
+                response: None,
+            };
+        }
+        Ok(Err(e)) => {
+            return Verdict::Error {
+                reason: format!("http transport: {e}"),
+                response: None,
+            };
+        }
+        Ok(Ok(response)) => response,
     };
-    match tokio::time::timeout(timeout, exchange).await {
-        Err(_) => Verdict::Error {
-            reason: format!("timeout after {}ms", timeout.as_millis()),
-            response: None,
-        },
-        Ok(Err(reason)) => Verdict::Error {
-            reason,
-            response: None,
-        },
-        Ok(Ok((parts, body))) => verdict(settings, parts.status, parts.headers, body),
+    // The status decides before any body is read: an allow or an error needs no body, and a
+    // deny must stay a deny whatever happens to its body (an error would let
+    // `failure_mode_allow` through).
+    let (parts, body) = head.into_parts();
+    let body = if parts.status == StatusCode::OK || parts.status.is_server_error() {
+        Bytes::new()
+    } else {
+        denied_body(body, deadline).await
+    };
+    verdict(settings, parts.status, parts.headers, body)
+}
+
+/// Reads a denial's body: the first [`MAX_DENIED_BODY`] bytes of a longer one, nothing when it
+/// fails or does not arrive before `deadline` (a cut-off body is not what the server meant).
+async fn denied_body(body: Incoming, deadline: tokio::time::Instant) -> Bytes {
+    let read = async {
+        let mut body = std::pin::pin!(body);
+        let mut out = BytesMut::new();
+        while let Some(frame) = body.frame().await {
+            let Ok(data) = frame?.into_data() else {
+                continue;
+            };
+            let room = MAX_DENIED_BODY - out.len();
+            if data.len() > room {
+                out.extend_from_slice(&data[..room]);
+                tracing::warn!(
+                    limit = MAX_DENIED_BODY,
+                    "ext_authz denial body over the limit; truncated"
+                );
+                break;
+            }
+            out.extend_from_slice(&data);
+        }
+        Ok::<_, hyper::Error>(out.freeze())
+    };
+    match tokio::time::timeout_at(deadline, read).await {
+        Ok(Ok(bytes)) => bytes,
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "ext_authz denial body failed; denying with an empty body");
+            Bytes::new()
+        }
+        Err(_) => {
+            tracing::warn!("ext_authz denial body timed out; denying with an empty body");
+            Bytes::new()
+        }
     }
 }
 
