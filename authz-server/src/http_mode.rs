@@ -21,6 +21,9 @@ use crate::metrics::Metrics;
 /// The largest body we read from a replayed request; a proxy forwarding more gets 413.
 pub const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
 
+/// Longest a client may take to send a request's headers, and then its body.
+pub const READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// The header through which HTTP mode asks the proxy to remove upstream request headers.
 const HEADERS_TO_REMOVE: &str = "x-envoy-auth-headers-to-remove";
 
@@ -34,20 +37,22 @@ pub async fn handle<A: Authorizer>(
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     let started = Instant::now();
     let (parts, body) = request.into_parts();
-    let body = match Limited::new(body, MAX_BODY_BYTES).collect().await {
-        Ok(collected) => collected.to_bytes(),
-        Err(error) if error.downcast_ref::<LengthLimitError>().is_some() => {
+    let reading = tokio::time::timeout(READ_TIMEOUT, Limited::new(body, MAX_BODY_BYTES).collect());
+    let body = match reading.await {
+        Ok(Ok(collected)) => collected.to_bytes(),
+        Ok(Err(error)) if error.downcast_ref::<LengthLimitError>().is_some() => {
             return Ok(plain(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "request body too large",
             ));
         }
-        Err(_) => {
+        Ok(Err(_)) => {
             return Ok(plain(
                 StatusCode::BAD_REQUEST,
                 "request body could not be read",
             ));
         }
+        Err(_) => return Ok(plain(StatusCode::REQUEST_TIMEOUT, "request body too slow")),
     };
     let mut view = neutral_request(&parts, &body, source, destination);
     if authorizer.needs_received() {

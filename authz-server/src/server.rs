@@ -10,7 +10,7 @@ use std::time::Duration;
 use extauthz_proto::envoy::service::auth::{v2 as auth_v2, v3 as auth_v3};
 use http::HeaderValue;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_stream::wrappers::TcpListenerStream;
@@ -324,7 +324,12 @@ async fn serve_http<A: Authorizer>(
                 destination,
             )
         });
-        let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+        let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+        // A client that never finishes its headers must not hold a connection forever.
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(http_mode::READ_TIMEOUT);
         let connection = builder.serve_connection(TokioIo::new(stream), service);
         let connection = connections.watch(connection.into_owned());
         tokio::spawn(async move {

@@ -170,59 +170,70 @@ impl DatabaseLookup {
                 self.count(query.database, "miss");
                 let (sender, receiver) = watch::channel(None);
                 in_flight.insert(key.clone(), receiver.clone());
-                tokio::spawn(self.clone().run(key, policy.clone(), sender));
+                tokio::spawn(self.clone().run(key.clone(), policy.clone(), sender));
                 receiver
             }
         };
-        match answer.wait_for(Option::is_some).await {
-            Ok(answer) => answer.clone().unwrap_or_else(|| Err(task_ended())),
-            Err(_) => Err(task_ended()),
+        // Each caller waits at most its own timeout and judges a failure by its own `on_error`:
+        // a fail-closed rule must not be handed a stale row because another rule started the
+        // query.
+        let result =
+            match tokio::time::timeout(policy.timeout, answer.wait_for(Option::is_some)).await {
+                Ok(Ok(answer)) => answer.clone().unwrap_or_else(|| Err(task_ended())),
+                Ok(Err(_)) => Err(task_ended()),
+                Err(_) => Err(LookupError::Timeout(policy.timeout)),
+            };
+        result.or_else(|error| self.stale_or(error, &key, policy))
+    }
+
+    /// The caller's fallback when the database failed: the cached answer if its policy serves
+    /// stale answers and this one is recent enough, else the error (which the engine turns into
+    /// the rule's deny).
+    fn stale_or(&self, error: LookupError, key: &CacheKey, policy: &LookupPolicy) -> Answer {
+        let now = Instant::now();
+        match (policy.on_error, self.shared.cache.get(key)) {
+            (OnLookupError::ServeStale { max_stale }, Some(cached))
+                if cached.age(now)
+                    <= cached
+                        .ttl(policy.cache_ttl, policy.negative_ttl)
+                        .saturating_add(max_stale) =>
+            {
+                tracing::warn!(
+                    database = %key.database,
+                    "serving a stale answer {:?} old",
+                    cached.age(now)
+                );
+                self.count(&key.database, "stale");
+                Ok(cached.answer)
+            }
+            _ => Err(error),
         }
     }
 
-    /// Runs one query for everyone waiting on `key`, caches the answer, applies `on_error`.
+    /// Runs one query for everyone waiting on `key` and caches a found answer; each waiter
+    /// applies its own `on_error` to a failure.
     async fn run(self, key: CacheKey, policy: LookupPolicy, sender: watch::Sender<Option<Answer>>) {
         let _done = InFlightGuard {
             shared: &self.shared,
             key: &key,
         };
-        let result = self.query(&key, &policy).await;
-        let now = Instant::now();
-        let answer = match result {
-            Ok(answer) => {
-                self.shared.cache.insert(
-                    key.clone(),
-                    Cached {
-                        answer: answer.clone(),
-                        stored: now,
-                    },
-                );
-                Ok(answer)
-            }
+        let answer = self.query(&key, &policy).await;
+        match &answer {
+            Ok(found) => self.shared.cache.insert(
+                key.clone(),
+                Cached {
+                    answer: found.clone(),
+                    stored: Instant::now(),
+                },
+            ),
             Err(error) => {
-                tracing::warn!(database = %key.database, "lookup failed: {error}");
+                // The kind only: a database's message can quote the bound values (credentials).
+                tracing::warn!(database = %key.database, "lookup failed: {}", error_kind(error));
                 if let Some(metrics) = self.shared.metrics.get() {
                     metrics.database_error(&key.database);
                 }
-                match (policy.on_error, self.shared.cache.get(&key)) {
-                    (OnLookupError::ServeStale { max_stale }, Some(cached))
-                        if cached.age(now)
-                            <= cached
-                                .ttl(policy.cache_ttl, policy.negative_ttl)
-                                .saturating_add(max_stale) =>
-                    {
-                        tracing::warn!(
-                            database = %key.database,
-                            "serving a stale answer {:?} old",
-                            cached.age(now)
-                        );
-                        self.count(&key.database, "stale");
-                        Ok(cached.answer)
-                    }
-                    _ => Err(error),
-                }
             }
-        };
+        }
         // Drop the in-flight entry before publishing, so a caller that arrives after the
         // answer starts a new query (or hits the cache) instead of reading a finished channel.
         drop(_done);
@@ -253,6 +264,14 @@ impl Lookup for DatabaseLookup {
 
 fn is_fresh(cached: &Cached, policy: &LookupPolicy, now: Instant) -> bool {
     cached.age(now) < cached.ttl(policy.cache_ttl, policy.negative_ttl)
+}
+
+fn error_kind(error: &LookupError) -> &'static str {
+    match error {
+        LookupError::UnknownDatabase(_) => "unknown database",
+        LookupError::Timeout(_) => "timed out",
+        LookupError::Failed(_) => "database error",
+    }
 }
 
 fn task_ended() -> LookupError {

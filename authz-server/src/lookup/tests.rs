@@ -325,3 +325,34 @@ async fn cache_results_and_database_errors_are_counted_in_metrics() {
     }
     let _ = std::fs::remove_file(path);
 }
+
+#[tokio::test]
+async fn coalesced_callers_each_apply_their_own_failure_policy() {
+    let (_path, url) = seeded().await;
+    let hook = DatabaseLookup::open([("main", url.as_str(), 1)]).await;
+    let stale_ok = policy(
+        50,
+        OnLookupError::ServeStale {
+            max_stale: Duration::from_secs(30),
+        },
+    );
+    let fail_closed = policy(50, OnLookupError::FailClosed);
+    ask(&hook, BY_HASH, "h1", &stale_ok)
+        .await
+        .expect("answers")
+        .expect("a row");
+    let lock = lock_out(&url).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // The same query from two rules at once: one query runs, but a fail-closed rule must not
+    // be handed the stale row the other rule accepts.
+    let (lenient, strict) = tokio::join!(
+        ask(&hook, BY_HASH, "h1", &stale_ok),
+        ask(&hook, BY_HASH, "h1", &fail_closed),
+    );
+    assert_eq!(
+        lenient.expect("stale answer").expect("a row")["user_id"],
+        "alice"
+    );
+    assert!(matches!(strict, Err(LookupError::Timeout(_))), "{strict:?}");
+    drop(lock);
+}
