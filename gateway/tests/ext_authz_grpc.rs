@@ -220,6 +220,52 @@ async fn ok_response_rewrites_the_query() {
 }
 
 #[tokio::test]
+async fn query_parameters_are_matched_percent_decoded() {
+    let authz = MockAuthz::always(ok(OkHttpResponse {
+        query_parameters_to_set: vec![QueryParameter {
+            key: "token".into(),
+            value: "new".into(),
+        }],
+        query_parameters_to_remove: vec!["api_key".into()],
+        ..OkHttpResponse::default()
+    }))
+    .await;
+    let gw = setup(&authz, "").await;
+    let resp = send(get(
+        gw,
+        "/openai/x?%61pi_key=secret&keep=1&%74oken=old&api%5fkey=2",
+        &[],
+    ))
+    .await;
+    assert_eq!(resp.status, StatusCode::OK);
+    assert_eq!(resp.json()["request"]["query"], "keep=1&token=new");
+}
+
+#[tokio::test]
+async fn an_unapplicable_query_rewrite_is_status_on_error_even_with_failure_mode_allow() {
+    // The value has a space: the rewritten path would not parse, so the credential removal
+    // cannot be made — the request must not go upstream unchanged.
+    let authz = MockAuthz::always(ok(OkHttpResponse {
+        query_parameters_to_set: vec![QueryParameter {
+            key: "x".into(),
+            value: "a b".into(),
+        }],
+        query_parameters_to_remove: vec!["api_key".into()],
+        ..OkHttpResponse::default()
+    }))
+    .await;
+    let gw = setup(
+        &authz,
+        "failure_mode_allow = true\nfailure_mode_allow_header_add = true\nstatus_on_error = 503",
+    )
+    .await;
+    let resp = send(get(gw, "/openai/x?api_key=secret", &[])).await;
+    assert_eq!(resp.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(resp.body.is_empty());
+    assert!(!resp.headers.contains_key("content-type"));
+}
+
+#[tokio::test]
 async fn response_headers_to_add_honour_append_action() {
     let authz = MockAuthz::always(ok(OkHttpResponse {
         response_headers_to_add: vec![

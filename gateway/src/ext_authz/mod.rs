@@ -6,7 +6,8 @@
 //! - [`mutation`] applies an allow to the request and response, or builds the denied response.
 //!
 //! [`ExtAuthz::check`] is the one place a verdict becomes "continue" or "respond", including the
-//! failure mode: an error is never an allow unless `failure_mode_allow` says so.
+//! failure mode: an error is never an allow unless `failure_mode_allow` says so, and an allow
+//! whose changes cannot be made is never an allow at all.
 
 pub mod check_request;
 pub mod grpc;
@@ -240,6 +241,13 @@ pub enum Verdict {
         /// The server's `error_response`, if it sent one.
         response: Option<Denied>,
     },
+    /// The server allowed with changes that cannot be made. Unlike [`Verdict::Error`] this never
+    /// lets the request through: forwarding it without the changes could skip one that mattered
+    /// (a credential removed from the query), so the client gets `status_on_error`.
+    Invalid {
+        /// Why, for the log.
+        reason: String,
+    },
 }
 
 /// What the proxy does after one policy.
@@ -277,6 +285,15 @@ impl ExtAuthz {
                 http::check(&self.backend, settings, &self.headers, &input, self.timeout).await
             }
         };
+        let verdict = match verdict {
+            Verdict::Allow(mut allowed) => match allowed.plan_query_rewrite(&input.parts.uri) {
+                Ok(()) => Verdict::Allow(allowed),
+                Err(e) => Verdict::Invalid {
+                    reason: e.to_string(),
+                },
+            },
+            other => other,
+        };
         self.resolve(verdict)
     }
 
@@ -291,6 +308,11 @@ impl ExtAuthz {
             Verdict::Error { reason, response } => Resolution::Error {
                 reason,
                 response: response.unwrap_or_default(),
+            },
+            // Not subject to `failure_mode_allow`: see [`Verdict::Invalid`].
+            Verdict::Invalid { reason } => Resolution::Error {
+                reason,
+                response: Denied::default(),
             },
         }
     }

@@ -2,6 +2,7 @@
 
 use ::http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use ::http::request::Parts;
+use ::http::uri::PathAndQuery;
 use ::http::{Response, StatusCode, Uri};
 use bytes::Bytes;
 
@@ -20,10 +21,13 @@ pub struct Allowed {
     pub headers_to_overwrite_if_exists: Vec<(HeaderName, HeaderValue)>,
     /// Request headers to remove (pseudo headers and `host` are refused when parsed).
     pub headers_to_remove: Vec<HeaderName>,
-    /// Query parameters to set (replacing every existing value of the key).
+    /// Query parameters to set (replacing every existing value of the key, compared decoded).
     pub query_to_set: Vec<(String, String)>,
-    /// Query parameter keys to remove.
+    /// Query parameter keys to remove (compared with each key percent-decoded).
     pub query_to_remove: Vec<String>,
+    /// The path and query the two lists above produce, worked out by
+    /// [`Allowed::plan_query_rewrite`] while the check can still fail.
+    pub rewritten_path: Option<PathAndQuery>,
     /// Headers for the response to the client.
     pub response_headers: Vec<(HeaderName, HeaderValue, AppendAction)>,
     /// The server's dynamic metadata as JSON, for the access log.
@@ -121,9 +125,27 @@ impl Allowed {
         for name in &self.headers_to_remove {
             headers.remove(name);
         }
-        if !self.query_to_set.is_empty() || !self.query_to_remove.is_empty() {
-            rewrite_query(&mut parts.uri, &self.query_to_set, &self.query_to_remove);
+        if let Some(path) = &self.rewritten_path {
+            let mut uri_parts = std::mem::take(&mut parts.uri).into_parts();
+            uri_parts.path_and_query = Some(path.clone());
+            // Only the path changes, and it parsed: the URI stays valid.
+            parts.uri = Uri::from_parts(uri_parts).unwrap_or_default();
         }
+    }
+
+    /// Works out the query rewrite against `uri` (the request as earlier policies left it), so
+    /// that one that cannot be applied fails the check instead of letting the request through
+    /// unchanged — a `query_parameters_to_remove` may be stripping a credential.
+    pub fn plan_query_rewrite(&mut self, uri: &Uri) -> Result<(), InvalidMutation> {
+        if self.query_to_set.is_empty() && self.query_to_remove.is_empty() {
+            return Ok(());
+        }
+        self.rewritten_path = Some(rewrite_query(
+            uri,
+            &self.query_to_set,
+            &self.query_to_remove,
+        )?);
+        Ok(())
     }
 
     /// Moves the response changes out, to apply once the upstream answers.
@@ -174,8 +196,31 @@ fn append_comma(headers: &mut HeaderMap, name: &HeaderName, value: &HeaderValue)
     }
 }
 
+/// A change an allow asks for that cannot be made to the request.
+#[derive(Debug, thiserror::Error)]
+pub enum InvalidMutation {
+    /// The query rewrite produced something that is not a valid path and query.
+    #[error("query rewrite produced an invalid path {path:?}: {reason}")]
+    QueryRewrite {
+        /// What the rewrite produced.
+        path: String,
+        /// Why it does not parse.
+        reason: String,
+    },
+}
+
+/// Whether the raw (percent-encoded) query key `raw` names `key`: equal as written or once
+/// decoded, so `%61pi_key` is `api_key`.
+fn key_is(raw: &str, key: &str) -> bool {
+    raw == key || percent_encoding::percent_decode_str(raw).eq(key.bytes())
+}
+
 /// Sets and removes query parameters, keeping the order and encoding of the others.
-fn rewrite_query(uri: &mut Uri, set: &[(String, String)], remove: &[String]) {
+fn rewrite_query(
+    uri: &Uri,
+    set: &[(String, String)],
+    remove: &[String],
+) -> Result<PathAndQuery, InvalidMutation> {
     let path_and_query = uri.path_and_query().map_or("/", |pq| pq.as_str());
     let (path, query) = path_and_query
         .split_once('?')
@@ -189,18 +234,18 @@ fn rewrite_query(uri: &mut Uri, set: &[(String, String)], remove: &[String]) {
         })
         .collect();
     for (key, value) in set {
-        if let Some(first) = params.iter().position(|(k, _)| k == key) {
-            params[first].1 = Some(value.clone());
+        if let Some(first) = params.iter().position(|(k, _)| key_is(k, key)) {
+            params[first] = (key.clone(), Some(value.clone()));
             let mut i = 0;
             params.retain(|(k, _)| {
                 i += 1;
-                i - 1 == first || k != key
+                i - 1 == first || !key_is(k, key)
             });
         } else {
             params.push((key.clone(), Some(value.clone())));
         }
     }
-    params.retain(|(k, _)| !remove.contains(k));
+    params.retain(|(k, _)| !remove.iter().any(|r| key_is(k, r)));
     let mut new = path.to_owned();
     for (i, (k, v)) in params.iter().enumerate() {
         new.push(if i == 0 { '?' } else { '&' });
@@ -210,12 +255,11 @@ fn rewrite_query(uri: &mut Uri, set: &[(String, String)], remove: &[String]) {
             new.push_str(v);
         }
     }
-    let mut uri_parts = std::mem::take(uri).into_parts();
-    match new.parse() {
-        Ok(pq) => uri_parts.path_and_query = Some(pq),
-        Err(e) => tracing::warn!(%e, "ext_authz query rewrite produced an invalid path; ignored"),
-    }
-    *uri = Uri::from_parts(uri_parts).unwrap_or_default();
+    new.parse()
+        .map_err(|e: ::http::uri::InvalidUri| InvalidMutation::QueryRewrite {
+            reason: e.to_string(),
+            path: new,
+        })
 }
 
 #[cfg(test)]
@@ -229,13 +273,44 @@ mod tests {
     #[test]
     fn query_set_replaces_every_value_and_remove_drops() {
         let mut p = parts("/a?x=1&y=2&x=3&z");
-        let allowed = Allowed {
+        let mut allowed = Allowed {
             query_to_set: vec![("x".into(), "9".into()), ("new".into(), "v".into())],
             query_to_remove: vec!["y".into()],
             ..Allowed::default()
         };
+        allowed.plan_query_rewrite(&p.uri).unwrap();
         allowed.apply_to_request(&mut p);
         assert_eq!(p.uri.to_string(), "/a?x=9&z&new=v");
+    }
+
+    #[test]
+    fn query_keys_are_compared_decoded() {
+        let mut p = parts("/a?%61pi_key=secret&keep=1&%74oken=old&api%5Fkey=2");
+        let mut allowed = Allowed {
+            query_to_set: vec![("token".into(), "new".into())],
+            query_to_remove: vec!["api_key".into()],
+            ..Allowed::default()
+        };
+        allowed.plan_query_rewrite(&p.uri).unwrap();
+        allowed.apply_to_request(&mut p);
+        assert_eq!(p.uri.to_string(), "/a?keep=1&token=new");
+    }
+
+    #[test]
+    fn an_unparsable_query_rewrite_is_an_error() {
+        let p = parts("/a?api_key=secret");
+        let mut allowed = Allowed {
+            query_to_set: vec![("x".into(), "a b".into())],
+            query_to_remove: vec!["api_key".into()],
+            ..Allowed::default()
+        };
+        let err = allowed.plan_query_rewrite(&p.uri).unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("query rewrite produced an invalid path \"/a?x=a b\""),
+            "{err}"
+        );
+        assert!(allowed.rewritten_path.is_none());
     }
 
     #[test]
