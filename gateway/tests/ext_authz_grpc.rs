@@ -195,6 +195,72 @@ async fn ok_response_appends_overwrites_and_removes_request_headers() {
 }
 
 #[tokio::test]
+async fn pseudo_header_mutations_are_ignored_and_the_rest_applied() {
+    let authz = MockAuthz::always(ok(OkHttpResponse {
+        headers: vec![
+            header(":path", "/admin", Some(false)),
+            header(":authority", "evil.example", None),
+            header("x-user", "alice", Some(false)),
+        ],
+        headers_to_remove: vec!["authorization".into(), ":method".into(), "host".into()],
+        response_headers_to_add: vec![header(":status", "500", None), header("x-note", "ok", None)],
+        ..OkHttpResponse::default()
+    }))
+    .await;
+    let gw = setup(
+        &authz,
+        "failure_mode_allow = true\nfailure_mode_allow_header_add = true",
+    )
+    .await;
+    let resp = send(get(gw, "/openai", &[("authorization", "Bearer secret")])).await;
+    assert_eq!(resp.status, StatusCode::OK);
+    assert_eq!(resp.json()["request"]["path"], "/openai");
+    assert_eq!(resp.json()["request"]["method"], "GET");
+    assert_eq!(resp.backend_saw("x-user").as_deref(), Some("alice"));
+    assert_eq!(resp.backend_saw("authorization"), None);
+    assert_eq!(resp.backend_saw("host"), Some(gw.to_string()));
+    assert_eq!(resp.backend_saw("x-envoy-auth-failure-mode-allowed"), None);
+    assert_eq!(resp.headers["x-note"], "ok");
+}
+
+#[tokio::test]
+async fn an_invalid_mutation_in_an_ok_response_is_status_on_error_even_with_failure_mode_allow() {
+    let invalid = [
+        OkHttpResponse {
+            headers: vec![header("bad name", "v", None)],
+            ..OkHttpResponse::default()
+        },
+        OkHttpResponse {
+            headers: vec![header("x-user", "a\nb", None)],
+            ..OkHttpResponse::default()
+        },
+        OkHttpResponse {
+            headers: vec![extauthz_proto::v3::HeaderValueOption::default()],
+            ..OkHttpResponse::default()
+        },
+        OkHttpResponse {
+            headers_to_remove: vec!["bad name".into()],
+            ..OkHttpResponse::default()
+        },
+        OkHttpResponse {
+            response_headers_to_add: vec![header("x-note", "a\0b", None)],
+            ..OkHttpResponse::default()
+        },
+    ];
+    for (i, answer) in invalid.into_iter().enumerate() {
+        let authz = MockAuthz::always(ok(OkHttpResponse {
+            headers_to_remove: [answer.headers_to_remove, vec!["authorization".into()]].concat(),
+            ..answer
+        }))
+        .await;
+        let gw = setup(&authz, "failure_mode_allow = true\nstatus_on_error = 503").await;
+        let resp = send(get(gw, "/openai", &[("authorization", "Bearer secret")])).await;
+        assert_eq!(resp.status, StatusCode::SERVICE_UNAVAILABLE, "case {i}");
+        assert!(resp.body.is_empty(), "case {i}");
+    }
+}
+
+#[tokio::test]
 async fn ok_response_rewrites_the_query() {
     let authz = MockAuthz::always(ok(OkHttpResponse {
         query_parameters_to_set: vec![

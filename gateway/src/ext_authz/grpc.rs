@@ -51,10 +51,10 @@ pub fn verdict(response: CheckResponse) -> Verdict {
                 allowed.dynamic_metadata = metadata;
                 Verdict::Allow(allowed)
             }
-            Err(reason) => Verdict::Error {
-                reason,
-                response: None,
-            },
+            // Not an error: `failure_mode_allow` would forward the request with none of the
+            // changes (a header removal lost). Envoy's `validate_mutations` also answers
+            // `status_on_error` here.
+            Err(reason) => Verdict::Invalid { reason },
         },
         (0, _) => Verdict::Allow(Allowed {
             dynamic_metadata: metadata,
@@ -85,11 +85,10 @@ fn allowed(ok: OkHttpResponse) -> Result<Allowed, String> {
         query_parameters_to_remove,
     } = ok;
     let mut out = Allowed::default();
-    for option in headers {
+    // Pseudo headers are skipped before parsing (`HeaderName` cannot hold them): Envoy ignores
+    // them in every mutation list rather than rejecting the answer.
+    for option in headers.into_iter().filter(|o| !names_pseudo_header(o)) {
         let (name, value, how) = header_option(option)?;
-        if name.as_str().starts_with(':') {
-            continue;
-        }
         // Request headers follow the deprecated `append` flag when it is present (true: comma-
         // append; false: overwrite) and overwrite when it is absent, as DESIGN §3 documents;
         // a non-default `append_action` is honoured when `append` is absent.
@@ -113,7 +112,10 @@ fn allowed(ok: OkHttpResponse) -> Result<Allowed, String> {
             .map_err(|_| format!("invalid header name to remove: {name:?}"))?;
         out.headers_to_remove.push(name);
     }
-    for option in response_headers_to_add {
+    for option in response_headers_to_add
+        .into_iter()
+        .filter(|o| !names_pseudo_header(o))
+    {
         let (name, value, how) = header_option(option)?;
         let action = match how {
             HowToApply::Append(true) => AppendAction::AppendIfExistsOrAdd,
@@ -168,6 +170,13 @@ fn denied_response(denied: DeniedHttpResponse) -> Denied {
         headers,
         body: Bytes::from(body),
     }
+}
+
+fn names_pseudo_header(option: &HeaderValueOption) -> bool {
+    option
+        .header
+        .as_ref()
+        .is_some_and(|h| h.key.starts_with(':'))
 }
 
 enum HowToApply {
