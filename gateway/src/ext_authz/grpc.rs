@@ -43,7 +43,18 @@ pub fn verdict(response: CheckResponse) -> Verdict {
         dynamic_metadata,
         http_response,
     } = response;
-    let code = status.as_ref().map_or(0, |s| s.code);
+    // A missing status counts as OK: Envoy reads `response.status().code()`, and protobuf gives
+    // an absent message its defaults (code 0). We match it for compatibility, but warn (once per
+    // such response) since a server that forgets the field allows everything it answers.
+    let code = match &status {
+        Some(status) => status.code,
+        None => {
+            tracing::warn!(
+                "ext_authz CheckResponse without a status; treated as OK, as Envoy does"
+            );
+            0
+        }
+    };
     let metadata = dynamic_metadata.as_ref().map(struct_to_json);
     match (code, http_response) {
         (0, Some(HttpResponse::OkResponse(ok))) => match allowed(ok) {
@@ -240,4 +251,82 @@ fn struct_to_json(s: &prost_types::Struct) -> String {
             .into()
     }
     object(s).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use extauthz_proto::RpcStatus;
+
+    use super::*;
+
+    /// The log lines written while `f` runs, at warn level and above.
+    fn warnings<T>(f: impl FnOnce() -> T) -> (T, Vec<String>) {
+        #[derive(Clone, Default)]
+        struct Sink(Arc<Mutex<Vec<u8>>>);
+        impl std::io::Write for Sink {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(buf);
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let sink = Sink::default();
+        let writer = sink.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_max_level(tracing::Level::WARN)
+            .with_ansi(false)
+            .finish();
+        let out = tracing::subscriber::with_default(subscriber, f);
+        let text = String::from_utf8(sink.0.lock().unwrap().clone()).unwrap();
+        (out, text.lines().map(str::to_owned).collect())
+    }
+
+    #[test]
+    fn a_missing_status_is_ok_with_one_warning() {
+        let ok = OkHttpResponse {
+            headers: vec![
+                HeaderValueOption {
+                    header: Some(extauthz_proto::v3::HeaderValue {
+                        key: "x-a".into(),
+                        value: "1".into(),
+                        raw_value: Vec::new(),
+                    }),
+                    ..HeaderValueOption::default()
+                };
+                2
+            ],
+            ..OkHttpResponse::default()
+        };
+        let (v, logged) = warnings(|| {
+            verdict(CheckResponse {
+                status: None,
+                http_response: Some(HttpResponse::OkResponse(ok)),
+                ..CheckResponse::default()
+            })
+        });
+        assert!(matches!(v, Verdict::Allow(_)), "{v:?}");
+        assert_eq!(logged.len(), 1, "{logged:?}");
+        assert!(
+            logged[0].contains("ext_authz CheckResponse without a status; treated as OK"),
+            "{logged:?}"
+        );
+
+        let (v, logged) = warnings(|| verdict(CheckResponse::default()));
+        assert!(matches!(v, Verdict::Allow(_)), "{v:?}");
+        assert_eq!(logged.len(), 1, "{logged:?}");
+
+        let (v, logged) = warnings(|| {
+            verdict(CheckResponse {
+                status: Some(RpcStatus::default()),
+                ..CheckResponse::default()
+            })
+        });
+        assert!(matches!(v, Verdict::Allow(_)), "{v:?}");
+        assert!(logged.is_empty(), "{logged:?}");
+    }
 }
