@@ -158,13 +158,15 @@ async fn handle(
         state.authz.policy = policy.policy.clone();
         let check_body = match policy.with_request_body {
             None => None,
-            Some(settings) => match read_body_for_check(&mut body, &parts, settings).await {
-                Ok(b) => Some(b),
-                Err(resp) => {
-                    state.authz.outcome = "body_rejected";
-                    return resp;
+            Some(settings) => {
+                match read_body_for_check(&mut body, &parts, settings, policy.timeout).await {
+                    Ok(b) => Some(b),
+                    Err(resp) => {
+                        state.authz.outcome = "body_rejected";
+                        return resp;
+                    }
                 }
-            },
+            }
         };
         let mut context_extensions = policy.context_extensions.clone();
         context_extensions.extend(route.context_extensions.clone());
@@ -271,10 +273,16 @@ async fn handle(
 
 /// Buffers what a policy's `with_request_body` asks for; 413 when the body is over the limit
 /// and partial messages are not allowed (decided before any check is sent).
+///
+/// A client that stalls cannot hold the request here for longer than the policy's `timeout`:
+/// then the bytes so far go in the check, marked partial, when partial messages are allowed;
+/// otherwise the client gets 408, as Envoy's connection manager answers a request whose body
+/// does not arrive in time (its ext_authz filter has no timer of its own while buffering).
 async fn read_body_for_check(
     body: &mut BufferedBody,
     parts: &Parts,
     settings: crate::ext_authz::WithRequestBody,
+    timeout: Duration,
 ) -> Result<CheckBody, Response<ProxyBody>> {
     let max = settings.max_request_bytes;
     let declared = parts
@@ -291,12 +299,30 @@ async fn read_body_for_check(
     } else {
         max + 1
     };
-    if let Err(e) = body.fill_to(want).await {
-        tracing::debug!(error = %e, "client body failed while buffering for ext_authz");
-        return Err(local_reply(
-            StatusCode::BAD_REQUEST,
-            "request body read error",
-        ));
+    // `fill_to` keeps every frame it finished reading, so stopping it at the deadline loses
+    // nothing: the rest still streams upstream after an allow.
+    match tokio::time::timeout(timeout, body.fill_to(want)).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => {
+            tracing::debug!(error = %e, "client body failed while buffering for ext_authz");
+            return Err(local_reply(
+                StatusCode::BAD_REQUEST,
+                "request body read error",
+            ));
+        }
+        Err(_) if settings.allow_partial_message => {
+            tracing::debug!(
+                buffered = body.len(),
+                "client body slow while buffering for ext_authz; checking the partial body"
+            );
+        }
+        Err(_) => {
+            tracing::debug!(
+                buffered = body.len(),
+                "client body slow while buffering for ext_authz"
+            );
+            return Err(local_reply(StatusCode::REQUEST_TIMEOUT, "request timeout"));
+        }
     }
     let partial = !body.is_complete() || body.len() > max;
     if partial && !settings.allow_partial_message {

@@ -641,6 +641,45 @@ async fn a_long_chunked_body_without_partial_gets_413() {
     assert_eq!(authz.count(), 0);
 }
 
+/// A POST announcing a 100-byte body of which only `hello` arrives; the connection stays open.
+const STALLED_POST: &str = "POST /openai HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nhello";
+
+#[tokio::test]
+async fn a_stalled_body_gets_408_within_the_policy_timeout_and_no_check() {
+    let authz = MockAuthz::always(allow_all()).await;
+    let gw = setup(
+        &authz,
+        "timeout = \"200ms\"\nfailure_mode_allow = true\nwith_request_body = { max_request_bytes = 1024 }",
+    )
+    .await;
+    let began = Instant::now();
+    let (status, text) = raw_exchange(gw, STALLED_POST).await;
+    let took = began.elapsed();
+    assert_eq!(status, 408, "{text}");
+    assert!(text.ends_with("\r\n\r\nrequest timeout"), "{text}");
+    assert!(took >= Duration::from_millis(200), "{took:?}");
+    assert!(took < Duration::from_secs(2), "{took:?}");
+    assert_eq!(authz.count(), 0);
+}
+
+#[tokio::test]
+async fn a_stalled_body_is_checked_partial_when_allowed() {
+    let authz = MockAuthz::always(deny(7, 403, vec![], "seen")).await;
+    let gw = setup(
+        &authz,
+        "timeout = \"200ms\"\nwith_request_body = { max_request_bytes = 1024, allow_partial_message = true }",
+    )
+    .await;
+    let began = Instant::now();
+    let (status, text) = raw_exchange(gw, STALLED_POST).await;
+    assert_eq!(status, 403, "{text}");
+    assert!(text.ends_with("\r\n\r\nseen"), "{text}");
+    assert!(began.elapsed() < Duration::from_secs(2));
+    let http = authz.last_http();
+    assert_eq!(http.body, "hello");
+    assert_eq!(http.headers["x-envoy-auth-partial-body"], "true");
+}
+
 #[tokio::test]
 async fn pack_as_bytes_sends_raw_body() {
     let authz = MockAuthz::always(allow_all()).await;
