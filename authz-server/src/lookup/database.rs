@@ -101,73 +101,42 @@ impl Database {
         params: &[String],
     ) -> Result<Option<Row>, DatabaseError> {
         match self {
-            Self::Sqlite(pool) => {
-                let mut query = sqlx::query(sql);
-                for param in params {
-                    query = query.bind(param.as_str());
-                }
-                query
-                    .fetch_optional(pool)
-                    .await?
-                    .map(|row| sqlite_row(&row))
-                    .transpose()
-            }
-            Self::Postgres(pool) => {
-                let mut query = sqlx::query(sql);
-                for param in params {
-                    query = query.bind(param.as_str());
-                }
-                query
-                    .fetch_optional(pool)
-                    .await?
-                    .map(|row| pg_row(&row))
-                    .transpose()
-            }
+            Self::Sqlite(pool) => bound(sql, params)
+                .fetch_optional(pool)
+                .await?
+                .map(|row| sqlite_row(&row))
+                .transpose(),
+            Self::Postgres(pool) => bound(sql, params)
+                .fetch_optional(pool)
+                .await?
+                .map(|row| pg_row(&row))
+                .transpose(),
         }
     }
 
     /// Every row of `sql` (for the `keys` CLI, which lists a table).
     pub async fn rows(&self, sql: &str, params: &[String]) -> Result<Vec<Row>, DatabaseError> {
         match self {
-            Self::Sqlite(pool) => {
-                let mut query = sqlx::query(sql);
-                for param in params {
-                    query = query.bind(param.as_str());
-                }
-                query
-                    .fetch_all(pool)
-                    .await?
-                    .iter()
-                    .map(sqlite_row)
-                    .collect()
-            }
-            Self::Postgres(pool) => {
-                let mut query = sqlx::query(sql);
-                for param in params {
-                    query = query.bind(param.as_str());
-                }
-                query.fetch_all(pool).await?.iter().map(pg_row).collect()
-            }
+            Self::Sqlite(pool) => bound(sql, params)
+                .fetch_all(pool)
+                .await?
+                .iter()
+                .map(sqlite_row)
+                .collect(),
+            Self::Postgres(pool) => bound(sql, params)
+                .fetch_all(pool)
+                .await?
+                .iter()
+                .map(pg_row)
+                .collect(),
         }
     }
 
     /// Runs a statement; returns the number of rows it changed.
     pub async fn execute(&self, sql: &str, params: &[String]) -> Result<u64, DatabaseError> {
         match self {
-            Self::Sqlite(pool) => {
-                let mut query = sqlx::query(sql);
-                for param in params {
-                    query = query.bind(param.as_str());
-                }
-                Ok(query.execute(pool).await?.rows_affected())
-            }
-            Self::Postgres(pool) => {
-                let mut query = sqlx::query(sql);
-                for param in params {
-                    query = query.bind(param.as_str());
-                }
-                Ok(query.execute(pool).await?.rows_affected())
-            }
+            Self::Sqlite(pool) => Ok(bound(sql, params).execute(pool).await?.rows_affected()),
+            Self::Postgres(pool) => Ok(bound(sql, params).execute(pool).await?.rows_affected()),
         }
     }
 
@@ -253,4 +222,18 @@ fn unsupported(column: &str, type_name: &str) -> DatabaseError {
         column: column.to_owned(),
         type_name: type_name.to_owned(),
     }
+}
+
+/// `sql` with `params` bound as text to `$1`, `$2`, ...: values travel beside the SQL, never in it.
+fn bound<'q, DB>(
+    sql: &'q str,
+    params: &'q [String],
+) -> sqlx::query::Query<'q, DB, <DB as sqlx::Database>::Arguments<'q>>
+where
+    DB: sqlx::Database,
+    &'q str: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+{
+    params
+        .iter()
+        .fold(sqlx::query(sql), |query, param| query.bind(param.as_str()))
 }
