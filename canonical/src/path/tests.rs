@@ -1,0 +1,201 @@
+use proptest::prelude::*;
+
+use super::*;
+
+fn canon(raw: &str) -> Result<String, PathError> {
+    canonical_path(raw, &PathOptions::default())
+}
+
+fn with(
+    raw: &str,
+    merge_slashes: bool,
+    escaped_slashes: EscapedSlashes,
+) -> Result<String, PathError> {
+    canonical_path(
+        raw,
+        &PathOptions {
+            merge_slashes,
+            escaped_slashes,
+        },
+    )
+}
+
+#[test]
+fn dot_segments_resolve_and_never_climb_above_the_root() {
+    assert_eq!(canon("/public/../admin/x").unwrap(), "/admin/x");
+    assert_eq!(canon("/./admin/x").unwrap(), "/admin/x");
+    assert_eq!(canon("/../../admin").unwrap(), "/admin");
+    assert_eq!(canon("/a/b/..").unwrap(), "/a/");
+    assert_eq!(canon("/a/.").unwrap(), "/a/");
+    assert_eq!(canon("/..").unwrap(), "/");
+    assert_eq!(canon("/").unwrap(), "/");
+    assert_eq!(canon("/a/..b/c.").unwrap(), "/a/..b/c.");
+}
+
+#[test]
+fn slashes_merge_unless_told_not_to() {
+    assert_eq!(canon("//admin/x").unwrap(), "/admin/x");
+    assert_eq!(canon("/admin//x///").unwrap(), "/admin/x/");
+    assert_eq!(
+        with("/admin//x", false, EscapedSlashes::Reject).unwrap(),
+        "/admin//x"
+    );
+    assert_eq!(
+        with("/a//..", false, EscapedSlashes::Reject).unwrap(),
+        "/a/"
+    );
+}
+
+#[test]
+fn unreserved_escapes_decode_and_the_rest_upper_case() {
+    assert_eq!(canon("/%61dmin/x").unwrap(), "/admin/x");
+    assert_eq!(canon("/%7Euser/%2d%5f").unwrap(), "/~user/-_");
+    assert_eq!(canon("/a%3bb%3D").unwrap(), "/a%3Bb%3D");
+    assert_eq!(canon("/100%25").unwrap(), "/100%25");
+    assert_eq!(canon("/a b\"<>").unwrap(), "/a%20b%22%3C%3E");
+    assert_eq!(canon("/caf\u{e9}").unwrap(), "/caf%C3%A9");
+    assert_eq!(canon("/a;b=c:d@e!$&'()*+,").unwrap(), "/a;b=c:d@e!$&'()*+,");
+}
+
+#[test]
+fn encoded_dots_are_dots() {
+    assert_eq!(canon("/public/%2e%2e/admin/x").unwrap(), "/admin/x");
+    assert_eq!(canon("/public/%2E./admin/").unwrap(), "/admin/");
+    assert_eq!(canon("/public/.%2E/admin/").unwrap(), "/admin/");
+    assert_eq!(canon("/%2e/admin").unwrap(), "/admin");
+}
+
+#[test]
+fn escaped_slashes_follow_the_policy() {
+    for raw in ["/admin%2Fx", "/admin%2fx", "/admin%5Cx", "/admin\\x"] {
+        assert_eq!(canon(raw), Err(PathError::EscapedSlash), "{raw}");
+    }
+    assert_eq!(
+        with("/admin%2fx", true, EscapedSlashes::Keep).unwrap(),
+        "/admin%2Fx"
+    );
+    assert_eq!(
+        with("/admin\\x", true, EscapedSlashes::Keep).unwrap(),
+        "/admin%5Cx"
+    );
+    assert_eq!(
+        with("/admin%2Fx", true, EscapedSlashes::Unescape).unwrap(),
+        "/admin/x"
+    );
+    assert_eq!(
+        with("/admin%5c%5cx", true, EscapedSlashes::Unescape).unwrap(),
+        "/admin/x"
+    );
+    assert_eq!(
+        with("/public%2F..%2Fadmin", true, EscapedSlashes::Unescape).unwrap(),
+        "/admin"
+    );
+    // Kept escapes are data: they neither separate segments nor make dot segments.
+    assert_eq!(
+        with("/public%2F..%2Fadmin", true, EscapedSlashes::Keep).unwrap(),
+        "/public%2F..%2Fadmin"
+    );
+}
+
+#[test]
+fn what_has_no_canonical_form() {
+    assert_eq!(canon(""), Err(PathError::NotOriginForm));
+    assert_eq!(canon("admin"), Err(PathError::NotOriginForm));
+    assert_eq!(canon("*"), Err(PathError::NotOriginForm));
+    assert_eq!(canon("http://a/b"), Err(PathError::NotOriginForm));
+    assert_eq!(canon("/a%zz"), Err(PathError::InvalidPercentEncoding));
+    assert_eq!(canon("/a%2"), Err(PathError::InvalidPercentEncoding));
+    assert_eq!(canon("/a%"), Err(PathError::InvalidPercentEncoding));
+    assert_eq!(canon("/a%00b"), Err(PathError::ControlCharacter));
+    assert_eq!(canon("/a\nb"), Err(PathError::ControlCharacter));
+    assert_eq!(canon("/a\u{7f}"), Err(PathError::ControlCharacter));
+    assert_eq!(canon("/admin/x#frag"), Err(PathError::Fragment));
+    assert_eq!(canon("/a?b"), Err(PathError::QueryInPath));
+}
+
+#[test]
+fn targets_split_at_the_first_question_mark() {
+    assert_eq!(split_target("/a?b=1?c").unwrap(), ("/a", Some("b=1?c")));
+    assert_eq!(split_target("/a").unwrap(), ("/a", None));
+    assert_eq!(split_target("/a?").unwrap(), ("/a", Some("")));
+    assert_eq!(split_target("/a?x#f"), Err(PathError::Fragment));
+    assert_eq!(split_target("/a?x\r\n"), Err(PathError::ControlCharacter));
+}
+
+/// Paths built from the pieces that matter: separators, dots, escapes of each kind, letters.
+fn tricky_path() -> impl Strategy<Value = String> {
+    let piece = prop_oneof![
+        Just("/"),
+        Just("."),
+        Just(".."),
+        Just("%2e"),
+        Just("%2E"),
+        Just("%2f"),
+        Just("%5C"),
+        Just("\\"),
+        Just("%61"),
+        Just("%3b"),
+        Just("%25"),
+        Just("%"),
+        Just("a"),
+        Just("admin"),
+        Just("~"),
+        Just(" "),
+        Just("é"),
+        Just(";"),
+    ];
+    proptest::collection::vec(piece, 0..24).prop_map(|pieces| format!("/{}", pieces.concat()))
+}
+
+fn any_options() -> impl Strategy<Value = PathOptions> {
+    (
+        any::<bool>(),
+        prop_oneof![
+            Just(EscapedSlashes::Keep),
+            Just(EscapedSlashes::Reject),
+            Just(EscapedSlashes::Unescape)
+        ],
+    )
+        .prop_map(|(merge_slashes, escaped_slashes)| PathOptions {
+            merge_slashes,
+            escaped_slashes,
+        })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2000))]
+
+    #[test]
+    fn canonicalisation_is_idempotent(raw in tricky_path(), options in any_options()) {
+        if let Ok(once) = canonical_path(&raw, &options) {
+            prop_assert_eq!(canonical_path(&once, &options), Ok(once.clone()));
+        }
+    }
+
+    #[test]
+    fn the_result_never_leaves_the_root(raw in tricky_path(), options in any_options()) {
+        if let Ok(path) = canonical_path(&raw, &options) {
+            prop_assert!(path.starts_with('/'));
+            for segment in path.split('/') {
+                prop_assert!(segment != "." && segment != "..", "{} has a dot segment", path);
+            }
+            if options.merge_slashes {
+                prop_assert!(!path.contains("//"), "{} has `//`", path);
+            }
+            // Nothing a decoding backend would read as a separator or a dot is left hidden,
+            // except escapes the operator chose to keep.
+            let upper = path.to_ascii_uppercase();
+            prop_assert!(!upper.contains("%2E"), "{} keeps an encoded dot", path);
+            if options.escaped_slashes != EscapedSlashes::Keep {
+                prop_assert!(!upper.contains("%2F") && !upper.contains("%5C") && !path.contains('\\'));
+            }
+        }
+    }
+
+    #[test]
+    fn arbitrary_input_never_panics(raw in "\\PC*", options in any_options()) {
+        let _ = canonical_path(&raw, &options);
+        let _ = split_target(&raw);
+        let _ = crate::canonical_host(&raw, "http", &crate::HostOptions::default());
+    }
+}
