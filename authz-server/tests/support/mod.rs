@@ -14,9 +14,14 @@ pub fn postgres_url(test: &str) -> Option<String> {
     match std::env::var("AUTHZ_TEST_POSTGRES_URL") {
         Ok(url) if !url.is_empty() => Some(url),
         _ => {
-            println!(
+            let why = format!(
                 "SKIPPED {test}: AUTHZ_TEST_POSTGRES_URL is unset (scripts/test starts a throwaway PostgreSQL and sets it)"
             );
+            assert!(
+                std::env::var_os("AUTHZ_TEST_STRICT").is_none(),
+                "{why} — under AUTHZ_TEST_STRICT=1 (set by scripts/test) a skipped suite fails"
+            );
+            println!("{why}");
             None
         }
     }
