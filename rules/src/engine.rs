@@ -10,6 +10,7 @@ use crate::hooks::{Hooks, LookupError, LookupQuery};
 use crate::identity::Identity;
 use crate::lookup::{DatabaseSpec, LookupSpec};
 use crate::matcher::Condition;
+use crate::prepare::{RequestOptions, Unusable, prepare};
 use crate::request::Request;
 use crate::template::Scope;
 
@@ -40,6 +41,7 @@ pub struct RuleSet {
     default: Action,
     needs_received: bool,
     databases: Vec<DatabaseSpec>,
+    options: RequestOptions,
 }
 
 /// The name `{{rule.name}}` renders and the trace shows when no rule matched.
@@ -58,7 +60,20 @@ impl RuleSet {
             default,
             needs_received,
             databases,
+            options: RequestOptions::default(),
         }
+    }
+
+    /// This rule set reading requests with `options` (how paths are made canonical, HTTP mode's
+    /// path prefix and trusted proxies) instead of the safe defaults.
+    pub fn with_request_options(mut self, options: RequestOptions) -> Self {
+        self.options = options;
+        self
+    }
+
+    /// How this rule set reads requests.
+    pub fn request_options(&self) -> &RequestOptions {
+        &self.options
     }
 
     /// Decides one request with no hooks: [`RuleSet::evaluate`] with [`Hooks::default`], run to
@@ -112,7 +127,19 @@ impl RuleSet {
     }
 
     /// Decides one request, calling `hooks` for rules that need them. This is the only place
-    /// precedence lives. Rules are tried in file order; for each:
+    /// precedence lives.
+    ///
+    /// 0. The request is made canonical once, before any rule sees it (see [`RequestOptions`]):
+    ///    over HTTP mode the configured `path_prefix` is removed and the client address is taken
+    ///    from `x-forwarded-for` when the peer is a trusted proxy; the path (query excluded) and
+    ///    the host get their canonical spelling. A request that has none — invalid
+    ///    percent-encoding, a control character, a fragment, an escaped slash under `reject`, a
+    ///    path not in origin form, an invalid host, a missing `path_prefix` — is **decided
+    ///    here** and no rule is tried: by the `[default]` deny, or, when the default allows, by a
+    ///    fixed `400` / `INVALID_ARGUMENT` deny, since a request nobody can read must not be let
+    ///    through by an open default. The trace says why.
+    ///
+    /// Then rules are tried in file order, against the canonical request; for each:
     ///
     /// 1. its request-level `when` must hold, else the next rule is tried;
     /// 2. its `credential`, if any, is read and verified; missing or invalid **decides**: the
@@ -131,8 +158,13 @@ impl RuleSet {
     /// Conditions either hold or not (something missing makes a value condition fail), and every
     /// failure of a credential, a key source or a database is a deny: no error path leads to an
     /// allow. Traces name conditions and reasons, never credential values.
-    pub async fn evaluate(&self, request: &Request, hooks: &Hooks) -> Evaluation {
+    pub async fn evaluate(&self, raw: &Request, hooks: &Hooks) -> Evaluation {
         let mut trace = Vec::with_capacity(self.rules.len().min(64) + 1);
+        let request = match prepare(raw, &self.options) {
+            Ok(request) => request,
+            Err(unusable) => return self.refuse(raw, &unusable, trace),
+        };
+        let request = request.as_ref();
         let mut shadow = Vec::new();
         for rule in &self.rules {
             let Some(decision) = try_rule(rule, request, hooks, &mut trace).await else {
@@ -172,6 +204,63 @@ impl RuleSet {
             trace,
             shadow,
         }
+    }
+
+    /// Step 0 of [`RuleSet::evaluate`] failed: the default's deny, or a fixed 400 when the
+    /// default would allow.
+    fn refuse(&self, raw: &Request, unusable: &Unusable, mut trace: Vec<String>) -> Evaluation {
+        trace.push(format!("request: {unusable}; no rule is tried"));
+        let decision = match &self.default {
+            Action::Deny(_) => {
+                let scope = Scope {
+                    request: raw,
+                    rule: DEFAULT_NAME,
+                    identity: None,
+                };
+                self.default.render(&scope)
+            }
+            Action::Allow(_) => Decision::Deny(Deny {
+                http_status: 400,
+                grpc_code: 3,
+                headers: Vec::new(),
+                body: String::new(),
+                dynamic_metadata: Default::default(),
+            }),
+        };
+        trace.push(format!("{DEFAULT_NAME}: {}", decision.outcome()));
+        Evaluation {
+            decision,
+            rule: None,
+            trace,
+            shadow: Vec::new(),
+        }
+    }
+
+    /// Names of the rules whose conditions look at `source_ip`, for the server to warn when the
+    /// source address may be a proxy's.
+    pub fn source_ip_rules(&self) -> Vec<&str> {
+        self.rules
+            .iter()
+            .filter(|rule| {
+                rule.when.uses_source_ip()
+                    || rule.require.as_ref().is_some_and(Condition::uses_source_ip)
+            })
+            .map(|rule| rule.name.as_str())
+            .collect()
+    }
+
+    /// The 1-based path segments some lookup binds as a parameter (sorted, each once): they may
+    /// be credentials, so logs must not show them.
+    pub fn secret_path_segments(&self) -> Vec<usize> {
+        let mut segments: Vec<usize> = self
+            .rules
+            .iter()
+            .filter_map(|rule| rule.lookup.as_ref())
+            .flat_map(LookupSpec::path_segments)
+            .collect();
+        segments.sort_unstable();
+        segments.dedup();
+        segments
     }
 
     /// The `[databases.<name>]` tables, sorted by name, for the server to open pools.

@@ -21,9 +21,11 @@ pub mod hooks;
 mod identity;
 mod lookup;
 mod matcher;
+mod prepare;
 pub mod request;
 mod template;
 
+pub use canonical::{EscapedSlashes, PathOptions};
 pub use compile::{MAX_NESTING, MAX_RULES, load};
 pub use credential::{MAX_CREDENTIAL_BYTES, MAX_STATIC_KEYS};
 pub use decision::{
@@ -38,5 +40,6 @@ pub use hooks::{
 };
 pub use lookup::{DatabaseSpec, MAX_PARAM_BYTES, MAX_PARAMS, MAX_SQL_BYTES};
 pub use matcher::REGEX_SIZE_LIMIT;
+pub use prepare::RequestOptions;
 pub use request::{Peer, Request, Transport};
 pub use template::MAX_RENDERED_BYTES;

@@ -67,6 +67,14 @@ pub(crate) enum ParamSource {
 }
 
 impl LookupSpec {
+    /// The 1-based path segments bound as parameters.
+    pub(crate) fn path_segments(&self) -> impl Iterator<Item = usize> + '_ {
+        self.params.iter().filter_map(|param| match param.source {
+            ParamSource::PathSegment(n) => Some(n),
+            _ => None,
+        })
+    }
+
     /// The parameter values in order, or the 1-based index of the first one the request lacks
     /// (or that is longer than [`MAX_PARAM_BYTES`]).
     pub(crate) fn bind(

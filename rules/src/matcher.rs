@@ -149,8 +149,13 @@ pub(crate) enum ClaimOp {
     Exact(String),
     /// The claim, as text, is one of these.
     OneOf(Vec<String>),
-    /// An array claim has an element equal to this (as text), or a string claim contains it.
+    /// An array claim has an element equal to this (as text); a string claim has it as one of
+    /// its space-separated values (OAuth `scope`); any other claim equals it as text. Never a
+    /// substring.
     Contains(String),
+    /// A string claim contains this text anywhere, or an array claim has an element that does:
+    /// substring matching, only where a config asks for it by name.
+    Substring(String),
     /// The claim, as text, matches (anchored).
     Regex(Regex),
     /// The claim is present (and not null).
@@ -174,7 +179,14 @@ impl ClaimOp {
             (ClaimOp::Contains(want), Some(serde_json::Value::Array(items))) => {
                 items.iter().any(|item| claim_text(item) == want.as_str())
             }
-            (ClaimOp::Contains(want), Some(v)) => claim_text(v).contains(want.as_str()),
+            (ClaimOp::Contains(want), Some(serde_json::Value::String(text))) => {
+                text.split(' ').any(|word| word == want)
+            }
+            (ClaimOp::Contains(want), Some(v)) => claim_text(v) == want.as_str(),
+            (ClaimOp::Substring(want), Some(serde_json::Value::Array(items))) => items
+                .iter()
+                .any(|item| claim_text(item).contains(want.as_str())),
+            (ClaimOp::Substring(want), Some(v)) => claim_text(v).contains(want.as_str()),
             (ClaimOp::Regex(regex), Some(v)) => regex.is_match(&claim_text(v)),
         }
     }
@@ -184,6 +196,7 @@ impl ClaimOp {
             ClaimOp::Exact(want) => format!("exact {want:?}"),
             ClaimOp::OneOf(list) => format!("one_of {list:?}"),
             ClaimOp::Contains(want) => format!("contains {want:?}"),
+            ClaimOp::Substring(want) => format!("substring {want:?}"),
             ClaimOp::Regex(regex) => format!("regex {:?}", regex.as_str()),
             ClaimOp::Present => "present".to_owned(),
             ClaimOp::Absent => "absent".to_owned(),
@@ -198,9 +211,9 @@ pub(crate) enum Condition {
     Transport(Transport),
     /// The method is one of these.
     Method(Vec<String>),
-    /// The path without its query matches.
+    /// The canonical path without its query matches.
     Path(StringMatch),
-    /// The authority matches.
+    /// The canonical authority matches (compiled case-insensitive).
     Host(StringMatch),
     /// The source principal matches.
     Principal(StringMatch),
@@ -227,6 +240,18 @@ pub(crate) enum Condition {
 }
 
 impl Condition {
+    /// Whether this condition, or one nested in it, looks at the source IP.
+    pub(crate) fn uses_source_ip(&self) -> bool {
+        match self {
+            Condition::SourceIp(_) => true,
+            Condition::All(inner) | Condition::Any(inner) => {
+                inner.iter().any(Condition::uses_source_ip)
+            }
+            Condition::Not(inner) => inner.uses_source_ip(),
+            _ => false,
+        }
+    }
+
     /// `Ok` when the condition holds; otherwise the reason, for the trace. Identity conditions
     /// do not hold here (request-level `when` has no identity).
     pub(crate) fn check(&self, request: &Request) -> Result<(), String> {

@@ -633,11 +633,12 @@ credential = {{ from = {{ header = "authorization", scheme = "Bearer" }}, jwt = 
 allow = {{ request_headers = [{{ name = "x-user", value = "{{{{claims.sub}}}}" }}] }}
 [rules.require]
 claims = [
-  {{ name = "scope", contains = "chat" }},
+  {{ name = "scope", contains = "chat:write" }},
   {{ name = "tier", one_of = ["pro", "team"] }},
   {{ name = "realm.roles", contains = "writer" }},
   {{ name = "email", regex = ".*@example\\.com" }},
   {{ name = "banned", present = false }},
+  {{ name = "sub", substring = "lic" }},
 ]
 
 [[rules]]
@@ -669,8 +670,19 @@ deny = {{ status = 403, body = "plan {{{{claims.tier}}}} cannot chat" }}
         ),
         (
             json!({"scope": "read"}),
-            "claim scope is not contains \"chat\"",
+            "claim scope is not contains \"chat:write\"",
         ),
+        // `contains` on a string claim is one of its space-separated values, never a
+        // substring: neither a longer scope nor a prefix of one grants `chat:write`.
+        (
+            json!({"scope": "read chat:write-all"}),
+            "claim scope is not contains \"chat:write\"",
+        ),
+        (
+            json!({"scope": "chat"}),
+            "claim scope is not contains \"chat:write\"",
+        ),
+        (json!({"sub": "bob"}), "claim sub is not substring \"lic\""),
         (
             json!({"realm": {"roles": ["reader"]}}),
             "claim realm.roles is not contains \"writer\"",

@@ -16,7 +16,8 @@ use crate::request::Transport;
 
 const STRING_OPS: &str = "`exact`, `prefix`, `suffix`, `contains`, `regex`";
 const ENTRY_OPS: &str = "`exact`, `prefix`, `suffix`, `contains`, `regex`, `present`, `absent`";
-const CLAIM_OPS: &str = "`exact` (or `equals`), `one_of`, `contains`, `regex`, `present`";
+const CLAIM_OPS: &str =
+    "`exact` (or `equals`), `one_of`, `contains`, `substring`, `regex`, `present`";
 
 /// The operation fields of one matcher, by name, as written.
 type Ops<'r> = [(&'static str, Option<&'r Spanned<String>>); 5];
@@ -68,7 +69,8 @@ impl Compiler<'_> {
             );
         }
         if let Some(host) = host {
-            conditions.push(self.string_match(host).map(Condition::Host));
+            // The request's host is canonical (lower case); so is every pattern.
+            conditions.push(self.host_match(host).map(Condition::Host));
         }
         if let Some(path) = path {
             conditions.push(self.string_match(path).map(Condition::Path));
@@ -159,6 +161,19 @@ impl Compiler<'_> {
     }
 
     fn string_match(&mut self, raw: &Spanned<RawStringMatch>) -> Option<StringMatch> {
+        self.string_match_with(raw, false)
+    }
+
+    /// A host matcher: always case-insensitive, as host names are.
+    fn host_match(&mut self, raw: &Spanned<RawStringMatch>) -> Option<StringMatch> {
+        self.string_match_with(raw, true)
+    }
+
+    fn string_match_with(
+        &mut self,
+        raw: &Spanned<RawStringMatch>,
+        force_ignore_case: bool,
+    ) -> Option<StringMatch> {
         let RawStringMatch {
             exact,
             prefix,
@@ -182,7 +197,7 @@ impl Compiler<'_> {
             );
             return None;
         }
-        self.one_op(&ops, *ignore_case)
+        self.one_op(&ops, *ignore_case || force_ignore_case)
     }
 
     /// The single op of a matcher already checked to have exactly one.
@@ -270,6 +285,7 @@ impl Compiler<'_> {
             equals,
             one_of,
             contains,
+            substring,
             regex,
             present,
         } = raw.get_ref();
@@ -278,6 +294,7 @@ impl Compiler<'_> {
             ("equals", equals.is_some()),
             ("one_of", one_of.is_some()),
             ("contains", contains.is_some()),
+            ("substring", substring.is_some()),
             ("regex", regex.is_some()),
             ("present", present.is_some()),
         ];
@@ -300,6 +317,8 @@ impl Compiler<'_> {
             ClaimOp::OneOf(list.get_ref().clone())
         } else if let Some(want) = contains {
             ClaimOp::Contains(want.get_ref().clone())
+        } else if let Some(want) = substring {
+            ClaimOp::Substring(want.get_ref().clone())
         } else if let Some(pattern) = regex {
             match compile_regex(pattern.get_ref(), false) {
                 Ok(regex) => ClaimOp::Regex(regex),

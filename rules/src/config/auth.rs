@@ -197,8 +197,11 @@ pub(crate) struct RawClaimMatch {
     pub equals: Option<Spanned<String>>,
     /// The claim, as text, is one of these.
     pub one_of: Option<Spanned<Vec<String>>>,
-    /// An array claim has this element, or a string claim contains this text.
+    /// An array claim has this element, or a string claim has it among its space-separated
+    /// values (OAuth `scope`). Never a substring.
     pub contains: Option<Spanned<String>>,
+    /// A string claim (or an element of an array claim) contains this text anywhere.
+    pub substring: Option<Spanned<String>>,
     /// The claim, as text, matches this regex (anchored).
     pub regex: Option<Spanned<String>>,
     /// `true`: the claim must be present; `false`: absent.
