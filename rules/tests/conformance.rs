@@ -8,6 +8,9 @@
 //! description = "why this case exists"
 //! config = '''...policy...'''                      # or:
 //! config_file = "../../../config/istio-ext-authz.toml" # relative to the case file
+//! [options]                     # how requests are read (authz-server's `[server]` keys)
+//! normalize_path = true; merge_slashes = true; path_with_escaped_slashes_action = "reject"
+//! path_prefix = "/authz"; trusted_proxies = ["10.0.0.0/8"]
 //! [request]
 //! transport = "grpc"            # or "http"
 //! method = "GET"; path = "/"; host = "h"; scheme = "http"; protocol = "HTTP/1.1"; body = ""
@@ -40,8 +43,42 @@ struct Case {
     config: Option<String>,
     config_file: Option<String>,
     #[serde(default)]
+    options: CaseOptions,
+    #[serde(default)]
     request: CaseRequest,
     expect: Expect,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct CaseOptions {
+    normalize_path: Option<bool>,
+    merge_slashes: Option<bool>,
+    path_with_escaped_slashes_action: Option<rules::EscapedSlashes>,
+    path_prefix: Option<String>,
+    #[serde(default)]
+    trusted_proxies: Vec<String>,
+}
+
+impl CaseOptions {
+    fn options(&self) -> Result<rules::RequestOptions, String> {
+        let defaults = rules::RequestOptions::default();
+        Ok(rules::RequestOptions {
+            normalize_path: self.normalize_path.unwrap_or(defaults.normalize_path),
+            path: rules::PathOptions {
+                merge_slashes: self.merge_slashes.unwrap_or(defaults.path.merge_slashes),
+                escaped_slashes: self
+                    .path_with_escaped_slashes_action
+                    .unwrap_or(defaults.path.escaped_slashes),
+            },
+            http_path_prefix: self.path_prefix.clone().unwrap_or_default(),
+            trusted_proxies: self
+                .trusted_proxies
+                .iter()
+                .map(|cidr| cidr.parse().map_err(|e| format!("bad cidr {cidr:?}: {e}")))
+                .collect::<Result<_, _>>()?,
+        })
+    }
 }
 
 #[derive(Deserialize, Default)]
@@ -338,6 +375,7 @@ fn run(path: &Path) -> Result<(), String> {
         _ => return Err("give exactly one of `config` / `config_file`".into()),
     };
     let (_, rule_set) = rules::load::<toml::Table>(&file, &config).map_err(|e| e.to_string())?;
+    let rule_set = rule_set.with_request_options(case.options.options()?);
     let mut evaluation = rule_set.decide(&request(&case.request)?);
     // Deny headers given as a table are order-free: compare sorted.
     if let (Decision::Deny(deny), Some(toml::Value::Table(_))) =

@@ -207,3 +207,31 @@ fn combinators() {
     let nested = Condition::Not(Box::new(Condition::Not(Box::new(yes()))));
     assert_eq!(nested.check(&r), Ok(()));
 }
+
+#[test]
+fn claim_contains_is_one_of_the_values_never_a_substring() {
+    let contains =
+        |want: &str, value: serde_json::Value| ClaimOp::Contains(want.into()).holds(Some(&value));
+    // OAuth `scope`: space-separated values.
+    assert!(contains("chat:write", serde_json::json!("read chat:write")));
+    assert!(contains("read", serde_json::json!("read chat:write")));
+    assert!(!contains("chat", serde_json::json!("read chat:write")));
+    assert!(!contains("read chat", serde_json::json!("read chat:write")));
+    assert!(!contains("", serde_json::json!("read")));
+    // Arrays: one element equals.
+    assert!(contains("admin", serde_json::json!(["user", "admin"])));
+    assert!(!contains("adm", serde_json::json!(["user", "admin"])));
+    // Other types: equal as text.
+    assert!(contains("5", serde_json::json!(5)));
+    assert!(!contains("5", serde_json::json!(55)));
+    assert!(!contains("x", serde_json::Value::Null));
+}
+
+#[test]
+fn claim_substring_is_substring_matching_by_name() {
+    let substring =
+        |want: &str, value: serde_json::Value| ClaimOp::Substring(want.into()).holds(Some(&value));
+    assert!(substring("chat", serde_json::json!("read chat:write")));
+    assert!(substring("adm", serde_json::json!(["user", "admin"])));
+    assert!(!substring("root", serde_json::json!(["user", "admin"])));
+}
