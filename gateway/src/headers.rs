@@ -16,7 +16,17 @@ const HOP_BY_HOP: [&str; 8] = [
     "upgrade",
 ];
 
-/// Removes hop-by-hop headers, including any the `Connection` header names.
+/// Headers a `Connection` token can never remove: `host` (routing, the check and the upstream
+/// all depend on it; it is also rewritten from the canonical authority) and `content-length`
+/// (framing: the check reports it as the request size and the upstream needs it).
+const NEVER_CONNECTION_NAMED: [HeaderName; 2] = [header::HOST, header::CONTENT_LENGTH];
+
+/// Removes hop-by-hop headers, including any the `Connection` header names (RFC 9110 §7.6.1)
+/// except those in [`NEVER_CONNECTION_NAMED`].
+///
+/// On requests this runs while the request is made canonical, before routing and the check, so
+/// that a header named by `Connection` is gone for the route, the check and the backend alike:
+/// the check never sees a header the backend does not get, nor the reverse.
 pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
@@ -24,6 +34,7 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .filter(|name| !NEVER_CONNECTION_NAMED.contains(name))
         .collect();
     for name in named {
         headers.remove(name);
@@ -33,26 +44,58 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
-/// Appends the client's address to `x-forwarded-for` and sets `x-forwarded-proto`, as Envoy does
-/// at the edge (`use_remote_address`): the peer is the last hop we can vouch for.
-pub fn set_forwarded(headers: &mut HeaderMap, peer: IpAddr, scheme: &str) {
+/// Headers in which a client names its own address or scheme; with no trusted hops none of them
+/// reaches the check or the backend from the client (`x-forwarded-for` and `x-forwarded-proto`
+/// are then written by the gateway).
+const CLIENT_ADDRESS_HEADERS: [&str; 4] = [
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "forwarded",
+    "x-real-ip",
+];
+
+/// Writes `x-forwarded-for` and `x-forwarded-proto`, as Envoy does at the edge
+/// (`use_remote_address`) with `xff_num_trusted_hops = trusted_hops`.
+///
+/// - `0` (the default): nothing the client wrote about its address is trusted, so the client's
+///   `x-forwarded-for`, `x-forwarded-proto`, `forwarded` and `x-real-ip` are dropped;
+///   `x-forwarded-for` becomes the peer address and `x-forwarded-proto` our scheme.
+/// - more: the proxies in front built the chain, so it is kept and the peer appended;
+///   their `x-forwarded-proto` is kept (ours when absent).
+pub fn set_forwarded(headers: &mut HeaderMap, peer: IpAddr, scheme: &str, trusted_hops: u32) {
     let xff = HeaderName::from_static("x-forwarded-for");
-    let existing: Vec<&str> = headers
-        .get_all(&xff)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .collect();
-    let value = if existing.is_empty() {
+    let xfp = HeaderName::from_static("x-forwarded-proto");
+    let value = if trusted_hops == 0 {
+        for name in CLIENT_ADDRESS_HEADERS {
+            headers.remove(name);
+        }
         peer.to_string()
     } else {
-        format!("{}, {peer}", existing.join(", "))
+        let mut chain = forwarded_for(headers);
+        chain.push(peer.to_string());
+        chain.join(", ")
     };
     if let Ok(value) = HeaderValue::from_str(&value) {
         headers.insert(xff, value);
     }
-    if let Ok(value) = HeaderValue::from_str(scheme) {
-        headers.insert(HeaderName::from_static("x-forwarded-proto"), value);
+    if !headers.contains_key(&xfp)
+        && let Ok(value) = HeaderValue::from_str(scheme)
+    {
+        headers.insert(xfp, value);
     }
+}
+
+/// The entries of every `x-forwarded-for` line, in order, trimmed (empty entries dropped).
+pub fn forwarded_for(headers: &HeaderMap) -> Vec<String> {
+    headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|entry| !entry.is_empty())
+        .map(str::to_owned)
+        .collect()
 }
 
 /// All values of `name` joined with `,`, as Envoy presents duplicate headers to ext_authz.
@@ -88,11 +131,46 @@ mod tests {
     }
 
     #[test]
-    fn appends_forwarded_for() {
+    fn connection_cannot_remove_host_or_content_length() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            "connection",
+            HeaderValue::from_static("host, content-length, x-ext-authz"),
+        );
+        h.insert("host", HeaderValue::from_static("example.com"));
+        h.insert("content-length", HeaderValue::from_static("3"));
+        h.insert("x-ext-authz", HeaderValue::from_static("allow"));
+        remove_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 2);
+        assert_eq!(h["host"], "example.com");
+        assert_eq!(h["content-length"], "3");
+    }
+
+    #[test]
+    fn without_trusted_hops_the_clients_forwarding_headers_are_replaced() {
         let mut h = HeaderMap::new();
         h.append("x-forwarded-for", HeaderValue::from_static("10.0.0.1"));
-        set_forwarded(&mut h, "127.0.0.1".parse().unwrap(), "http");
-        assert_eq!(h["x-forwarded-for"], "10.0.0.1, 127.0.0.1");
+        h.append("x-forwarded-proto", HeaderValue::from_static("https"));
+        h.append("forwarded", HeaderValue::from_static("for=10.0.0.1"));
+        h.append("x-real-ip", HeaderValue::from_static("10.0.0.1"));
+        set_forwarded(&mut h, "127.0.0.1".parse().unwrap(), "http", 0);
+        assert_eq!(h.len(), 2);
+        assert_eq!(h["x-forwarded-for"], "127.0.0.1");
         assert_eq!(h["x-forwarded-proto"], "http");
+    }
+
+    #[test]
+    fn with_trusted_hops_the_chain_is_kept_and_the_peer_appended() {
+        let mut h = HeaderMap::new();
+        h.append("x-forwarded-for", HeaderValue::from_static("10.0.0.1, 10.0.0.2"));
+        h.append("x-forwarded-for", HeaderValue::from_static("10.0.0.3"));
+        h.append("x-forwarded-proto", HeaderValue::from_static("https"));
+        set_forwarded(&mut h, "127.0.0.1".parse().unwrap(), "http", 1);
+        assert_eq!(h["x-forwarded-for"], "10.0.0.1, 10.0.0.2, 10.0.0.3, 127.0.0.1");
+        assert_eq!(h["x-forwarded-proto"], "https");
+        let mut h = HeaderMap::new();
+        set_forwarded(&mut h, "127.0.0.1".parse().unwrap(), "https", 2);
+        assert_eq!(h["x-forwarded-for"], "127.0.0.1");
+        assert_eq!(h["x-forwarded-proto"], "https");
     }
 }

@@ -14,7 +14,8 @@
 //! # Ok(()) }
 //! ```
 //!
-//! Layout: [`config`] (file → validated types), [`route`] (matching and precedence),
+//! Layout: [`config`] (file → validated types), [`request`] (the one canonical request),
+//! [`route`] (matching and precedence),
 //! [`ext_authz`] (the Envoy-compatible client), [`proxy`] (one request end to end),
 //! [`upstream`] (backends and their pools), [`server`] (listeners, drain), [`tls`] (listener
 //! TLS, client identity, TLS to authz servers), [`reload`] (hot reload), [`admin`] and
@@ -31,6 +32,7 @@ pub mod metrics;
 pub mod proxy;
 pub mod redact;
 pub mod reload;
+pub mod request;
 pub mod route;
 pub mod server;
 pub mod tls;

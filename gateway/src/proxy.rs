@@ -1,5 +1,6 @@
-//! One request through the gateway: route, policies (gateway level first, then route level),
-//! upstream, response — and the access-log line.
+//! One request through the gateway: the canonical request (computed once, see
+//! [`crate::request`]), route, policies (gateway level first, then route level), upstream,
+//! response — and the access-log line.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -19,6 +20,8 @@ use crate::ext_authz::{
 };
 use crate::headers;
 use crate::metrics::{Metrics, RequestLabels, RouteLabel};
+use crate::redact;
+use crate::request::{self, CanonicalRequest};
 use crate::route::PathMatch;
 use crate::server::Shared;
 use crate::tls::PeerIdentity;
@@ -55,7 +58,17 @@ pub async fn serve(conn: Connection, req: Request<Incoming>) -> Response<ProxyBo
     let time = SystemTime::now();
     let (mut parts, body) = req.into_parts();
     let method = parts.method.clone();
+    // The target as the client spelled it: the log shows what was sent, not only what it became.
     let path = path_and_query(&parts);
+    let scheme = if conn.tls.is_some() { "https" } else { "http" };
+    // Before anything reads the request: from here on `parts` is the canonical request, the one
+    // routing, every check and the upstream see.
+    let canonical = request::canonicalise(
+        &mut parts,
+        conn.peer,
+        scheme,
+        &config.listeners[conn.listener].canonical,
+    );
     let request_id = ensure_request_id(&mut parts);
     let mut authz = AuthzLog {
         outcome: "none",
@@ -64,20 +77,28 @@ pub async fn serve(conn: Connection, req: Request<Incoming>) -> Response<ProxyBo
     let mut upstream_latency = None;
     let mut route_name = "-".to_owned();
 
-    let response = handle(
-        &conn,
-        &config,
-        parts,
-        BufferedBody::new(body::boxed(body)),
-        HandleState {
-            time,
-            request_id: &request_id,
-            authz: &mut authz,
-            upstream_latency: &mut upstream_latency,
-            route_name: &mut route_name,
-        },
-    )
-    .await;
+    let response = match &canonical {
+        // No canonical form: 400, and no check is ever sent for it.
+        Err(rejected) => local_reply(StatusCode::BAD_REQUEST, rejected.reason()),
+        Ok(canonical) => {
+            handle(
+                &conn,
+                &config,
+                parts,
+                canonical,
+                BufferedBody::new(body::boxed(body)),
+                HandleState {
+                    time,
+                    scheme,
+                    request_id: &request_id,
+                    authz: &mut authz,
+                    upstream_latency: &mut upstream_latency,
+                    route_name: &mut route_name,
+                },
+            )
+            .await
+        }
+    };
 
     conn.shared
         .metrics
@@ -87,20 +108,26 @@ pub async fn serve(conn: Connection, req: Request<Incoming>) -> Response<ProxyBo
             status: response.status().as_u16().to_string(),
         })
         .inc();
+    // Every value that came from the client, the config or an authorization server is escaped
+    // (no forged log lines) and query values are redacted (credentials).
     tracing::info!(
         target: "access_log",
-        method = %method,
-        path = %crate::redact::path(&path),
-        route = %route_name,
+        method = %redact::escape(method.as_str()),
+        path = %redact::path(&path),
+        host = canonical.as_ref().map_or("-", |c| c.host.as_str()),
+        canonical_path = %canonical.as_ref().map_or_else(|_| "-".into(), |c| redact::escape(&c.path)),
+        rejected = canonical.as_ref().err().map(|r| r.reason()),
+        route = %redact::escape(&route_name),
         status = response.status().as_u16(),
         authz = authz.outcome,
-        authz_policy = %authz.policy,
+        authz_policy = %redact::escape(&authz.policy),
         authz_ms = authz.latency.as_secs_f64() * 1000.0,
         upstream_ms = upstream_latency.map(|d: Duration| d.as_secs_f64() * 1000.0),
-        dynamic_metadata = %authz.metadata.join(" "),
+        dynamic_metadata = %redact::escape(&authz.metadata.join(" ")),
         duration_ms = started.elapsed().as_secs_f64() * 1000.0,
-        request_id = %request_id,
+        request_id = %redact::escape(&request_id),
         peer = %conn.peer,
+        client = %canonical.as_ref().map_or(conn.peer, |c| c.client),
         "request"
     );
     response
@@ -108,6 +135,7 @@ pub async fn serve(conn: Connection, req: Request<Incoming>) -> Response<ProxyBo
 
 struct HandleState<'a> {
     time: SystemTime,
+    scheme: &'static str,
     request_id: &'a str,
     authz: &'a mut AuthzLog,
     upstream_latency: &'a mut Option<Duration>,
@@ -118,6 +146,7 @@ async fn handle(
     conn: &Connection,
     config: &Config,
     mut parts: Parts,
+    canonical: &CanonicalRequest,
     mut body: BufferedBody,
     state: HandleState<'_>,
 ) -> Response<ProxyBody> {
@@ -127,19 +156,20 @@ async fn handle(
     // response (RFC 9112 §6.3), so nothing can be smuggled behind the body.
     let metrics = &conn.shared.metrics;
     let listener = &config.listeners[conn.listener];
-    let scheme = if conn.tls.is_some() { "https" } else { "http" };
-    let host = authority(&parts);
+    let scheme = state.scheme;
     let Some(route) = config
         .routes
-        .find(&host, &parts.method, parts.uri.path(), &parts.headers)
+        .find(
+            &canonical.host,
+            &parts.method,
+            &canonical.path,
+            &parts.headers,
+        )
         .cloned()
     else {
         return local_reply(StatusCode::NOT_FOUND, "");
     };
     *state.route_name = route.name.clone();
-
-    headers::remove_hop_by_hop(&mut parts.headers);
-    headers::set_forwarded(&mut parts.headers, conn.peer.ip(), scheme);
 
     // Both levels must allow, gateway first; a route can switch the gateway level off.
     let gateway_level: &[Arc<ExtAuthz>] = if route.gateway_policies_disabled {
@@ -174,7 +204,7 @@ async fn handle(
         let resolution = policy
             .check(CheckInput {
                 parts: &parts,
-                peer: conn.peer,
+                peer: canonical.client,
                 local: conn.local,
                 request_id: state.request_id,
                 time: state.time,
@@ -215,7 +245,7 @@ async fn handle(
             }
             Resolution::FailureModeAllow { reason } => {
                 state.authz.outcome = "failure_mode_allowed";
-                tracing::warn!(policy = %policy.policy, %reason, "ext_authz check failed; failure_mode_allow lets the request through");
+                tracing::warn!(policy = %redact::escape(&policy.policy), reason = %redact::escape(&reason), "ext_authz check failed; failure_mode_allow lets the request through");
                 if policy.failure_mode_allow_header_add {
                     parts.headers.insert(
                         HeaderName::from_static(FAILURE_MODE_ALLOWED_HEADER),
@@ -229,7 +259,7 @@ async fn handle(
             }
             Resolution::Error { reason, response } => {
                 state.authz.outcome = "error";
-                tracing::warn!(policy = %policy.policy, %reason, "ext_authz check failed");
+                tracing::warn!(policy = %redact::escape(&policy.policy), reason = %redact::escape(&reason), "ext_authz check failed");
                 return response.into_response(policy.status_on_error);
             }
         }
@@ -251,7 +281,7 @@ async fn handle(
         .observe(took.as_secs_f64());
     match result {
         Err(e) => {
-            tracing::warn!(route = %route.name, backend = %route.backend.name, error = %e, "upstream failed");
+            tracing::warn!(route = %redact::escape(&route.name), backend = %redact::escape(&route.backend.name), error = %redact::escape(&e.to_string()), "upstream failed");
             let text = match e.status() {
                 StatusCode::GATEWAY_TIMEOUT => "upstream request timeout",
                 StatusCode::SERVICE_UNAVAILABLE => "upstream connect error",

@@ -189,15 +189,67 @@ async fn forwarding_headers_are_set_and_hop_by_hop_headers_dropped() {
         assert_eq!(resp.backend_saw(hop), None, "{hop} must not be forwarded");
     }
     assert_eq!(resp.backend_saw("x-end-to-end").as_deref(), Some("kept"));
+    // No trusted hops (the default): the client's own forwarding headers are replaced.
     assert_eq!(
         resp.backend_saw("x-forwarded-for").as_deref(),
-        Some("10.1.2.3, 127.0.0.1")
+        Some("127.0.0.1")
     );
     assert_eq!(
         resp.backend_saw("x-forwarded-proto").as_deref(),
         Some("http")
     );
     assert_eq!(resp.backend_saw("host"), Some(gw.to_string()));
+}
+
+#[tokio::test]
+async fn with_trusted_hops_the_forwarded_chain_is_kept_and_names_the_checked_client() {
+    let backend = start_backend().await;
+    let authz = MockAuthz::istio().await;
+    let config = seed_config(backend, authz.addr, GATEWAY_POLICY).replacen(
+        "[[listeners]]\n",
+        "[[listeners]]\nxff_num_trusted_hops = 1\n",
+        1,
+    );
+    assert!(config.contains("xff_num_trusted_hops = 1"), "{config}");
+    let gw = start_gateway(&config).await;
+    let resp = send(get(
+        gw,
+        "/openai",
+        &[
+            ("x-ext-authz", "allow"),
+            ("x-forwarded-for", "203.0.113.9, 10.1.2.3"),
+            ("x-forwarded-proto", "https"),
+        ],
+    ))
+    .await;
+    assert_eq!(resp.status, StatusCode::OK);
+    assert_eq!(
+        resp.backend_saw("x-forwarded-for").as_deref(),
+        Some("203.0.113.9, 10.1.2.3, 127.0.0.1")
+    );
+    assert_eq!(
+        resp.backend_saw("x-forwarded-proto").as_deref(),
+        Some("https")
+    );
+    let source = authz.requests()[0]
+        .attributes
+        .as_ref()
+        .unwrap()
+        .source
+        .clone()
+        .unwrap();
+    // The check names the address the trusted hop vouched for, as Envoy's downstream address.
+    use extauthz_proto::v3::{Address, SocketAddress, address, socket_address::PortSpecifier};
+    assert_eq!(
+        source.address,
+        Some(Address {
+            address: Some(address::Address::SocketAddress(SocketAddress {
+                address: "10.1.2.3".into(),
+                port_specifier: Some(PortSpecifier::PortValue(0)),
+                ..SocketAddress::default()
+            })),
+        })
+    );
 }
 
 #[tokio::test]

@@ -97,6 +97,7 @@ pub(super) fn compile(
             max_request_headers_bytes: kb as usize * 1024,
             policies: Vec::new(),
             tls,
+            canonical: canonical_options(l),
         });
     }
     if raw.listeners.is_empty() {
@@ -180,6 +181,24 @@ fn apply_overrides(raw: &mut raw::RawConfig, overrides: &Overrides, errors: &mut
         raw.admin = Some(raw::RawAdmin {
             address: Spanned::new(span, address.clone()),
         });
+    }
+}
+
+/// The listener's canonicalisation keys, with their documented defaults (every value the
+/// types accept is valid, so nothing here can fail).
+fn canonical_options(l: &raw::RawListener) -> crate::request::CanonicalOptions {
+    let defaults = canonical::PathOptions::default();
+    crate::request::CanonicalOptions {
+        path: canonical::PathOptions {
+            merge_slashes: l.merge_slashes.unwrap_or(defaults.merge_slashes),
+            escaped_slashes: l
+                .path_with_escaped_slashes_action
+                .unwrap_or(defaults.escaped_slashes),
+        },
+        host: canonical::HostOptions {
+            strip_any_port: l.strip_any_host_port.unwrap_or(false),
+        },
+        xff_num_trusted_hops: l.xff_num_trusted_hops.unwrap_or(0),
     }
 }
 

@@ -47,6 +47,8 @@ pub struct Listener {
     pub policies: Vec<Arc<ExtAuthz>>,
     /// TLS termination, when configured.
     pub tls: Option<Arc<ListenerTls>>,
+    /// How requests on this listener are made canonical before routing and the check.
+    pub canonical: crate::request::CanonicalOptions,
 }
 
 /// A validated route.

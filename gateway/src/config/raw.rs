@@ -82,6 +82,19 @@ pub struct RawListener {
     pub max_request_headers_kb: Option<Spanned<u32>>,
     /// Terminate TLS on this listener (`{ cert, key, client_ca }`); absent means plaintext.
     pub tls: Option<RawListenerTls>,
+    /// Collapse runs of `/` in the path into one before routing, the check and forwarding
+    /// (default true, as Istio sets Envoy's `merge_slashes`).
+    pub merge_slashes: Option<bool>,
+    /// What `%2F`, `%5C` and a raw `\` in a path do (Envoy's
+    /// `path_with_escaped_slashes_action`): `"reject"` answers 400 (the default), `"keep"`
+    /// forwards them escaped, `"unescape"` turns them into `/` before the path is resolved.
+    pub path_with_escaped_slashes_action: Option<canonical::EscapedSlashes>,
+    /// Remove any port from the authority, not only the scheme's default (Envoy's
+    /// `strip_any_host_port`; default false).
+    pub strip_any_host_port: Option<bool>,
+    /// How many proxies in front of this listener append to `x-forwarded-for` and are trusted
+    /// (Envoy's `xff_num_trusted_hops`; default 0: the client's `x-forwarded-*` is replaced).
+    pub xff_num_trusted_hops: Option<u32>,
 }
 
 /// One route: what to match and where to send it.

@@ -1,0 +1,246 @@
+//! The canonical request: one spelling of the path, the authority and the client address,
+//! computed once per request before routing, and the only spelling routing, the check and the
+//! upstream ever see.
+//!
+//! Why: backends normalise what they receive (`//admin` → `/admin`, `/a/../admin` → `/admin`,
+//! `%61dmin` → `admin`, `Admin.Example.com:80` → `admin.example.com`). A gateway that routes and
+//! checks the raw spelling while the backend serves the normalised one can be walked around by
+//! choosing the spelling. So [`canonicalise`] rewrites the request head in place, and everything
+//! after it reads the rewritten head.
+//!
+//! The steps, in this order:
+//! 1. the authority: from an absolute-form target (RFC 9112 §3.2.2: it replaces `Host`), from
+//!    `:authority` on HTTP/2 (a `host` header that disagrees is a 400), else from the one `Host`
+//!    header. Taken before hop-by-hop headers are removed, so `Connection: host` cannot hide it;
+//! 2. the path: [`canonical::canonical_path`] with the listener's options; the query is kept as
+//!    sent once [`canonical::split_target`] has refused fragments and control characters;
+//! 3. hop-by-hop headers, including every header `Connection` names, are removed now — before
+//!    routing and the check — so the route and the check see exactly the headers the backend
+//!    will receive (see [`crate::headers::remove_hop_by_hop`] for the few it never removes);
+//! 4. the client address and `x-forwarded-*`, per `xff_num_trusted_hops`;
+//! 5. the head is rewritten: the URI becomes origin-form `path?query`, `host` the canonical
+//!    authority.
+//!
+//! Anything that has no single meaning is a [`Rejected`]: the client gets 400 and no check is
+//! sent.
+
+use std::net::{IpAddr, SocketAddr};
+
+use canonical::{HostError, HostOptions, PathError, PathOptions};
+use http::header::{self, HeaderValue};
+use http::request::Parts;
+use http::{Method, Uri, Version};
+
+use crate::headers;
+
+/// How one listener makes requests canonical (its `merge_slashes`,
+/// `path_with_escaped_slashes_action`, `strip_any_host_port` and `xff_num_trusted_hops`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CanonicalOptions {
+    /// How the path is made canonical.
+    pub path: PathOptions,
+    /// How the authority is made canonical.
+    pub host: HostOptions,
+    /// How many proxies in front of the gateway add to `x-forwarded-for` and are trusted to.
+    pub xff_num_trusted_hops: u32,
+}
+
+/// The request as routing, the check and the upstream see it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CanonicalRequest {
+    /// The canonical path, without query (`*` only for `OPTIONS *`).
+    pub path: String,
+    /// The query as sent, without `?`.
+    pub query: Option<String>,
+    /// The canonical authority: lower case, no trailing dot, no default port.
+    pub host: String,
+    /// The client's address: the TCP peer, or with trusted hops the address they vouch for.
+    pub client: SocketAddr,
+}
+
+impl CanonicalRequest {
+    /// `path?query`, as the request target sent upstream and the check's `:path`.
+    pub fn path_and_query(&self) -> String {
+        match &self.query {
+            Some(query) => format!("{}?{query}", self.path),
+            None => self.path.clone(),
+        }
+    }
+}
+
+/// Why a request has no canonical form; each answers 400 and is never checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Rejected {
+    /// The path or query cannot be made canonical (including an escaped slash under `reject`).
+    #[error("{0}")]
+    Path(#[from] PathError),
+    /// The authority is not a valid host.
+    #[error("{0}")]
+    Host(#[from] HostError),
+    /// No `Host` header (HTTP/1) and no `:authority` (HTTP/2).
+    #[error("missing host")]
+    MissingHost,
+    /// More than one `Host` header (RFC 9112 §3.2).
+    #[error("more than one host header")]
+    DuplicateHost,
+    /// HTTP/2 `:authority` and a `host` header name different hosts.
+    #[error(":authority and host differ")]
+    ConflictingHost,
+    /// An absolute-form target whose scheme is not this listener's.
+    #[error("request target scheme differs from the listener's")]
+    SchemeMismatch,
+}
+
+impl Rejected {
+    /// The reason as the 400's body says it.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Rejected::Path(PathError::NotOriginForm) => "request target is not origin-form",
+            Rejected::Path(PathError::ControlCharacter) => "control character in request target",
+            Rejected::Path(PathError::Fragment) => "fragment in request target",
+            Rejected::Path(PathError::InvalidPercentEncoding) => "invalid percent-encoding in path",
+            Rejected::Path(PathError::EscapedSlash) => "escaped slash or backslash in path",
+            Rejected::Path(PathError::QueryInPath) => "invalid request target",
+            Rejected::Host(_) => "invalid host",
+            Rejected::MissingHost => "missing host",
+            Rejected::DuplicateHost => "more than one host header",
+            Rejected::ConflictingHost => ":authority and host differ",
+            Rejected::SchemeMismatch => "request target scheme differs from the listener's",
+        }
+    }
+}
+
+/// Makes the request head canonical in place (see the module doc for the steps) and returns
+/// what routing and the check use. `scheme` is the listener's (`http` or `https`).
+pub fn canonicalise(
+    parts: &mut Parts,
+    peer: SocketAddr,
+    scheme: &'static str,
+    options: &CanonicalOptions,
+) -> Result<CanonicalRequest, Rejected> {
+    let host = canonical_authority(parts, scheme, &options.host)?;
+    let (path, query) = canonical_target(parts, &options.path)?;
+    let query = query.map(str::to_owned);
+
+    headers::remove_hop_by_hop(&mut parts.headers);
+
+    let client = client_address(&parts.headers, peer, options.xff_num_trusted_hops);
+    headers::set_forwarded(
+        &mut parts.headers,
+        peer.ip(),
+        scheme,
+        options.xff_num_trusted_hops,
+    );
+
+    let request = CanonicalRequest {
+        path,
+        query,
+        host,
+        client,
+    };
+    // Both parse: the path is canonical (only pchars, `/` and escapes), the query passed
+    // `split_target` after the URI parser had already accepted it, the host is canonical.
+    parts.uri = request
+        .path_and_query()
+        .parse::<Uri>()
+        .map_err(|_| Rejected::Path(PathError::NotOriginForm))?;
+    let host_value = HeaderValue::from_str(&request.host)
+        .map_err(|_| Rejected::Host(HostError::InvalidCharacter))?;
+    parts.headers.insert(header::HOST, host_value);
+    Ok(request)
+}
+
+/// Step 1: the one authority of the request, canonical.
+fn canonical_authority(
+    parts: &Parts,
+    scheme: &str,
+    options: &HostOptions,
+) -> Result<String, Rejected> {
+    let mut host_headers = parts.headers.get_all(header::HOST).iter();
+    let host_header = host_headers.next();
+    if host_headers.next().is_some() {
+        return Err(Rejected::DuplicateHost);
+    }
+    let canonical = |raw: &str| -> Result<String, Rejected> {
+        let host = canonical::canonical_host(raw, scheme, options)?;
+        if host.is_empty() {
+            return Err(Rejected::MissingHost);
+        }
+        Ok(host)
+    };
+    // RFC 9112 §3.2: a Host field with an invalid value is a 400 even when the target
+    // carries the authority.
+    let from_header = match host_header {
+        None => None,
+        Some(v) => Some(canonical(
+            v.to_str()
+                .map_err(|_| Rejected::Host(HostError::InvalidCharacter))?,
+        )?),
+    };
+    let Some(target) = parts.uri.authority() else {
+        return from_header.ok_or(Rejected::MissingHost);
+    };
+    if parts.uri.scheme_str().is_some_and(|s| s != scheme) {
+        return Err(Rejected::SchemeMismatch);
+    }
+    let from_target = canonical(target.as_str())?;
+    match parts.version {
+        // `:authority` and `host` are two spellings of one thing on HTTP/2; when both are sent
+        // they must agree, or routing and the backend could each pick a different one.
+        Version::HTTP_2 => match from_header {
+            Some(h) if h != from_target => Err(Rejected::ConflictingHost),
+            _ => Ok(from_target),
+        },
+        // Absolute-form on HTTP/1: the target's authority wins and `Host` is replaced
+        // (RFC 9112 §3.2.2), but HTTP/1.1 still requires the field.
+        _ if from_header.is_none() && parts.version == Version::HTTP_11 => {
+            Err(Rejected::MissingHost)
+        }
+        _ => Ok(from_target),
+    }
+}
+
+/// Step 2: the canonical path and the query as sent.
+fn canonical_target<'a>(
+    parts: &'a Parts,
+    options: &PathOptions,
+) -> Result<(String, Option<&'a str>), Rejected> {
+    let target = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
+    if target == "*" {
+        // The asterisk form is only for a server-wide OPTIONS (RFC 9112 §3.2.4).
+        return if parts.method == Method::OPTIONS {
+            Ok(("*".to_owned(), None))
+        } else {
+            Err(Rejected::Path(PathError::NotOriginForm))
+        };
+    }
+    let (path, query) = canonical::split_target(target)?;
+    // An absolute-form target with no path means `/` (RFC 9112 §3.2.2).
+    let path = if path.is_empty() && parts.uri.authority().is_some() {
+        "/"
+    } else {
+        path
+    };
+    Ok((canonical::canonical_path(path, options)?, query))
+}
+
+/// Step 4: the address the check names as the source. The TCP peer, unless the listener
+/// trusts `n` proxies in front of it: then the `n`th address from the right of the
+/// `x-forwarded-for` they built (Envoy's `xff_num_trusted_hops`), or the peer when there are
+/// fewer entries or that one is not an IP address.
+pub fn client_address(headers: &http::HeaderMap, peer: SocketAddr, trusted_hops: u32) -> SocketAddr {
+    if trusted_hops == 0 {
+        return peer;
+    }
+    let entries = headers::forwarded_for(headers);
+    let Some(index) = entries.len().checked_sub(trusted_hops as usize) else {
+        return peer;
+    };
+    match entries[index].parse::<IpAddr>() {
+        Ok(ip) => SocketAddr::new(ip, 0),
+        Err(_) => peer,
+    }
+}
+
+#[cfg(test)]
+mod tests;
