@@ -162,11 +162,17 @@ mod tests {
     #[test]
     fn with_trusted_hops_the_chain_is_kept_and_the_peer_appended() {
         let mut h = HeaderMap::new();
-        h.append("x-forwarded-for", HeaderValue::from_static("10.0.0.1, 10.0.0.2"));
+        h.append(
+            "x-forwarded-for",
+            HeaderValue::from_static("10.0.0.1, 10.0.0.2"),
+        );
         h.append("x-forwarded-for", HeaderValue::from_static("10.0.0.3"));
         h.append("x-forwarded-proto", HeaderValue::from_static("https"));
         set_forwarded(&mut h, "127.0.0.1".parse().unwrap(), "http", 1);
-        assert_eq!(h["x-forwarded-for"], "10.0.0.1, 10.0.0.2, 10.0.0.3, 127.0.0.1");
+        assert_eq!(
+            h["x-forwarded-for"],
+            "10.0.0.1, 10.0.0.2, 10.0.0.3, 127.0.0.1"
+        );
         assert_eq!(h["x-forwarded-proto"], "https");
         let mut h = HeaderMap::new();
         set_forwarded(&mut h, "127.0.0.1".parse().unwrap(), "https", 2);

@@ -87,7 +87,10 @@ mod tests {
         assert_eq!(escape("a\r\tb"), "a\\r\\tb");
         assert_eq!(escape("\x1b[31mred"), "\\x1b[31mred");
         assert_eq!(escape("nul\0del\x7f"), "nul\\x00del\\x7f");
-        assert_eq!(escape("c1\u{85}ls\u{2028}ps\u{2029}"), "c1\\u{85}ls\\u{2028}ps\\u{2029}");
+        assert_eq!(
+            escape("c1\u{85}ls\u{2028}ps\u{2029}"),
+            "c1\\u{85}ls\\u{2028}ps\\u{2029}"
+        );
         assert_eq!(escape("back\\slash"), "back\\\\slash");
         assert_eq!(escape("é plain ✓"), "é plain ✓");
         assert!(matches!(escape("/plain/path"), Cow::Borrowed(_)));

@@ -228,7 +228,11 @@ fn canonical_target<'a>(
 /// trusts `n` proxies in front of it: then the `n`th address from the right of the
 /// `x-forwarded-for` they built (Envoy's `xff_num_trusted_hops`), or the peer when there are
 /// fewer entries or that one is not an IP address.
-pub fn client_address(headers: &http::HeaderMap, peer: SocketAddr, trusted_hops: u32) -> SocketAddr {
+pub fn client_address(
+    headers: &http::HeaderMap,
+    peer: SocketAddr,
+    trusted_hops: u32,
+) -> SocketAddr {
     if trusted_hops == 0 {
         return peer;
     }

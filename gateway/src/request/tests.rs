@@ -32,7 +32,11 @@ fn target(uri: &str) -> Result<String, Rejected> {
 
 fn target_with(uri: &str, options: &CanonicalOptions) -> Result<String, Rejected> {
     run(uri, &[("host", "example.com")], options).map(|(c, p)| {
-        assert_eq!(p.uri.to_string(), c.path_and_query(), "the head is rewritten");
+        assert_eq!(
+            p.uri.to_string(),
+            c.path_and_query(),
+            "the head is rewritten"
+        );
         c.path_and_query()
     })
 }
@@ -43,7 +47,11 @@ fn host(value: &str) -> Result<String, Rejected> {
 
 fn host_with(value: &str, options: &CanonicalOptions) -> Result<String, Rejected> {
     run("/", &[("host", value)], options).map(|(c, p)| {
-        assert_eq!(p.headers[header::HOST], c.host.as_str(), "host is rewritten");
+        assert_eq!(
+            p.headers[header::HOST],
+            c.host.as_str(),
+            "host is rewritten"
+        );
         c.host
     })
 }
@@ -108,7 +116,11 @@ fn escaped_slashes_follow_the_listener_action() {
     assert_eq!(target_with("/admin%2fx", &keep).unwrap(), "/admin%2Fx");
     assert_eq!(target_with("/admin\\x", &keep).unwrap(), "/admin%5Cx");
     assert_eq!(
-        target_with("/public/..%2F..%2Fadmin/x", &escaped(EscapedSlashes::Unescape)).unwrap(),
+        target_with(
+            "/public/..%2F..%2Fadmin/x",
+            &escaped(EscapedSlashes::Unescape)
+        )
+        .unwrap(),
         "/admin/x"
     );
 }
@@ -128,8 +140,14 @@ fn paths_without_a_canonical_form_are_refused() {
         target("/a%zz"),
         Err(Rejected::Path(PathError::InvalidPercentEncoding))
     );
-    assert_eq!(target("/a%2"), Err(Rejected::Path(PathError::InvalidPercentEncoding)));
-    assert_eq!(target("/a%00b"), Err(Rejected::Path(PathError::ControlCharacter)));
+    assert_eq!(
+        target("/a%2"),
+        Err(Rejected::Path(PathError::InvalidPercentEncoding))
+    );
+    assert_eq!(
+        target("/a%00b"),
+        Err(Rejected::Path(PathError::ControlCharacter))
+    );
     assert_eq!(target("*"), Err(Rejected::Path(PathError::NotOriginForm)));
     let mut options = parts("OPTIONS", "*", Version::HTTP_11, &[("host", "example.com")]);
     let c = canonicalise(
@@ -148,20 +166,34 @@ fn hosts_are_lower_case_without_trailing_dot_or_default_port() {
     assert_eq!(host("admin.example.com:80").unwrap(), "admin.example.com");
     assert_eq!(host("admin.example.com.").unwrap(), "admin.example.com");
     assert_eq!(host("Admin.Example.COM.:80").unwrap(), "admin.example.com");
-    assert_eq!(host("admin.example.com:8080").unwrap(), "admin.example.com:8080");
-    assert_eq!(host("admin.example.com:443").unwrap(), "admin.example.com:443");
+    assert_eq!(
+        host("admin.example.com:8080").unwrap(),
+        "admin.example.com:8080"
+    );
+    assert_eq!(
+        host("admin.example.com:443").unwrap(),
+        "admin.example.com:443"
+    );
     let any = CanonicalOptions {
         host: HostOptions {
             strip_any_port: true,
         },
         ..CanonicalOptions::default()
     };
-    assert_eq!(host_with("admin.example.com:8080", &any).unwrap(), "admin.example.com");
+    assert_eq!(
+        host_with("admin.example.com:8080", &any).unwrap(),
+        "admin.example.com"
+    );
 }
 
 #[test]
 fn the_tls_listeners_default_port_is_443() {
-    let mut p = parts("GET", "/", Version::HTTP_11, &[("host", "a.example.com:443")]);
+    let mut p = parts(
+        "GET",
+        "/",
+        Version::HTTP_11,
+        &[("host", "a.example.com:443")],
+    );
     let c = canonicalise(
         &mut p,
         PEER.parse().unwrap(),
@@ -174,7 +206,10 @@ fn the_tls_listeners_default_port_is_443() {
 
 #[test]
 fn missing_duplicate_and_invalid_hosts_are_refused() {
-    assert_eq!(run("/", &[], &CanonicalOptions::default()).err(), Some(Rejected::MissingHost));
+    assert_eq!(
+        run("/", &[], &CanonicalOptions::default()).err(),
+        Some(Rejected::MissingHost)
+    );
     assert_eq!(host(""), Err(Rejected::MissingHost));
     assert_eq!(
         run(
@@ -185,9 +220,18 @@ fn missing_duplicate_and_invalid_hosts_are_refused() {
         .err(),
         Some(Rejected::DuplicateHost)
     );
-    assert_eq!(host("a b"), Err(Rejected::Host(HostError::InvalidCharacter)));
-    assert_eq!(host("user@a.example.com"), Err(Rejected::Host(HostError::InvalidCharacter)));
-    assert_eq!(host("a.example.com:99999"), Err(Rejected::Host(HostError::InvalidPort)));
+    assert_eq!(
+        host("a b"),
+        Err(Rejected::Host(HostError::InvalidCharacter))
+    );
+    assert_eq!(
+        host("user@a.example.com"),
+        Err(Rejected::Host(HostError::InvalidCharacter))
+    );
+    assert_eq!(
+        host("a.example.com:99999"),
+        Err(Rejected::Host(HostError::InvalidPort))
+    );
 }
 
 #[test]
@@ -213,12 +257,22 @@ fn an_absolute_form_target_supplies_the_authority() {
     assert_eq!(c.path_and_query(), "/");
 
     assert_eq!(
-        run("https://admin.example.com/x", &[("host", "a")], &CanonicalOptions::default()).err(),
+        run(
+            "https://admin.example.com/x",
+            &[("host", "a")],
+            &CanonicalOptions::default()
+        )
+        .err(),
         Some(Rejected::SchemeMismatch)
     );
     // HTTP/1.1 requires the Host field even then (RFC 9112 §3.2).
     assert_eq!(
-        run("http://admin.example.com/x", &[], &CanonicalOptions::default()).err(),
+        run(
+            "http://admin.example.com/x",
+            &[],
+            &CanonicalOptions::default()
+        )
+        .err(),
         Some(Rejected::MissingHost)
     );
 }
@@ -236,8 +290,14 @@ fn http2_authority_and_host_must_agree() {
         .map(|c| c.host)
     };
     assert_eq!(h2(&[]).unwrap(), "a.example.com");
-    assert_eq!(h2(&[("host", "A.example.com:80")]).unwrap(), "a.example.com");
-    assert_eq!(h2(&[("host", "b.example.com")]), Err(Rejected::ConflictingHost));
+    assert_eq!(
+        h2(&[("host", "A.example.com:80")]).unwrap(),
+        "a.example.com"
+    );
+    assert_eq!(
+        h2(&[("host", "b.example.com")]),
+        Err(Rejected::ConflictingHost)
+    );
 }
 
 #[test]
@@ -271,12 +331,20 @@ fn the_client_address_is_the_peer_unless_hops_are_trusted() {
     };
     let (c, p) = run("/", &spoofed, &hops(1)).unwrap();
     assert_eq!(c.client, "10.0.0.2:0".parse::<SocketAddr>().unwrap());
-    assert_eq!(p.headers["x-forwarded-for"], "10.0.0.1, 10.0.0.2, 192.0.2.7");
+    assert_eq!(
+        p.headers["x-forwarded-for"],
+        "10.0.0.1, 10.0.0.2, 192.0.2.7"
+    );
     let (c, _) = run("/", &spoofed, &hops(2)).unwrap();
     assert_eq!(c.client, "10.0.0.1:0".parse::<SocketAddr>().unwrap());
     // Fewer entries than trusted hops, or not an address: the peer.
     let (c, _) = run("/", &spoofed, &hops(3)).unwrap();
     assert_eq!(c.client, PEER.parse::<SocketAddr>().unwrap());
-    let (c, _) = run("/", &[("host", "a"), ("x-forwarded-for", "unknown")], &hops(1)).unwrap();
+    let (c, _) = run(
+        "/",
+        &[("host", "a"), ("x-forwarded-for", "unknown")],
+        &hops(1),
+    )
+    .unwrap();
     assert_eq!(c.client, PEER.parse::<SocketAddr>().unwrap());
 }
