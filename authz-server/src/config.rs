@@ -6,6 +6,8 @@ use std::path::Path;
 use rules::{ConfigErrors, RuleSet};
 use serde::Deserialize;
 
+pub mod request;
+
 /// The built-in default: the Istio `ext-authz` test service, written as rules.
 pub const BUILTIN_CONFIG: &str = include_str!("../../config/istio-ext-authz.toml");
 
@@ -24,6 +26,43 @@ pub struct ServerSection {
     pub admin: Option<SocketAddr>,
     /// TLS (and optionally mutual TLS) on the gRPC port; plaintext when unset.
     pub tls: Option<crate::tls::TlsSection>,
+    /// Match the canonical path (`true`, the default) or the path exactly as received (`false`,
+    /// only when every proxy in front normalises). Envoy's `normalize_path`.
+    pub normalize_path: Option<bool>,
+    /// Merge repeated slashes before matching; default `true` (Envoy's `merge_slashes`).
+    pub merge_slashes: Option<bool>,
+    /// `%2F`, `%5C` and `\` in a path: `reject` (default: the default decision decides),
+    /// `keep` (data) or `unescape` (a slash). Envoy's `path_with_escaped_slashes_action`.
+    pub path_with_escaped_slashes_action: Option<rules::EscapedSlashes>,
+    /// HTTP mode: the `path_prefix` of Envoy's `http_service`, removed before matching; a
+    /// request without it takes the default decision.
+    pub path_prefix: Option<request::PathPrefix>,
+    /// HTTP mode: proxies (CIDRs) whose `x-forwarded-for` names the client. Without it, the
+    /// client address over HTTP mode is the TCP peer: the proxy.
+    #[serde(default)]
+    pub trusted_proxies: Vec<request::Cidr>,
+}
+
+impl ServerSection {
+    /// How the rules read requests, from the keys above.
+    pub fn request_options(&self) -> rules::RequestOptions {
+        let defaults = rules::RequestOptions::default();
+        rules::RequestOptions {
+            normalize_path: self.normalize_path.unwrap_or(defaults.normalize_path),
+            path: rules::PathOptions {
+                merge_slashes: self.merge_slashes.unwrap_or(defaults.path.merge_slashes),
+                escaped_slashes: self
+                    .path_with_escaped_slashes_action
+                    .unwrap_or(defaults.path.escaped_slashes),
+            },
+            http_path_prefix: self
+                .path_prefix
+                .as_ref()
+                .map(|prefix| prefix.0.clone())
+                .unwrap_or_default(),
+            trusted_proxies: self.trusted_proxies.iter().map(|cidr| cidr.0).collect(),
+        }
+    }
 }
 
 /// A config file that could not be used.
@@ -72,6 +111,23 @@ impl Config {
     /// Compiles config text; `file` names it in errors.
     pub fn parse(file: &str, text: &str) -> Result<Self, LoadError> {
         let (server, rules) = rules::load::<ServerSection>(file, text)?;
+        let rules = rules.with_request_options(server.request_options());
         Ok(Self { server, rules })
+    }
+
+    /// What is legal but probably wrong, one sentence each, for the log and `validate`.
+    /// `serves_http`: whether HTTP mode will listen (from the file or the command line).
+    pub fn warnings(&self, serves_http: bool) -> Vec<String> {
+        let mut warnings = Vec::new();
+        if serves_http && self.server.trusted_proxies.is_empty() {
+            for rule in self.rules.source_ip_rules() {
+                warnings.push(format!(
+                    "rule `{rule}` matches source_ip, but over HTTP mode the source is the TCP \
+                     peer (the proxy), not the client; set [server] trusted_proxies to take the \
+                     client from x-forwarded-for"
+                ));
+            }
+        }
+        warnings
     }
 }

@@ -115,7 +115,14 @@ fn validate(files: &[PathBuf]) -> ExitCode {
     let mut code = ExitCode::SUCCESS;
     for file in files {
         match Config::load(file) {
-            Ok(config) => println!("{}: ok ({} rules)", file.display(), config.rules.len()),
+            Ok(config) => {
+                println!("{}: ok ({} rules)", file.display(), config.rules.len());
+                // Warnings do not fail validation: the config is legal, maybe not what was meant.
+                let serves_http = config.server.http.is_some();
+                for warning in config.warnings(serves_http) {
+                    println!("{}: warning: {warning}", file.display());
+                }
+            }
             Err(error) => {
                 eprintln!("{error}");
                 code = ExitCode::from(EXIT_INVALID_CONFIG);
@@ -144,6 +151,9 @@ async fn serve(config: Config, args: &ServeArgs) -> anyhow::Result<()> {
         grpc.is_some() || http.is_some(),
         "nothing to serve: set [server] grpc or http, or pass --grpc-addr/--http-addr"
     );
+    for warning in config.warnings(http.is_some()) {
+        tracing::warn!("config: {warning}");
+    }
     let config_dir = args.config.as_deref().and_then(std::path::Path::parent);
     let metrics = Arc::new(Metrics::new());
     let hooks = hooks::connect_reporting(&config.rules, config_dir, metrics.clone()).await;

@@ -84,6 +84,9 @@ impl Reloader {
                         "reload: [server] listen addresses changed; they take effect on restart"
                     );
                 }
+                for warning in config.warnings(self.listening.http.is_some()) {
+                    tracing::warn!("reload: {warning}");
+                }
                 let count = config.rules.len();
                 self.engine.replace(config.rules);
                 self.metrics.reload(true);

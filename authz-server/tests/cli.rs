@@ -64,6 +64,53 @@ allow = {}
 }
 
 #[test]
+fn validate_warns_about_source_ip_over_http_mode_without_trusted_proxies_and_exits_0() {
+    let policy = r#"
+[default]
+deny = {}
+
+[[rules]]
+name = "office"
+when.any = [{ source_ip = "203.0.113.0/24" }]
+allow = {}
+"#;
+    let validate = |name: &str, server: &str| {
+        let path = write_temp(name, &format!("[server]\n{server}\n{policy}"));
+        let output = Command::new(BIN)
+            .arg("validate")
+            .arg(&path)
+            .output()
+            .expect("runs");
+        assert_eq!(output.status.code(), Some(0), "{output:?}");
+        (
+            path.display().to_string(),
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+        )
+    };
+    let (file, stdout) = validate("xff-warn.toml", "http = \"127.0.0.1:8000\"");
+    assert_eq!(
+        stdout.lines().nth(1),
+        Some(
+            format!(
+                "{file}: warning: rule `office` matches source_ip, but over HTTP mode the source \
+                 is the TCP peer (the proxy), not the client; set [server] trusted_proxies to \
+                 take the client from x-forwarded-for"
+            )
+            .as_str()
+        ),
+        "{stdout}"
+    );
+    // Trusted proxies declared, or no HTTP mode: nothing to warn about.
+    let (_, stdout) = validate(
+        "xff-trusted.toml",
+        "http = \"127.0.0.1:8000\"\ntrusted_proxies = [\"10.0.0.0/8\"]",
+    );
+    assert!(!stdout.contains("warning"), "{stdout}");
+    let (_, stdout) = validate("xff-grpc.toml", "grpc = \"127.0.0.1:9000\"");
+    assert!(!stdout.contains("warning"), "{stdout}");
+}
+
+#[test]
 fn a_bad_config_is_refused_at_start_with_exit_2() {
     let path = write_temp("syntax.toml", "[default\n");
     let output = Command::new(BIN)
