@@ -341,3 +341,50 @@ async fn no_credential_in_any_text_log_line() {
 async fn no_credential_in_any_json_log_line() {
     assert_no_credential_logged("json").await;
 }
+
+/// A line of text log that a value forged: it starts with what an attacker wrote.
+fn forged(logs: &str) -> Vec<&str> {
+    logs.lines().filter(|l| l.starts_with("FORGED")).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn control_characters_in_logged_values_cannot_forge_a_text_log_line() {
+    let backend = start_backend().await;
+    // The authorization server's error message and the route's name reach log lines.
+    let authz = MockAuthz::start(|_| {
+        Reply::Fail(tonic::Status::internal(
+            "boom\r\nFORGED access_log status=200\x1b[2J",
+        ))
+    })
+    .await;
+    let dir = temp_dir("escaping");
+    let file = dir.join("gateway.toml");
+    let config = seed_config(backend, authz.addr, GATEWAY_POLICY).replace(
+        "name = \"openai\"\npath",
+        "name = \"openai\\nFORGED route\"\npath",
+    );
+    assert!(config.contains("openai\\nFORGED"), "{config}");
+    std::fs::write(&file, config).unwrap();
+    let gw = GatewayProcess::start(&file, &[], "info");
+    let r = send(get(gw.addr, "/openai?token=s3cr3t", &[])).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    // The access line is written after the response: wait for it.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !gw.logs().contains("access_log") {
+        assert!(
+            Instant::now() < deadline,
+            "no access log line: {}",
+            gw.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let logs = gw.logs();
+    assert_eq!(forged(&logs), Vec::<&str>::new(), "{logs}");
+    assert!(!logs.contains('\x1b'), "{logs}");
+    assert!(
+        logs.contains("boom\\r\\nFORGED access_log status=200\\x1b[2J"),
+        "{logs}"
+    );
+    assert!(logs.contains("route=openai\\nFORGED route"), "{logs}");
+    assert!(logs.contains("path=/openai?token=REDACTED"), "{logs}");
+}
