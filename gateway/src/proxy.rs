@@ -10,7 +10,6 @@ use std::time::{Duration, Instant, SystemTime};
 use http::header::{self, HeaderName, HeaderValue};
 use http::request::Parts;
 use http::{Request, Response, StatusCode, Uri, Version};
-use hyper::body::Incoming;
 
 use crate::body::{self, BufferedBody, ProxyBody};
 use crate::config::{Config, Route};
@@ -51,7 +50,11 @@ struct AuthzLog {
 }
 
 /// Serves one request; never fails (errors become responses).
-pub async fn serve(conn: Connection, req: Request<Incoming>) -> Response<ProxyBody> {
+pub async fn serve<B>(conn: Connection, req: Request<B>) -> Response<ProxyBody>
+where
+    B: hyper::body::Body<Data = bytes::Bytes> + Send + 'static,
+    B::Error: Into<body::BoxError>,
+{
     // One snapshot per request: a reload in the middle does not change what this request sees.
     let config = conn.shared.config.load_full();
     let started = Instant::now();

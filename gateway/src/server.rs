@@ -1,26 +1,22 @@
-//! Listeners: accept connections (plaintext or TLS) and serve HTTP/1.1 and h2 on the same port;
-//! the state every request shares (the config snapshot, metrics, the draining flag); and the
-//! graceful drain on shutdown.
+//! Listeners: accept connections (plaintext or TLS) up to each listener's `max_connections` and
+//! hand them to [`crate::connection`], which serves HTTP/1.1 and h2 on the same port under the
+//! listener's limits; the state every request shares (the config snapshot, metrics, the
+//! draining flag); and the graceful drain on shutdown.
 
-use std::convert::Infallible;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::{GracefulShutdown, Watcher};
-use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::config::Config;
+use crate::connection;
 use crate::ext_authz::Transport;
 use crate::metrics::Metrics;
 use crate::proxy::{self, Connection};
@@ -129,7 +125,9 @@ impl Gateway {
         drain_timeout: Duration,
     ) -> io::Result<Drained> {
         let (stop_tx, stop_rx) = watch::channel(false);
-        let graceful = Arc::new(GracefulShutdown::new());
+        // Every connection holds a receiver: the count is the connections open, and `closed()`
+        // resolves when the last one has ended.
+        let (open_tx, _) = watch::channel(());
         let mut loops = JoinSet::new();
         for (index, socket) in self.sockets.into_iter().enumerate() {
             loops.spawn(accept_loop(
@@ -137,7 +135,7 @@ impl Gateway {
                 index,
                 socket,
                 stop_rx.clone(),
-                graceful.clone(),
+                open_tx.clone(),
             ));
         }
         let admin = self
@@ -153,18 +151,15 @@ impl Gateway {
         self.shared.draining.store(true, Ordering::SeqCst);
         let _ = stop_tx.send(true);
         while loops.join_next().await.is_some() {}
-        // The accept loops are gone, and with them every other handle on `graceful`.
-        let graceful =
-            Arc::try_unwrap(graceful).map_err(|_| io::Error::other("accept loop leaked"))?;
-        let open = graceful.count();
+        let open = open_tx.receiver_count();
         tracing::info!(
             connections = open,
             deadline_ms = drain_timeout.as_millis() as u64,
             "draining"
         );
-        let drained = match tokio::time::timeout(drain_timeout, graceful.shutdown()).await {
+        let drained = match tokio::time::timeout(drain_timeout, open_tx.closed()).await {
             Ok(()) => Drained::Clean,
-            Err(_) => Drained::DeadlinePassed(open),
+            Err(_) => Drained::DeadlinePassed(open_tx.receiver_count()),
         };
         if let Some(admin) = admin {
             admin.abort();
@@ -203,11 +198,12 @@ async fn accept_loop(
     index: usize,
     socket: TcpListener,
     mut stop: watch::Receiver<bool>,
-    graceful: Arc<GracefulShutdown>,
+    open: watch::Sender<()>,
 ) {
     let Ok(local) = socket.local_addr() else {
         return;
     };
+    let count = Arc::new(AtomicUsize::new(0));
     loop {
         let accepted = tokio::select! {
             accepted = socket.accept() => accepted,
@@ -222,12 +218,42 @@ async fn accept_loop(
                 continue;
             }
         };
+        // The limit comes from the snapshot in force, so a reload can raise or lower it.
+        let max = shared.config.load().listeners[index].limits.max_connections;
+        let Some(slot) = ConnectionSlot::take(&count, max) else {
+            // Closing at once (rather than leaving it in the backlog) tells the client now, as
+            // Envoy's connection limit does; the kernel backlog would only delay the same answer.
+            tracing::debug!(%peer, max, "connection refused: max_connections reached");
+            drop(stream);
+            continue;
+        };
         let _ = stream.set_nodelay(true);
         let shared = shared.clone();
-        let watcher = graceful.watcher();
+        let (drain, open) = (stop.clone(), open.subscribe());
         tokio::spawn(async move {
-            serve_connection(shared, index, stream, peer, local, watcher).await;
+            serve_connection(shared, index, stream, peer, local, drain).await;
+            drop((slot, open));
         });
+    }
+}
+
+/// One of a listener's `max_connections` slots, given back when the connection ends.
+struct ConnectionSlot(Arc<AtomicUsize>);
+
+impl ConnectionSlot {
+    fn take(count: &Arc<AtomicUsize>, max: usize) -> Option<ConnectionSlot> {
+        count
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| ConnectionSlot(count.clone()))
+    }
+}
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -237,70 +263,50 @@ async fn serve_connection(
     stream: TcpStream,
     peer: SocketAddr,
     local: SocketAddr,
-    watcher: Watcher,
+    drain: watch::Receiver<bool>,
 ) {
-    // The listener's TLS comes from the snapshot in force when the connection arrives, so a
-    // reload rotates certificates for new connections.
-    let (tls, max_headers) = {
+    // The listener's TLS and limits come from the snapshot in force when the connection
+    // arrives, so a reload rotates certificates and changes limits for new connections.
+    let (tls, max_headers, limits) = {
         let config = shared.config.load();
         let listener = &config.listeners[index];
-        (listener.tls.clone(), listener.max_request_headers_bytes)
+        (
+            listener.tls.clone(),
+            listener.max_request_headers_bytes,
+            listener.limits.clone(),
+        )
     };
-    let conn = Connection {
+    let mut conn = Connection {
         shared,
         listener: index,
         peer,
         local,
         tls: None,
     };
-    match tls {
-        None => serve_http(TokioIo::new(stream), conn, max_headers, watcher).await,
-        Some(tls) => {
-            let handshake =
-                tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, tls.acceptor.accept(stream));
-            let stream = match handshake.await {
-                Ok(Ok(s)) => s,
-                Ok(Err(e)) => {
-                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                    return;
-                }
-                Err(_) => {
-                    tracing::debug!(%peer, "TLS handshake timed out");
-                    return;
-                }
-            };
-            let identity =
-                PeerIdentity::new(stream.get_ref().1.peer_certificates(), &tls.local_principal);
-            let conn = Connection {
-                tls: Some(Arc::new(identity)),
-                ..conn
-            };
-            serve_http(TokioIo::new(stream), conn, max_headers, watcher).await;
+    let Some(tls) = tls else {
+        let handler = move |req| proxy::serve(conn.clone(), req);
+        return connection::serve(stream, &limits, max_headers, handler, drain).await;
+    };
+    // The handshake is part of the time a client has to send its first request.
+    let handshake = tokio::time::timeout(
+        TLS_HANDSHAKE_TIMEOUT.min(limits.request_headers_timeout),
+        tls.acceptor.accept(stream),
+    );
+    let stream = match handshake.await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            tracing::debug!(%peer, error = %e, "TLS handshake failed");
+            return;
         }
-    }
-}
-
-async fn serve_http<I>(io: TokioIo<I>, conn: Connection, max_headers: usize, watcher: Watcher)
-where
-    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    let peer = conn.peer;
-    let service = service_fn(move |req| {
-        let conn = conn.clone();
-        async move { Ok::<_, Infallible>(proxy::serve(conn, req).await) }
-    });
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(Duration::from_secs(30))
-        .max_buf_size(max_headers.max(8192));
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .max_header_list_size(u32::try_from(max_headers).unwrap_or(u32::MAX));
-    let connection = builder.serve_connection(io, service);
-    if let Err(e) = watcher.watch(connection).await {
-        tracing::debug!(%peer, error = %e, "connection ended with an error");
-    }
+        Err(_) => {
+            tracing::debug!(%peer, "TLS handshake timed out");
+            return;
+        }
+    };
+    conn.tls = Some(Arc::new(PeerIdentity::new(
+        stream.get_ref().1.peer_certificates(),
+        &tls.local_principal,
+    )));
+    let handler = move |req| proxy::serve(conn.clone(), req);
+    connection::serve(stream, &limits, max_headers, handler, drain).await;
 }

@@ -57,6 +57,12 @@ pub(super) fn compile(
             .ok()
     });
 
+    let admin_limits = super::limits::compile(
+        raw.admin.as_ref().and_then(|a| a.limits.as_ref()),
+        super::limits::Limits::admin(),
+        &mut errors.0,
+    );
+
     let mut listeners: Vec<Listener> = Vec::new();
     for l in &raw.listeners {
         if listeners.iter().any(|x| x.name == *l.name.get_ref()) {
@@ -91,10 +97,16 @@ pub(super) fn compile(
             .tls
             .as_ref()
             .and_then(|t| compile_listener_tls(t, &mut errors));
+        let limits = super::limits::compile(
+            l.limits.as_ref(),
+            super::limits::Limits::default(),
+            &mut errors.0,
+        );
         listeners.push(Listener {
             name: l.name.get_ref().clone(),
             address,
             max_request_headers_bytes: kb as usize * 1024,
+            limits,
             policies: Vec::new(),
             tls,
             canonical: canonical_options(l),
@@ -122,12 +134,15 @@ pub(super) fn compile(
     for p in &raw.policies {
         attach_policy(p, &authz_backends, &mut listeners, &mut routes, &mut errors);
     }
+    let header_bytes = listeners.iter().map(|l| l.max_request_headers_bytes).max();
+    super::limits::check_body_limits(&raw.policies, header_bytes.unwrap_or(0), &mut errors.0);
 
     if errors.0.is_empty() {
         Ok(Config {
             listeners,
             routes: RouteTable::new(routes),
             admin,
+            admin_limits,
             backends,
             authz_backends,
         })
@@ -178,8 +193,10 @@ fn apply_overrides(raw: &mut raw::RawConfig, overrides: &Overrides, errors: &mut
     }
     if let Some(address) = &overrides.admin {
         let span = raw.admin.as_ref().map_or(0..0, |a| a.address.span());
+        let limits = raw.admin.take().and_then(|a| a.limits);
         raw.admin = Some(raw::RawAdmin {
             address: Spanned::new(span, address.clone()),
+            limits,
         });
     }
 }
@@ -648,14 +665,14 @@ fn compile_ext_auth(
         disallowed: name_list(&ext.disallowed_headers, errors),
     };
     let with_request_body = ext.with_request_body.as_ref().map(|b| {
-        if b.max_request_bytes == 0 {
+        if *b.max_request_bytes.get_ref() == 0 {
             errors.at(
                 &p.name,
                 "with_request_body.max_request_bytes must be positive",
             );
         }
         ext_authz::WithRequestBody {
-            max_request_bytes: b.max_request_bytes as usize,
+            max_request_bytes: *b.max_request_bytes.get_ref() as usize,
             allow_partial_message: b.allow_partial_message,
             pack_as_bytes: b.pack_as_bytes,
         }

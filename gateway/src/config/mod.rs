@@ -4,6 +4,7 @@
 //! After [`Config::from_toml`] nothing on the request path re-checks or re-parses configuration.
 
 mod compile;
+pub mod limits;
 pub mod raw;
 
 use std::collections::{BTreeMap, HashMap};
@@ -27,6 +28,8 @@ pub struct Config {
     pub routes: RouteTable,
     /// The admin endpoint's address, if any.
     pub admin: Option<SocketAddr>,
+    /// The admin endpoint's limits.
+    pub admin_limits: limits::Limits,
     /// The upstream services by name (kept across reloads when unchanged, pools included).
     pub backends: HashMap<String, Arc<Backend>>,
     /// The authorization servers by name (kept across reloads when unchanged, channels
@@ -43,6 +46,8 @@ pub struct Listener {
     pub address: SocketAddr,
     /// The limit on the total size of request headers, in bytes.
     pub max_request_headers_bytes: usize,
+    /// Connection, stream, header and timeout limits.
+    pub limits: limits::Limits,
     /// Gateway-level ext_auth checks, run in file order before any route-level check.
     pub policies: Vec<Arc<ExtAuthz>>,
     /// TLS termination, when configured.
@@ -221,7 +226,8 @@ fn line_col(text: &str, offset: usize) -> (usize, usize) {
     (line, before[line_start..].chars().count() + 1)
 }
 
-/// Parses `"200ms"`, `"2s"`, `"1m"`; a bare number is not accepted, so the unit is never guessed.
+/// Parses `"200ms"`, `"2s"`, `"1m"`, `"1h"`; a bare number is not accepted, so the unit is never
+/// guessed.
 pub fn parse_duration(s: &str) -> Option<Duration> {
     let (digits, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit())?);
     let n: u64 = digits.parse().ok()?;
@@ -229,6 +235,7 @@ pub fn parse_duration(s: &str) -> Option<Duration> {
         "ms" => Some(Duration::from_millis(n)),
         "s" => Some(Duration::from_secs(n)),
         "m" => Some(Duration::from_secs(n.checked_mul(60)?)),
+        "h" => Some(Duration::from_secs(n.checked_mul(3600)?)),
         _ => None,
     }
 }
@@ -242,6 +249,7 @@ mod tests {
         assert_eq!(parse_duration("200ms"), Some(Duration::from_millis(200)));
         assert_eq!(parse_duration("2s"), Some(Duration::from_secs(2)));
         assert_eq!(parse_duration("1m"), Some(Duration::from_secs(60)));
+        assert_eq!(parse_duration("1h"), Some(Duration::from_secs(3600)));
         assert_eq!(parse_duration("200"), None);
         assert_eq!(parse_duration("ms"), None);
         assert_eq!(parse_duration("1.5s"), None);

@@ -38,6 +38,9 @@ pub struct RawConfig {
 pub struct RawAdmin {
     /// `ip:port` to bind, e.g. `127.0.0.1:9901`; port 0 lets the OS choose.
     pub address: Spanned<String>,
+    /// The admin port's limits; absent keys take the admin defaults (64 connections, 10 s to
+    /// send headers, 5 min idle).
+    pub limits: Option<super::limits::RawLimits>,
 }
 
 /// TLS termination on a listener.
@@ -82,6 +85,9 @@ pub struct RawListener {
     pub max_request_headers_kb: Option<Spanned<u32>>,
     /// Terminate TLS on this listener (`{ cert, key, client_ca }`); absent means plaintext.
     pub tls: Option<RawListenerTls>,
+    /// Connection, stream, header-count and timeout limits (`[listeners.limits]`); absent keys
+    /// take safe defaults named after Envoy's (see `docs/gateway.md`).
+    pub limits: Option<super::limits::RawLimits>,
     /// Collapse runs of `/` in the path into one before routing, the check and forwarding
     /// (default true, as Istio sets Envoy's `merge_slashes`).
     pub merge_slashes: Option<bool>,
@@ -274,8 +280,9 @@ pub struct RawHttpTransport {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawWithRequestBody {
-    /// How many body bytes to buffer and send.
-    pub max_request_bytes: u32,
+    /// How many body bytes to buffer and send; the check must still fit the authorization
+    /// server's 4 MiB message limit with the request headers, or the config is refused.
+    pub max_request_bytes: Spanned<u32>,
     /// Over the limit: send the first `max_request_bytes` (true) or answer 413 (false).
     #[serde(default)]
     pub allow_partial_message: bool,

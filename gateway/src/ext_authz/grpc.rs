@@ -13,13 +13,30 @@ use extauthz_proto::v3::{
 use super::mutation::{AppendAction, is_protected};
 use super::{Allowed, AuthzBackend, Denied, Verdict};
 
+/// The largest CheckRequest sent and CheckResponse read: gRPC's customary 4 MiB, the limit
+/// `authz-server` (and most gRPC servers) enforce. `with_request_body.max_request_bytes` is
+/// refused at load when a body that size could not fit.
+pub const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
+
 /// Sends one check and waits at most `timeout` (also sent as `grpc-timeout`).
 pub async fn check(backend: &AuthzBackend, request: CheckRequest, timeout: Duration) -> Verdict {
+    // Over the server's limit the RPC would fail as an error, which `failure_mode_allow` lets
+    // through; a request that cannot be checked is invalid instead (never allowed).
+    let size = prost::Message::encoded_len(&request);
+    if size > MAX_MESSAGE_BYTES {
+        return Verdict::Invalid {
+            reason: format!(
+                "check request of {size} bytes is over the {MAX_MESSAGE_BYTES}-byte gRPC message limit"
+            ),
+        };
+    }
     let mut request = tonic::Request::new(request);
     request.set_timeout(timeout);
     // Getting the channel may wait for the startup connect: it is inside the timeout too.
     let call = async {
-        let mut client = AuthorizationClient::new(backend.channel().await);
+        let mut client = AuthorizationClient::new(backend.channel().await)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES)
+            .max_decoding_message_size(MAX_MESSAGE_BYTES);
         client.check(request).await
     };
     match tokio::time::timeout(timeout, call).await {
@@ -328,5 +345,32 @@ mod tests {
         });
         assert!(matches!(v, Verdict::Allow(_)), "{v:?}");
         assert!(logged.is_empty(), "{logged:?}");
+    }
+
+    #[tokio::test]
+    async fn a_check_over_the_message_limit_is_invalid_and_never_sent() {
+        // Port 9 (discard) on loopback: nothing answers, so a sent check would be an error.
+        let backend =
+            AuthzBackend::new("authz".into(), "127.0.0.1:9".parse().unwrap(), None).unwrap();
+        let request = CheckRequest {
+            attributes: Some(extauthz_proto::v3::AttributeContext {
+                request: Some(extauthz_proto::v3::attribute_context::Request {
+                    http: Some(extauthz_proto::v3::attribute_context::HttpRequest {
+                        body: "x".repeat(MAX_MESSAGE_BYTES),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+        };
+        let verdict = check(&backend, request, Duration::from_secs(1)).await;
+        match verdict {
+            Verdict::Invalid { reason } => assert_eq!(
+                reason,
+                "check request of 4194324 bytes is over the 4194304-byte gRPC message limit"
+            ),
+            other => panic!("{other:?}"),
+        }
     }
 }

@@ -1,0 +1,322 @@
+//! A listener's resource limits: the `limits` table as written ([`RawLimits`]) and the validated
+//! values the connection code runs on ([`Limits`]).
+//!
+//! Every limit has a safe default, named after Envoy's setting where Envoy has one, so a config
+//! that says nothing still bounds what one client can hold: connections, streams, header count
+//! and size, and the time a connection or stream may sit without progress.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use super::parse_duration;
+
+/// Envoy's `max_concurrent_streams` as Envoy's edge guide sets it.
+pub const DEFAULT_MAX_CONCURRENT_STREAMS: u32 = 100;
+/// Connections one listener serves at once. With a 20,000-descriptor `ulimit -n` this leaves
+/// room for the upstream and authorization connections the requests need.
+pub const DEFAULT_MAX_CONNECTIONS: u32 = 10_000;
+/// Envoy's `max_headers_count` default.
+pub const DEFAULT_MAX_REQUEST_HEADERS: u32 = 100;
+/// How long a client may take to send a request's headers. Envoy leaves its
+/// `request_headers_timeout` off; a slowloris client then holds a connection until the idle
+/// timeout (an hour). Legitimate clients send their headers in one packet, so 10 s is generous.
+pub const DEFAULT_REQUEST_HEADERS_TIMEOUT: Duration = Duration::from_secs(10);
+/// Envoy's `stream_idle_timeout` default.
+pub const DEFAULT_STREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(5 * 60);
+/// Envoy's `idle_timeout` default.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60 * 60);
+/// Envoy's `connection_keepalive.timeout` default (and hyper's).
+pub const DEFAULT_HTTP2_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
+/// h2's own default: streams a client may reset before the server has accepted them.
+pub const DEFAULT_HTTP2_MAX_PENDING_ACCEPT_RESET_STREAMS: u32 = 20;
+/// hyper's default: streams the server may reset for protocol errors before it sends GOAWAY.
+pub const DEFAULT_HTTP2_MAX_LOCAL_ERROR_RESET_STREAMS: u32 = 1024;
+
+/// `[listeners.limits]`: every key is optional; absent keys take the default shown.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLimits {
+    /// Connections served at once (default 10000); excess connections are accepted and closed
+    /// at once.
+    pub max_connections: Option<Spanned<u32>>,
+    /// HTTP/2 streams open at once on one connection (Envoy's `max_concurrent_streams`,
+    /// default 100), announced in SETTINGS.
+    pub max_concurrent_streams: Option<Spanned<u32>>,
+    /// Request header fields per request (Envoy's `max_headers_count`, default 100); more get 431.
+    pub max_request_headers: Option<Spanned<u32>>,
+    /// How long a client may take to send a request's headers, e.g. `"10s"` (the default; Envoy's
+    /// `request_headers_timeout`). On expiry the connection is closed.
+    pub request_headers_timeout: Option<Spanned<String>>,
+    /// How long a request may make no progress (no body bytes either way, no response yet),
+    /// e.g. `"5m"` (Envoy's `stream_idle_timeout`, the default); `"0s"` turns it off.
+    pub stream_idle_timeout: Option<Spanned<String>>,
+    /// How long a connection may have no request in flight before it is closed, e.g. `"1h"`
+    /// (Envoy's `idle_timeout`, the default); `"0s"` turns it off.
+    pub idle_timeout: Option<Spanned<String>>,
+    /// Requests served on one connection before it is closed gracefully (Envoy's
+    /// `max_requests_per_connection`); 0, the default, means no limit.
+    pub max_requests_per_connection: Option<Spanned<u32>>,
+    /// Send an HTTP/2 PING this often on an otherwise quiet connection (Envoy's
+    /// `connection_keepalive.interval`); off by default.
+    pub http2_keepalive_interval: Option<Spanned<String>>,
+    /// Close the connection when a PING is not answered within this, e.g. `"20s"` (the default).
+    pub http2_keepalive_timeout: Option<Spanned<String>>,
+    /// Streams a client may open and reset before the server accepts them; past it the
+    /// connection gets GOAWAY (rapid-reset protection; default 20).
+    pub http2_max_pending_accept_reset_streams: Option<Spanned<u32>>,
+    /// Streams the server may reset for a client's protocol errors before it sends GOAWAY
+    /// (default 1024).
+    pub http2_max_local_error_reset_streams: Option<Spanned<u32>>,
+}
+
+/// A listener's validated limits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// Connections served at once.
+    pub max_connections: usize,
+    /// HTTP/2 streams per connection.
+    pub max_concurrent_streams: u32,
+    /// Request header fields per request.
+    pub max_request_headers: usize,
+    /// The time a client has to send a request's headers.
+    pub request_headers_timeout: Duration,
+    /// The time a request may make no progress; `None` is off.
+    pub stream_idle_timeout: Option<Duration>,
+    /// The time a connection may have no request in flight; `None` is off.
+    pub idle_timeout: Option<Duration>,
+    /// Requests per connection; `None` is unlimited.
+    pub max_requests_per_connection: Option<u64>,
+    /// The HTTP/2 PING interval; `None` is off.
+    pub http2_keepalive_interval: Option<Duration>,
+    /// How long a PING may go unanswered.
+    pub http2_keepalive_timeout: Duration,
+    /// Client-reset streams not yet accepted, before GOAWAY.
+    pub http2_max_pending_accept_reset_streams: usize,
+    /// Server-reset streams for protocol errors, before GOAWAY.
+    pub http2_max_local_error_reset_streams: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            max_connections: DEFAULT_MAX_CONNECTIONS as usize,
+            max_concurrent_streams: DEFAULT_MAX_CONCURRENT_STREAMS,
+            max_request_headers: DEFAULT_MAX_REQUEST_HEADERS as usize,
+            request_headers_timeout: DEFAULT_REQUEST_HEADERS_TIMEOUT,
+            stream_idle_timeout: Some(DEFAULT_STREAM_IDLE_TIMEOUT),
+            idle_timeout: Some(DEFAULT_IDLE_TIMEOUT),
+            max_requests_per_connection: None,
+            http2_keepalive_interval: None,
+            http2_keepalive_timeout: DEFAULT_HTTP2_KEEPALIVE_TIMEOUT,
+            http2_max_pending_accept_reset_streams: DEFAULT_HTTP2_MAX_PENDING_ACCEPT_RESET_STREAMS
+                as usize,
+            http2_max_local_error_reset_streams: DEFAULT_HTTP2_MAX_LOCAL_ERROR_RESET_STREAMS
+                as usize,
+        }
+    }
+}
+
+impl Limits {
+    /// The admin endpoint's fixed limits: few connections, short timeouts — it serves probes and
+    /// scrapes, never long requests.
+    pub fn admin() -> Limits {
+        Limits {
+            max_connections: 64,
+            request_headers_timeout: Duration::from_secs(10),
+            stream_idle_timeout: Some(Duration::from_secs(60)),
+            idle_timeout: Some(Duration::from_secs(5 * 60)),
+            ..Limits::default()
+        }
+    }
+}
+
+/// Validates `raw` (absent keys: `defaults`), pushing `(byte offset, message)` for each problem.
+pub(super) fn compile(
+    raw: Option<&RawLimits>,
+    defaults: Limits,
+    errors: &mut Vec<(usize, String)>,
+) -> Limits {
+    let Some(raw) = raw else { return defaults };
+    let mut count = |field: &Option<Spanned<u32>>, name: &str, default: u32, zero_ok: bool| {
+        let Some(value) = field else { return default };
+        if *value.get_ref() == 0 && !zero_ok {
+            errors.push((value.span().start, format!("{name} must be at least 1")));
+            return default;
+        }
+        *value.get_ref()
+    };
+    let max_connections = count(
+        &raw.max_connections,
+        "max_connections",
+        u32::try_from(defaults.max_connections).unwrap_or(u32::MAX),
+        false,
+    );
+    let max_concurrent_streams = count(
+        &raw.max_concurrent_streams,
+        "max_concurrent_streams",
+        DEFAULT_MAX_CONCURRENT_STREAMS,
+        false,
+    );
+    let max_request_headers = count(
+        &raw.max_request_headers,
+        "max_request_headers",
+        DEFAULT_MAX_REQUEST_HEADERS,
+        false,
+    );
+    let max_requests = count(&raw.max_requests_per_connection, "", 0, true);
+    let pending_resets = count(
+        &raw.http2_max_pending_accept_reset_streams,
+        "http2_max_pending_accept_reset_streams",
+        DEFAULT_HTTP2_MAX_PENDING_ACCEPT_RESET_STREAMS,
+        false,
+    );
+    let local_resets = count(
+        &raw.http2_max_local_error_reset_streams,
+        "http2_max_local_error_reset_streams",
+        DEFAULT_HTTP2_MAX_LOCAL_ERROR_RESET_STREAMS,
+        false,
+    );
+    let mut time = |field: &Option<Spanned<String>>, zero_ok: bool| -> Option<Option<Duration>> {
+        let field = field.as_ref()?;
+        match parse_duration(field.get_ref()) {
+            Some(d) if d.is_zero() && zero_ok => Some(None),
+            Some(d) if !d.is_zero() => Some(Some(d)),
+            _ => {
+                let zero = if zero_ok {
+                    " (\"0s\" turns it off)"
+                } else {
+                    ""
+                };
+                errors.push((
+                    field.span().start,
+                    format!(
+                        "invalid duration `{}`: expected a positive whole number with unit ms, s, m or h, e.g. \"10s\"{zero}",
+                        field.get_ref()
+                    ),
+                ));
+                None
+            }
+        }
+    };
+    Limits {
+        max_connections: max_connections as usize,
+        max_concurrent_streams,
+        max_request_headers: max_request_headers as usize,
+        request_headers_timeout: time(&raw.request_headers_timeout, false)
+            .flatten()
+            .unwrap_or(defaults.request_headers_timeout),
+        stream_idle_timeout: time(&raw.stream_idle_timeout, true)
+            .unwrap_or(defaults.stream_idle_timeout),
+        idle_timeout: time(&raw.idle_timeout, true).unwrap_or(defaults.idle_timeout),
+        max_requests_per_connection: (max_requests > 0).then_some(u64::from(max_requests)),
+        http2_keepalive_interval: time(&raw.http2_keepalive_interval, false).flatten(),
+        http2_keepalive_timeout: time(&raw.http2_keepalive_timeout, false)
+            .flatten()
+            .unwrap_or(defaults.http2_keepalive_timeout),
+        http2_max_pending_accept_reset_streams: pending_resets as usize,
+        http2_max_local_error_reset_streams: local_resets as usize,
+    }
+}
+
+/// Room in a gRPC check for everything but the body and the headers (addresses, method, path,
+/// context extensions, certificate); generous, since an oversized check is refused at send time
+/// anyway (never allowed, never let through by `failure_mode_allow`).
+pub const CHECK_OVERHEAD_BYTES: usize = 16 * 1024;
+
+/// The largest body `authz-server`'s HTTP mode reads (its `MAX_BODY_BYTES`).
+pub const HTTP_AUTHZ_MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
+
+/// Refuses a `with_request_body.max_request_bytes` whose check could not fit what the
+/// authorization server accepts: over gRPC, the body plus `header_bytes` of request headers (the
+/// largest `max_request_headers_kb` of any listener) plus [`CHECK_OVERHEAD_BYTES`] must stay
+/// within the 4 MiB message limit; over HTTP, the body alone within 4 MiB.
+pub(super) fn check_body_limits(
+    policies: &[super::raw::RawPolicy],
+    header_bytes: usize,
+    errors: &mut Vec<(usize, String)>,
+) {
+    let grpc_limit = crate::ext_authz::grpc::MAX_MESSAGE_BYTES;
+    for policy in policies {
+        let Some(body) = &policy.ext_auth.with_request_body else {
+            continue;
+        };
+        let wanted = *body.max_request_bytes.get_ref() as usize;
+        let (most, why) = if policy.ext_auth.http.is_some() {
+            (
+                HTTP_AUTHZ_MAX_BODY_BYTES,
+                format!(
+                    "the authorization server reads bodies up to {HTTP_AUTHZ_MAX_BODY_BYTES} bytes"
+                ),
+            )
+        } else {
+            (
+                grpc_limit.saturating_sub(header_bytes + CHECK_OVERHEAD_BYTES),
+                format!(
+                    "a gRPC check must fit in {grpc_limit} bytes with up to {header_bytes} bytes of request headers and {CHECK_OVERHEAD_BYTES} of other attributes"
+                ),
+            )
+        };
+        if wanted > most {
+            errors.push((
+                body.max_request_bytes.span().start,
+                format!(
+                    "with_request_body.max_request_bytes = {wanted} is too large: {why}; at most {most} here"
+                ),
+            ));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn compiled(text: &str) -> (Limits, Vec<String>) {
+        let raw: RawLimits = toml::from_str(text).expect("parses");
+        let mut errors = Vec::new();
+        let limits = compile(Some(&raw), Limits::default(), &mut errors);
+        (limits, errors.into_iter().map(|(_, m)| m).collect())
+    }
+
+    #[test]
+    fn absent_keys_take_envoys_defaults() {
+        let (limits, errors) = compiled("");
+        assert!(errors.is_empty());
+        assert_eq!(limits, Limits::default());
+        assert_eq!(limits.max_concurrent_streams, 100);
+        assert_eq!(limits.max_request_headers, 100);
+        assert_eq!(limits.stream_idle_timeout, Some(Duration::from_secs(300)));
+        assert_eq!(limits.idle_timeout, Some(Duration::from_secs(3600)));
+        assert_eq!(limits.max_requests_per_connection, None);
+        assert_eq!(limits.http2_keepalive_interval, None);
+    }
+
+    #[test]
+    fn zero_turns_idle_timeouts_off_and_hours_parse() {
+        let (limits, errors) = compiled(
+            "stream_idle_timeout = \"0s\"\nidle_timeout = \"2h\"\nmax_requests_per_connection = 3",
+        );
+        assert!(errors.is_empty(), "{errors:?}");
+        assert_eq!(limits.stream_idle_timeout, None);
+        assert_eq!(limits.idle_timeout, Some(Duration::from_secs(7200)));
+        assert_eq!(limits.max_requests_per_connection, Some(3));
+    }
+
+    #[test]
+    fn zero_counts_and_a_zero_header_timeout_are_refused() {
+        let (_, errors) = compiled(
+            "max_connections = 0\nmax_request_headers = 0\nrequest_headers_timeout = \"0s\"\nhttp2_keepalive_interval = \"soon\"",
+        );
+        assert_eq!(
+            errors,
+            [
+                "max_connections must be at least 1",
+                "max_request_headers must be at least 1",
+                "invalid duration `0s`: expected a positive whole number with unit ms, s, m or h, e.g. \"10s\"",
+                "invalid duration `soon`: expected a positive whole number with unit ms, s, m or h, e.g. \"10s\"",
+            ]
+        );
+    }
+}
