@@ -14,6 +14,10 @@ pub struct AuthorizeError(pub String);
 
 /// Decides one request. Implement it to serve your own logic over gRPC (v3 and v2) and HTTP.
 ///
+/// A [`rules::Deny`] is always sent as a denial: `grpc_code: 0` (OK, which Envoy would read as
+/// an allow) goes out as 7 `PERMISSION_DENIED`, and `http_status: 200` or a 1xx as 403, each
+/// with a warning in the log.
+///
 /// ```
 /// use authz_server::{AuthorizeError, Authorizer};
 /// use rules::{Allow, Decision, Evaluation, Request};
@@ -37,6 +41,16 @@ pub trait Authorizer: Send + Sync + 'static {
     /// the one-line dump of the attributes costs, so it is skipped unless asked for.
     fn needs_received(&self) -> bool {
         false
+    }
+
+    /// The request's path as the decision log may show it. The default drops the query (it
+    /// may carry credentials) for `?<redacted>`; the rule engine also hides the path segments
+    /// its lookups bind. Control characters are escaped by the logger either way.
+    fn path_for_log(&self, request: &Request) -> String {
+        match request.path.split_once('?') {
+            Some((path, _)) => format!("{path}?<redacted>"),
+            None => request.path.clone(),
+        }
     }
 }
 
@@ -91,5 +105,9 @@ impl Authorizer for RuleEngine {
 
     fn needs_received(&self) -> bool {
         self.rules.load().needs_received()
+    }
+
+    fn path_for_log(&self, request: &Request) -> String {
+        self.rules.load().path_for_log(request)
     }
 }

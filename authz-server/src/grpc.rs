@@ -38,7 +38,9 @@ impl<A: Authorizer> CheckService<A> {
     async fn decide(&self, api: &'static str, request: Request) -> Result<Evaluation, Status> {
         let started = Instant::now();
         let evaluation = self.authorizer.check(&request).await;
-        crate::log::decision(&self.metrics, api, &request, &evaluation, started.elapsed());
+        let path = self.authorizer.path_for_log(&request);
+        let elapsed = started.elapsed();
+        crate::log::decision(&self.metrics, api, &request, &path, &evaluation, elapsed);
         evaluation.map_err(rescue)
     }
 }

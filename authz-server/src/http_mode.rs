@@ -59,7 +59,9 @@ pub async fn handle<A: Authorizer>(
         view.received = received_line(&parts, &body);
     }
     let evaluation = authorizer.check(&view).await;
-    crate::log::decision(&metrics, "http", &view, &evaluation, started.elapsed());
+    let path = authorizer.path_for_log(&view);
+    let elapsed = started.elapsed();
+    crate::log::decision(&metrics, "http", &view, &path, &evaluation, elapsed);
     Ok(match evaluation {
         Ok(evaluation) => to_response(&evaluation.decision),
         Err(_) => plain(StatusCode::SERVICE_UNAVAILABLE, "authorizer unavailable"),
@@ -194,11 +196,9 @@ fn to_response(decision: &Decision) -> Response<Full<Bytes>> {
         Decision::Deny(deny) => {
             let mut response = Response::new(Full::new(Bytes::from(deny.body.clone())));
             // Only 200 means OK to the proxy, so a deny can never be sent as 200; a 1xx is not
-            // a final response (the config refuses it; this guards custom authorizers).
-            *response.status_mut() = match StatusCode::from_u16(deny.http_status) {
-                Ok(status) if status != StatusCode::OK && !status.is_informational() => status,
-                _ => StatusCode::FORBIDDEN,
-            };
+            // a final response (the config refuses both; this guards custom authorizers).
+            let (_, status) = crate::response::deny_codes(deny);
+            *response.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::FORBIDDEN);
             for (name, value) in &deny.headers {
                 insert(response.headers_mut(), name, value, true);
             }

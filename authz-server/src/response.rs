@@ -2,10 +2,40 @@
 
 use extauthz_proto::{RpcStatus, v2, v3};
 use prost_types::{ListValue, Struct, Value, value::Kind};
-use rules::{AppendAction, Decision, Metadata};
+use rules::{AppendAction, Decision, Deny, Metadata};
 
 /// `google.rpc.Code.OK`.
 const OK: i32 = 0;
+
+/// `google.rpc.Code.PERMISSION_DENIED`: what a deny that says OK is sent as.
+const PERMISSION_DENIED: i32 = 7;
+
+/// The gRPC code and HTTP status a deny is sent with. A deny can never be sent as an OK: the
+/// rule engine refuses `grpc_code = 0` at load, but an [`crate::Authorizer`] of one's own
+/// builds [`Deny`] freely, and Envoy reads code 0 as *allow* whatever else the answer says. So
+/// code 0 becomes `PERMISSION_DENIED` (7) — mapped rather than refused, because a typed error
+/// at construction would break every `Deny { .. }` literal and the edge is the one place all
+/// decisions pass. Likewise an HTTP status of 200 (what a client reads as success) or a 1xx
+/// (not a final response) becomes 403, as HTTP mode does; redirects and other codes stay.
+/// Each mapping logs a warning naming the mistake.
+pub(crate) fn deny_codes(deny: &Deny) -> (i32, u16) {
+    let code = if deny.grpc_code == OK {
+        tracing::warn!("a deny with gRPC code 0 (OK) is sent as 7 (PERMISSION_DENIED)");
+        PERMISSION_DENIED
+    } else {
+        deny.grpc_code
+    };
+    let status = if deny.http_status == 200 || !(200..=599).contains(&deny.http_status) {
+        tracing::warn!(
+            status = deny.http_status,
+            "a deny with HTTP status 200 or outside 201..=599 is sent as 403"
+        );
+        403
+    } else {
+        deny.http_status
+    };
+    (code, status)
+}
 
 /// The v3 answer: an allow carries every mutation the rule asked for; a deny carries its status,
 /// headers and body. Either way the RPC itself succeeds.
@@ -43,23 +73,26 @@ pub fn to_v3(decision: &Decision) -> v3::CheckResponse {
             )),
             dynamic_metadata: metadata(&allow.dynamic_metadata),
         },
-        Decision::Deny(deny) => v3::CheckResponse {
-            status: Some(status(deny.grpc_code)),
-            http_response: Some(v3::check_response::HttpResponse::DeniedResponse(
-                v3::DeniedHttpResponse {
-                    status: Some(v3::HttpStatus {
-                        code: i32::from(deny.http_status),
-                    }),
-                    headers: deny
-                        .headers
-                        .iter()
-                        .map(|(name, value)| header_v3(name, value, None, None))
-                        .collect(),
-                    body: deny.body.clone(),
-                },
-            )),
-            dynamic_metadata: metadata(&deny.dynamic_metadata),
-        },
+        Decision::Deny(deny) => {
+            let (code, http_status) = deny_codes(deny);
+            v3::CheckResponse {
+                status: Some(status(code)),
+                http_response: Some(v3::check_response::HttpResponse::DeniedResponse(
+                    v3::DeniedHttpResponse {
+                        status: Some(v3::HttpStatus {
+                            code: i32::from(http_status),
+                        }),
+                        headers: deny
+                            .headers
+                            .iter()
+                            .map(|(name, value)| header_v3(name, value, None, None))
+                            .collect(),
+                        body: deny.body.clone(),
+                    },
+                )),
+                dynamic_metadata: metadata(&deny.dynamic_metadata),
+            }
+        }
     }
 }
 
@@ -86,22 +119,25 @@ pub fn to_v2(decision: &Decision) -> v2::CheckResponse {
                 },
             )),
         },
-        Decision::Deny(deny) => v2::CheckResponse {
-            status: Some(status(deny.grpc_code)),
-            http_response: Some(v2::check_response::HttpResponse::DeniedResponse(
-                v2::DeniedHttpResponse {
-                    status: Some(v2::HttpStatus {
-                        code: i32::from(deny.http_status),
-                    }),
-                    headers: deny
-                        .headers
-                        .iter()
-                        .map(|(name, value)| header(name, value, false))
-                        .collect(),
-                    body: deny.body.clone(),
-                },
-            )),
-        },
+        Decision::Deny(deny) => {
+            let (code, http_status) = deny_codes(deny);
+            v2::CheckResponse {
+                status: Some(status(code)),
+                http_response: Some(v2::check_response::HttpResponse::DeniedResponse(
+                    v2::DeniedHttpResponse {
+                        status: Some(v2::HttpStatus {
+                            code: i32::from(http_status),
+                        }),
+                        headers: deny
+                            .headers
+                            .iter()
+                            .map(|(name, value)| header(name, value, false))
+                            .collect(),
+                        body: deny.body.clone(),
+                    },
+                )),
+            }
+        }
     }
 }
 
@@ -167,4 +203,61 @@ fn json_to_value(json: &serde_json::Value) -> Value {
         }),
     };
     Value { kind: Some(kind) }
+}
+
+#[cfg(test)]
+mod tests {
+    use extauthz_proto::{v2, v3};
+    use rules::{Decision, Deny};
+
+    fn deny(grpc_code: i32, http_status: u16) -> Decision {
+        Decision::Deny(Deny {
+            http_status,
+            grpc_code,
+            headers: Vec::new(),
+            body: "no".into(),
+            dynamic_metadata: Default::default(),
+        })
+    }
+
+    fn v3_codes(decision: &Decision) -> (i32, i32) {
+        let response = super::to_v3(decision);
+        let Some(v3::check_response::HttpResponse::DeniedResponse(denied)) = response.http_response
+        else {
+            panic!("a deny is a denied response");
+        };
+        (
+            response.status.map_or(-1, |s| s.code),
+            denied.status.map_or(-1, |s| s.code),
+        )
+    }
+
+    fn v2_codes(decision: &Decision) -> (i32, i32) {
+        let response = super::to_v2(decision);
+        let Some(v2::check_response::HttpResponse::DeniedResponse(denied)) = response.http_response
+        else {
+            panic!("a deny is a denied response");
+        };
+        (
+            response.status.map_or(-1, |s| s.code),
+            denied.status.map_or(-1, |s| s.code),
+        )
+    }
+
+    #[test]
+    fn a_deny_is_never_sent_as_ok() {
+        for (code, status, wanted) in [
+            (0, 403, (7, 403)),
+            (0, 200, (7, 403)),
+            (16, 401, (16, 401)),
+            (7, 302, (7, 302)),
+            (7, 204, (7, 204)),
+            (7, 600, (7, 403)),
+            (14, 503, (14, 503)),
+            (7, 100, (7, 403)),
+        ] {
+            assert_eq!(v3_codes(&deny(code, status)), wanted, "v3 {code} {status}");
+            assert_eq!(v2_codes(&deny(code, status)), wanted, "v2 {code} {status}");
+        }
+    }
 }

@@ -74,3 +74,91 @@ fn credentials_never_appear_in_any_log_line() {
         }
     }
 }
+
+/// Values a client chooses cannot forge or hide a log line: control characters in the path,
+/// host, method and request id arrive escaped, in the one line their decision writes.
+#[test]
+fn control_characters_in_logged_values_cannot_forge_lines() {
+    use extauthz_proto::envoy::service::auth::v3::authorization_client::AuthorizationClient;
+    use extauthz_proto::v3;
+
+    for format in ["text", "json"] {
+        let mut child = Command::new(BIN)
+            .args(["--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"])
+            .args(["--log-format", format])
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("starts");
+        let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+        let grpc_line = lines.next().expect("grpc line").expect("utf-8");
+        let address = grpc_line.trim_start_matches("listening grpc ").to_owned();
+
+        let forged = "FORGED outcome=allow rule=admin";
+        let runtime = tokio::runtime::Runtime::new().expect("runtime");
+        runtime.block_on(async {
+            let mut client = AuthorizationClient::connect(format!("http://{address}"))
+                .await
+                .expect("connects");
+            let http = v3::attribute_context::HttpRequest {
+                method: format!("GET\n{forged}"),
+                path: format!("/x\r\n{forged}?token={}", SECRETS[3]),
+                host: format!("h\u{2028}{forged}"),
+                headers: [("x-request-id".to_owned(), format!("id\n{forged}"))].into(),
+                ..Default::default()
+            };
+            let request = v3::CheckRequest {
+                attributes: Some(v3::AttributeContext {
+                    request: Some(v3::attribute_context::Request {
+                        time: None,
+                        http: Some(http),
+                    }),
+                    ..Default::default()
+                }),
+            };
+            let response = client.check(request).await.expect("answers").into_inner();
+            // The path has no canonical form: the default decides, a deny.
+            assert_eq!(response.status.map(|s| s.code), Some(7));
+        });
+
+        let status = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success());
+        let mut logs = String::new();
+        child
+            .stderr
+            .take()
+            .expect("stderr")
+            .read_to_string(&mut logs)
+            .expect("reads the logs");
+        assert_eq!(child.wait().expect("exits").code(), Some(0));
+
+        for line in logs.lines() {
+            assert!(!line.starts_with(forged), "{format}: forged line:\n{logs}");
+            assert!(!line.contains('\u{2028}'), "{format}: raw separator:\n{logs}");
+        }
+        let decision = logs
+            .lines()
+            .find(|l| l.contains("decision") && l.contains("FORGED"))
+            .unwrap_or_else(|| panic!("{format}: no decision line:\n{logs}"));
+        assert_eq!(decision.matches(forged).count(), 4, "{format}: {decision}");
+        assert!(decision.contains("?<redacted>"), "{format}: {decision}");
+        assert!(!logs.contains(SECRETS[3]), "{format}: query leaked:\n{logs}");
+        // The escapes, as the text or JSON formatter writes them.
+        let (newline, separator) = match format {
+            "text" => ("\\n", "\\u{2028}"),
+            _ => ("\\\\n", "\\\\u{2028}"),
+        };
+        assert!(
+            decision.contains(&format!("GET{newline}{forged}")),
+            "{format}: {decision}"
+        );
+        assert!(
+            decision.contains(&format!("h{separator}{forged}")),
+            "{format}: {decision}"
+        );
+    }
+}

@@ -42,6 +42,8 @@ pub struct RuleSet {
     needs_received: bool,
     databases: Vec<DatabaseSpec>,
     options: RequestOptions,
+    /// The 1-based path segments some lookup binds (sorted, each once).
+    secret_segments: Vec<usize>,
 }
 
 /// The name `{{rule.name}}` renders and the trace shows when no rule matched.
@@ -55,12 +57,20 @@ impl RuleSet {
         needs_received: bool,
         databases: Vec<DatabaseSpec>,
     ) -> Self {
+        let mut secret_segments: Vec<usize> = rules
+            .iter()
+            .filter_map(|rule| rule.lookup.as_ref())
+            .flat_map(LookupSpec::path_segments)
+            .collect();
+        secret_segments.sort_unstable();
+        secret_segments.dedup();
         Self {
             rules,
             default,
             needs_received,
             databases,
             options: RequestOptions::default(),
+            secret_segments,
         }
     }
 
@@ -249,18 +259,48 @@ impl RuleSet {
             .collect()
     }
 
-    /// The 1-based path segments some lookup binds as a parameter (sorted, each once): they may
-    /// be credentials, so logs must not show them.
-    pub fn secret_path_segments(&self) -> Vec<usize> {
-        let mut segments: Vec<usize> = self
-            .rules
-            .iter()
-            .filter_map(|rule| rule.lookup.as_ref())
-            .flat_map(LookupSpec::path_segments)
+    /// The 1-based path segments some lookup binds as a parameter: they may be credentials, so
+    /// logs must not show them.
+    pub fn secret_path_segments(&self) -> &[usize] {
+        &self.secret_segments
+    }
+
+    /// The request's path as a log line may show it: the query (which may carry credentials)
+    /// replaced by `?<redacted>`; when lookups bind path segments, the canonical path with
+    /// those segments replaced by `<redacted>` (segments are counted on the canonical path, as
+    /// the lookup counts them), or `<redacted>` alone when the path has no canonical form.
+    /// Control characters are the logger's business.
+    pub fn path_for_log(&self, request: &Request) -> String {
+        let raw_query = request.path.split_once('?');
+        let marker = if raw_query.is_some() {
+            "?<redacted>"
+        } else {
+            ""
+        };
+        if self.secret_segments.is_empty() {
+            let path = raw_query.map_or(request.path.as_str(), |(path, _)| path);
+            return format!("{path}{marker}");
+        }
+        let Ok(canonical) = crate::prepare::path(request, &self.options) else {
+            return "<redacted>".to_owned();
+        };
+        let path = canonical.split('?').next().unwrap_or_default();
+        let mut index = 0;
+        let segments: Vec<&str> = path
+            .split('/')
+            .map(|segment| {
+                if segment.is_empty() {
+                    return segment;
+                }
+                index += 1;
+                if self.secret_segments.contains(&index) {
+                    "<redacted>"
+                } else {
+                    segment
+                }
+            })
             .collect();
-        segments.sort_unstable();
-        segments.dedup();
-        segments
+        format!("{}{marker}", segments.join("/"))
     }
 
     /// The `[databases.<name>]` tables, sorted by name, for the server to open pools.
@@ -448,6 +488,50 @@ mod tests {
     fn rule_set_is_send_and_sync() {
         fn check<T: Send + Sync + 'static>() {}
         check::<super::RuleSet>();
+    }
+
+    #[test]
+    fn logged_paths_hide_the_query_and_segments_a_lookup_binds() {
+        let plain = crate::load::<toml::Table>("p.toml", "[default]\nallow = {}\n")
+            .unwrap()
+            .1;
+        let request = |path: &str| crate::Request {
+            path: path.to_owned(),
+            ..crate::Request::default()
+        };
+        assert_eq!(
+            plain.path_for_log(&request("/a/b?key=s3cret")),
+            "/a/b?<redacted>"
+        );
+        assert_eq!(plain.path_for_log(&request("//a/../b")), "//a/../b");
+        let keyed = r#"
+[databases.main]
+url = "sqlite::memory:"
+[default]
+deny = {}
+[[rules]]
+name = "key"
+allow = {}
+[rules.lookup]
+database = "main"
+query = "SELECT 1 FROM keys WHERE key = $1"
+params = [{ path_segment = 2 }]
+"#;
+        let keyed = crate::load::<toml::Table>("p.toml", keyed).unwrap().1;
+        assert_eq!(keyed.secret_path_segments(), [2]);
+        assert_eq!(
+            keyed.path_for_log(&request("/keys/s3cret/items?x=1")),
+            "/keys/<redacted>/items?<redacted>"
+        );
+        // Counted as the lookup counts: on the canonical path.
+        assert_eq!(
+            keyed.path_for_log(&request("//keys/./s3cret")),
+            "/keys/<redacted>"
+        );
+        assert_eq!(
+            keyed.path_for_log(&request("/keys/s3cret%zz")),
+            "<redacted>"
+        );
     }
 
     /// The server awaits `evaluate` inside `Send` tasks.

@@ -99,7 +99,10 @@ pub(crate) fn prepare<'r>(
 
 /// The path (with its query, unchanged) as the rules see it. An empty path (a gRPC check
 /// without one) stays empty; `*` (a server-wide `OPTIONS`) stays `*`.
-fn path<'r>(request: &'r Request, options: &RequestOptions) -> Result<Cow<'r, str>, Unusable> {
+pub(crate) fn path<'r>(
+    request: &'r Request,
+    options: &RequestOptions,
+) -> Result<Cow<'r, str>, Unusable> {
     let mut target = request.path.as_str();
     if request.transport == Transport::Http && !options.http_path_prefix.is_empty() {
         target = target

@@ -155,6 +155,46 @@ pub struct Running {
     stop: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
+impl Running {
+    /// A server a test bound itself (e.g. with its own `Authorizer`), stopped on drop through
+    /// `stop`.
+    pub fn at(
+        grpc: std::net::SocketAddr,
+        http: std::net::SocketAddr,
+        stop: tokio::sync::oneshot::Sender<()>,
+    ) -> Self {
+        Self {
+            grpc,
+            http,
+            stop: Some(stop),
+        }
+    }
+}
+
+/// Sends `request` as raw bytes (exactly as written: nothing is normalised on the way) to an
+/// HTTP-mode listener and returns the whole reply; the request should ask for
+/// `connection: close`. Fails after 5 s.
+pub async fn http_raw(address: std::net::SocketAddr, request: &[u8]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let exchange = async {
+        let mut stream = tokio::net::TcpStream::connect(address)
+            .await
+            .expect("connects");
+        stream.write_all(request).await.expect("sends");
+        let mut reply = Vec::new();
+        stream.read_to_end(&mut reply).await.expect("reads");
+        String::from_utf8_lossy(&reply).into_owned()
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(5), exchange)
+        .await
+        .expect("HTTP mode answers within 5 s")
+}
+
+/// [`http_raw`] for a request written as text.
+pub async fn http_get(address: std::net::SocketAddr, request: &str) -> String {
+    http_raw(address, request.as_bytes()).await
+}
+
 impl Drop for Running {
     fn drop(&mut self) {
         if let Some(stop) = self.stop.take() {
@@ -227,8 +267,19 @@ impl Answer {
     }
 }
 
-/// Sends one v3 Check for `GET path` with these headers.
+/// Sends one v3 Check for `GET path` on `api.example.com` with these headers.
 pub async fn check(client: &mut Client, path: &str, headers: &[(&str, &str)]) -> Answer {
+    check_at(client, "api.example.com", path, headers).await
+}
+
+/// Sends one v3 Check for `GET path` on `host`, both exactly as given (as a proxy that does not
+/// normalise would send them).
+pub async fn check_at(
+    client: &mut Client,
+    host: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> Answer {
     use extauthz_proto::v3;
     let request = v3::CheckRequest {
         attributes: Some(v3::AttributeContext {
@@ -237,7 +288,7 @@ pub async fn check(client: &mut Client, path: &str, headers: &[(&str, &str)]) ->
                 http: Some(v3::attribute_context::HttpRequest {
                     method: "GET".into(),
                     path: path.into(),
-                    host: "api.example.com".into(),
+                    host: host.into(),
                     protocol: "HTTP/1.1".into(),
                     headers: headers
                         .iter()
