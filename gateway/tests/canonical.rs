@@ -14,10 +14,9 @@ use http_body_util::Full;
 use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-/// What a raw client read: status, headers (lower-case names) and body.
+/// What a raw client read: status and body.
 struct Raw {
     status: u16,
-    headers: Vec<(String, String)>,
     body: String,
 }
 
@@ -67,11 +66,7 @@ async fn raw(gw: SocketAddr, head: &str) -> Raw {
     } else {
         body.to_owned()
     };
-    Raw {
-        status,
-        headers,
-        body,
-    }
+    Raw { status, body }
 }
 
 fn dechunk(mut rest: &str) -> String {
