@@ -205,6 +205,10 @@ fn canonical_target<'a>(
     parts: &'a Parts,
     options: &PathOptions,
 ) -> Result<(String, Option<&'a str>), Rejected> {
+    // Authority-form (`CONNECT host:443`) names no resource: nothing to route or check.
+    if parts.uri.authority().is_some() && parts.uri.scheme().is_none() {
+        return Err(Rejected::Path(PathError::NotOriginForm));
+    }
     let target = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
     if target == "*" {
         // The asterisk form is only for a server-wide OPTIONS (RFC 9112 §3.2.4).

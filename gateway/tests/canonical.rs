@@ -216,6 +216,11 @@ async fn spellings_without_one_meaning_are_400_and_never_checked() {
             "more than one host header",
         ),
         ("no Host", "GET /x HTTP/1.1", "missing host"),
+        (
+            "authority-form",
+            "CONNECT admin.example.com:443 HTTP/1.1\r\nHost: admin.example.com:443",
+            "request target is not origin-form",
+        ),
         ("empty Host", &get("/x", ""), "missing host"),
         (
             "invalid Host",

@@ -158,6 +158,21 @@ fn paths_without_a_canonical_form_are_refused() {
     )
     .unwrap();
     assert_eq!(c.path_and_query(), "*");
+    let mut connect = parts(
+        "CONNECT",
+        "admin.example.com:443",
+        Version::HTTP_11,
+        &[("host", "a")],
+    );
+    assert_eq!(
+        canonicalise(
+            &mut connect,
+            PEER.parse().unwrap(),
+            "http",
+            &CanonicalOptions::default(),
+        ),
+        Err(Rejected::Path(PathError::NotOriginForm))
+    );
 }
 
 #[test]
