@@ -1,7 +1,13 @@
 //! The JWKS hook: [`HttpJwks`] fetches the key sets rules name by `jwks_url`, caches each per URL
 //! and refetches when a token names a key the cached set lacks — at most once per
-//! `min_refresh_interval` per URL, so a flood of tokens with made-up `kid`s cannot turn into a
-//! flood of fetches.
+//! `min_refresh_interval` per URL, counted from the *start* of a fetch, so a flood of tokens with
+//! made-up `kid`s cannot turn into a flood of fetches.
+//!
+//! A check never waits on a fetch beyond its own budget ([`JwksSettings::max_wait`]): fetches run
+//! in the background and publish their result when done. A token naming an unknown `kid` while a
+//! fetch is already running is answered at once from the set in hand (so it is refused: 401),
+//! and a check whose own fetch outlives the budget is answered the same way; the new set serves
+//! later tokens once it arrives.
 //!
 //! `https://` URLs are verified against the platform's trust store (which honours
 //! `SSL_CERT_FILE` and `SSL_CERT_DIR`), or Mozilla's roots when the platform has none, plus any
@@ -29,8 +35,11 @@ pub const MAX_JWKS_BYTES: usize = 1024 * 1024;
 /// Timing of fetches, and whom `https://` fetches trust.
 #[derive(Debug, Clone)]
 pub struct JwksSettings {
-    /// Longest one fetch (connect, request, body) may take.
+    /// Longest one fetch (connect, request, body) may take; it runs in the background.
     pub fetch_timeout: Duration,
+    /// Longest a check waits for a fetch it started (or, having no set at all, for one already
+    /// running). A token naming an unknown `kid` never waits for a fetch another check started.
+    pub max_wait: Duration,
     /// Fewest time between two fetches of one URL, whatever asks for them.
     pub min_refresh_interval: Duration,
     /// How long a fetched set is used before it is refetched in passing.
@@ -44,6 +53,7 @@ impl Default for JwksSettings {
     fn default() -> Self {
         Self {
             fetch_timeout: Duration::from_secs(5),
+            max_wait: Duration::from_secs(1),
             min_refresh_interval: Duration::from_secs(10),
             max_age: Duration::from_secs(300),
             extra_roots: Vec::new(),
@@ -59,19 +69,31 @@ pub struct HttpJwks {
     urls: Arc<Mutex<HashMap<String, Arc<UrlState>>>>,
 }
 
-#[derive(Default)]
 struct UrlState {
     last: Mutex<Snapshot>,
-    /// Held while fetching, so concurrent askers share one fetch.
-    fetching: tokio::sync::Mutex<()>,
+    /// Counts finished fetches; checks waiting for one watch it.
+    done: tokio::sync::watch::Sender<u64>,
+}
+
+impl Default for UrlState {
+    fn default() -> Self {
+        Self {
+            last: Mutex::default(),
+            done: tokio::sync::watch::Sender::new(0),
+        }
+    }
 }
 
 #[derive(Default, Clone)]
 struct Snapshot {
-    /// The last set fetched successfully, and when.
+    /// The last set fetched successfully, and when its fetch started.
     set: Option<(Arc<JwkSet>, Instant)>,
-    /// When the last fetch started, and why it failed if it did.
-    attempt: Option<(Instant, Option<String>)>,
+    /// When the latest fetch started (the refetch rate limit counts from here).
+    started: Option<Instant>,
+    /// Whether that fetch is still running.
+    running: bool,
+    /// Why the latest finished fetch failed; `None` when it succeeded.
+    failure: Option<String>,
 }
 
 impl Default for HttpJwks {
@@ -118,65 +140,96 @@ impl HttpJwks {
 
     async fn get(&self, url: &str, refresh: bool) -> Result<Arc<JwkSet>, JwksError> {
         let state = self.state(url);
-        let asked = Instant::now();
-        if let Some(answer) = self.cached_answer(&state.snapshot(), refresh, asked) {
-            return answer.map_err(|reason| error(url, reason));
-        }
-        let _fetching = state.fetching.lock().await;
-        // Someone else may have fetched while this caller waited for the lock.
-        let snapshot = state.snapshot();
-        if let Some((started, failure)) = &snapshot.attempt
-            && *started >= asked
+        // Subscribed before the state is read, so a fetch ending in between is not missed.
+        let mut done = state.done.subscribe();
         {
-            return match (&snapshot.set, failure) {
-                (Some((set, _)), None) => Ok(set.clone()),
-                (Some((set, _)), Some(_)) if !refresh => Ok(set.clone()),
-                (_, Some(reason)) => Err(error(url, reason.clone())),
-                (None, None) => Err(error(url, "no document".into())),
+            let mut last = state.last.lock().unwrap_or_else(PoisonError::into_inner);
+            if let Some(answer) = self.cached_answer(&last, refresh, Instant::now()) {
+                return answer.map_err(|reason| error(url, reason));
+            }
+            if last.running {
+                // Someone else's fetch is on its way. An unknown kid does not wait for it (the
+                // set in hand answers: the token is refused); a stale set beats waiting; only
+                // a caller with no set at all waits, within its budget.
+                match (&last.set, refresh) {
+                    (Some((set, _)), _) => return Ok(set.clone()),
+                    (None, true) => {
+                        return Err(error(url, "keys are being fetched".to_owned()));
+                    }
+                    (None, false) => {}
+                }
+            } else {
+                last.running = true;
+                last.started = Some(Instant::now());
+                self.spawn_fetch(url, state.clone());
+            }
+        }
+        let finished = tokio::time::timeout(self.settings.max_wait, done.changed())
+            .await
+            .is_ok();
+        let now = state.snapshot();
+        if !finished {
+            // The budget is spent; the fetch goes on and serves later checks.
+            return match &now.set {
+                Some((set, _)) => Ok(set.clone()),
+                None => Err(error(
+                    url,
+                    format!(
+                        "no answer within {:?} (the fetch goes on in the background)",
+                        self.settings.max_wait
+                    ),
+                )),
             };
         }
-        if let Some(answer) = self.cached_answer(&snapshot, refresh, Instant::now()) {
-            return answer.map_err(|reason| error(url, reason));
-        }
-        let started = Instant::now();
-        let fetched = match tokio::time::timeout(self.settings.fetch_timeout, self.fetch(url)).await
-        {
-            Ok(fetched) => fetched,
-            Err(_) => Err(format!(
-                "no answer within {:?}",
-                self.settings.fetch_timeout
-            )),
-        };
-        let mut last = state.last.lock().unwrap_or_else(PoisonError::into_inner);
-        match fetched {
-            Ok(set) => {
-                let set = Arc::new(set);
-                last.set = Some((set.clone(), started));
-                last.attempt = Some((started, None));
-                Ok(set)
-            }
-            Err(reason) => {
-                tracing::warn!(url, "JWKS fetch failed: {reason}");
-                last.attempt = Some((started, Some(reason.clone())));
-                match &last.set {
-                    // A set that merely aged is still better than none; a refresh asked for a
-                    // key the old set lacks, so the old set cannot help.
-                    Some((set, _)) if !refresh => Ok(set.clone()),
-                    _ => Err(error(url, reason)),
-                }
-            }
+        match (&now.set, &now.failure) {
+            (Some((set, _)), None) => Ok(set.clone()),
+            // A set that merely aged is still better than none; a refresh asked for a key the
+            // old set lacks, so the old set cannot help.
+            (Some((set, _)), Some(_)) if !refresh => Ok(set.clone()),
+            (_, Some(reason)) => Err(error(url, reason.clone())),
+            (None, None) => Err(error(url, "no document".into())),
         }
     }
 
-    /// The answer the cache gives without fetching, or `None` when a fetch is due.
+    /// Starts fetching `url` in the background; its result is published to `state` when it
+    /// ends, whether or not anyone still waits for it.
+    fn spawn_fetch(&self, url: &str, state: Arc<UrlState>) {
+        let (this, url) = (self.clone(), url.to_owned());
+        tokio::spawn(async move {
+            let started = Instant::now();
+            let timeout = this.settings.fetch_timeout;
+            let fetched = match tokio::time::timeout(timeout, this.fetch(&url)).await {
+                Ok(fetched) => fetched,
+                Err(_) => Err(format!("no answer within {timeout:?}")),
+            };
+            {
+                let mut last = state.last.lock().unwrap_or_else(PoisonError::into_inner);
+                last.running = false;
+                match fetched {
+                    Ok(set) => {
+                        last.set = Some((Arc::new(set), started));
+                        last.failure = None;
+                    }
+                    Err(reason) => {
+                        tracing::warn!(url, "JWKS fetch failed: {reason}");
+                        last.failure = Some(reason);
+                    }
+                }
+            }
+            state.done.send_modify(|count| *count += 1);
+        });
+    }
+
+    /// The answer the cache gives without fetching, or `None` when a fetch is due (or one is
+    /// running and the caller has no set).
     fn cached_answer(
         &self,
         snapshot: &Snapshot,
         refresh: bool,
         now: Instant,
     ) -> Option<Result<Arc<JwkSet>, String>> {
-        let rate_limited = snapshot.attempt.as_ref().is_some_and(|(started, _)| {
-            now.saturating_duration_since(*started) < self.settings.min_refresh_interval
+        let rate_limited = snapshot.started.is_some_and(|started| {
+            now.saturating_duration_since(started) < self.settings.min_refresh_interval
         });
         match &snapshot.set {
             Some((set, fetched))
@@ -185,12 +238,12 @@ impl HttpJwks {
                 Some(Ok(set.clone()))
             }
             Some((set, _)) if rate_limited => Some(Ok(set.clone())),
-            None if rate_limited => Some(Err(match &snapshot.attempt {
-                Some((_, Some(reason))) => format!(
+            None if rate_limited && !snapshot.running => Some(Err(match &snapshot.failure {
+                Some(reason) => format!(
                     "{reason} (next try within {:?})",
                     self.settings.min_refresh_interval
                 ),
-                _ => "no document".into(),
+                None => "no document".into(),
             })),
             _ => None,
         }

@@ -76,6 +76,8 @@ struct JwksServer {
     url: String,
     document: Arc<Mutex<String>>,
     fetches: Arc<AtomicUsize>,
+    /// How long each answer is held back.
+    stall: Arc<Mutex<Duration>>,
 }
 
 impl JwksServer {
@@ -102,17 +104,22 @@ impl JwksServer {
             url,
             document: Arc::default(),
             fetches: Arc::default(),
+            stall: Arc::default(),
         };
         server.publish(keys);
         let (document, fetches) = (server.document.clone(), server.fetches.clone());
+        let stall = server.stall.clone();
         tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
                 let (document, fetches, tls) = (document.clone(), fetches.clone(), tls.clone());
+                let stall = stall.clone();
                 tokio::spawn(async move {
                     let service = service_fn(move |_request| {
                         fetches.fetch_add(1, Ordering::SeqCst);
                         let body = document.lock().expect("lock").clone();
+                        let stall = *stall.lock().expect("lock");
                         async move {
+                            tokio::time::sleep(stall).await;
                             Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(
                                 Bytes::from(body),
                             )))
@@ -138,6 +145,11 @@ impl JwksServer {
     fn publish(&self, keys: &[&Key]) {
         let keys: Vec<_> = keys.iter().map(|k| k.jwk()).collect();
         *self.document.lock().expect("lock") = serde_json::json!({ "keys": keys }).to_string();
+    }
+
+    /// Holds every later answer back this long.
+    fn stall(&self, stall: Duration) {
+        *self.stall.lock().expect("lock") = stall;
     }
 
     fn fetches(&self) -> usize {
@@ -209,6 +221,7 @@ const REFRESH_INTERVAL: Duration = Duration::from_millis(300);
 fn settings(extra_roots: Vec<CertificateDer<'static>>) -> JwksSettings {
     JwksSettings {
         fetch_timeout: Duration::from_millis(500),
+        max_wait: Duration::from_millis(500),
         min_refresh_interval: REFRESH_INTERVAL,
         max_age: Duration::from_secs(60),
         extra_roots,
@@ -285,6 +298,70 @@ async fn tokens_verify_against_a_jwks_url_and_follow_key_rotation() {
         "refreshes are rate-limited: {} fetches, at most {allowed}",
         jwks.fetches()
     );
+}
+
+/// A check never waits on a JWKS refetch beyond its own budget: with the JWKS server stalling
+/// 3 s, the token naming a new kid is refused (401) within its budget, tokens arriving while the
+/// fetch runs are refused at once without another fetch, known keys keep working, and once the
+/// fetch lands the new kid verifies.
+#[tokio::test]
+async fn an_unknown_kid_never_waits_for_a_stalled_jwks_refetch() {
+    let (k1, k2) = (Key::new("k1"), Key::new("k2"));
+    let jwks = JwksServer::start(&[&k1]).await;
+    let config = authz_server::Config::parse("jwt.toml", &policy(&jwks.url)).expect("loads");
+    let budget = JwksSettings {
+        fetch_timeout: Duration::from_secs(10),
+        max_wait: Duration::from_millis(300),
+        ..settings(Vec::new())
+    };
+    let hooks = authz_server::hooks::connect_with(&config.rules, None, budget).await;
+    let server = start_engine(RuleEngine::with_hooks(config.rules, hooks)).await;
+    let mut client = client(&server).await;
+    let old = bearer(&k1.token("alice"));
+    assert_eq!(
+        check(&mut client, "/", &[("authorization", &old)])
+            .await
+            .status,
+        200
+    );
+    assert_eq!(jwks.fetches(), 1);
+
+    jwks.publish(&[&k1, &k2]);
+    jwks.stall(Duration::from_secs(3));
+    tokio::time::sleep(REFRESH_INTERVAL + Duration::from_millis(50)).await;
+    let new = bearer(&k2.token("bob"));
+    let started = std::time::Instant::now();
+    assert_unauthenticated(&check(&mut client, "/", &[("authorization", &new)]).await);
+    for _ in 0..5 {
+        assert_unauthenticated(&check(&mut client, "/", &[("authorization", &new)]).await);
+    }
+    assert_eq!(
+        check(&mut client, "/", &[("authorization", &old)])
+            .await
+            .status,
+        200
+    );
+    let waited = started.elapsed();
+    assert!(
+        waited < Duration::from_millis(2500),
+        "checks waited {waited:?} on a stalled fetch"
+    );
+    assert_eq!(jwks.fetches(), 2, "one refetch, however many tokens asked");
+
+    // The fetch completes in the background; then the new kid verifies.
+    loop {
+        let answer = check(&mut client, "/", &[("authorization", &new)]).await;
+        if answer.status == 200 {
+            assert_eq!(answer.header("x-user"), Some("bob"));
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the new key never arrived: {answer:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(jwks.fetches(), 2);
 }
 
 #[tokio::test]

@@ -231,3 +231,89 @@ async fn an_old_set_is_kept_when_a_refetch_fails() {
     assert_eq!(kids(&set), ["k1"]);
     assert_eq!(served.hits(), 2);
 }
+
+#[tokio::test]
+async fn an_unknown_kid_never_waits_for_a_running_fetch() {
+    let (url, served) = serve().await;
+    let source = HttpJwks::new(JwksSettings {
+        fetch_timeout: Duration::from_secs(10),
+        min_refresh_interval: Duration::ZERO,
+        max_wait: Duration::from_millis(200),
+        ..fast()
+    });
+    source.jwks(&url, false).await.expect("fetches");
+    served.set(200, &jwks(&["k1", "k2"]));
+    served.delay(Duration::from_secs(3));
+    // The check that starts the refetch waits its budget, then answers with the set in hand.
+    let started = std::time::Instant::now();
+    let set = source.jwks(&url, true).await.expect("the set in hand");
+    assert_eq!(kids(&set), ["k1"]);
+    // Checks arriving while it runs do not wait and start no other fetch.
+    for _ in 0..5 {
+        assert_eq!(
+            kids(&source.jwks(&url, true).await.expect("in hand")),
+            ["k1"]
+        );
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(served.hits(), 2);
+    // The fetch lands in the background.
+    loop {
+        if kids(&source.jwks(&url, false).await.expect("cached")) == ["k1", "k2"] {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "never refreshed"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(served.hits(), 2);
+}
+
+#[tokio::test]
+async fn with_no_set_at_all_a_check_waits_only_its_budget() {
+    let (url, served) = serve().await;
+    served.delay(Duration::from_secs(3));
+    let source = HttpJwks::new(JwksSettings {
+        fetch_timeout: Duration::from_secs(10),
+        max_wait: Duration::from_millis(200),
+        ..fast()
+    });
+    let started = std::time::Instant::now();
+    let error = source.jwks(&url, false).await.expect_err("not yet");
+    assert!(
+        error.reason.contains("goes on in the background"),
+        "{error}"
+    );
+    let error = source.jwks(&url, true).await.expect_err("not yet");
+    assert!(error.reason.contains("being fetched"), "{error}");
+    assert!(started.elapsed() < Duration::from_secs(2));
+    assert_eq!(served.hits(), 1);
+}
+
+/// The rate limit counts from when a fetch starts, not when it ends: a slow fetch does not
+/// push the next one further away.
+#[tokio::test]
+async fn the_refetch_rate_limit_counts_from_the_start_of_a_fetch() {
+    let (url, served) = serve().await;
+    served.delay(Duration::from_millis(1500));
+    let source = HttpJwks::new(JwksSettings {
+        fetch_timeout: Duration::from_secs(10),
+        min_refresh_interval: Duration::from_secs(2),
+        max_wait: Duration::from_secs(10),
+        ..fast()
+    });
+    let started = std::time::Instant::now();
+    source.jwks(&url, false).await.expect("fetches");
+    served.set(200, &jwks(&["k2"]));
+    // 2.3 s after the first fetch started (0.8 s after it ended): a refresh is due.
+    tokio::time::sleep(Duration::from_millis(2300).saturating_sub(started.elapsed())).await;
+    let set = source.jwks(&url, true).await.expect("refetches");
+    assert_eq!(kids(&set), ["k2"]);
+    assert_eq!(served.hits(), 2);
+}
