@@ -95,7 +95,10 @@ fn neutral_request(
             .map(|p| p.to_string())
             .unwrap_or_else(|| "/".to_owned()),
         host,
-        scheme: parts.uri.scheme_str().unwrap_or("http").to_owned(),
+        // The proxy's connection to us says nothing of the client's scheme; only an
+        // absolute-form target does. Unknown stays empty, so host matching strips both default
+        // ports (`:80` and `:443`) instead of guessing `http` and keeping a `:443`.
+        scheme: parts.uri.scheme_str().unwrap_or_default().to_owned(),
         protocol: protocol(parts.version).to_owned(),
         headers,
         body: String::from_utf8_lossy(body).into_owned(),
