@@ -1,19 +1,19 @@
 //! The admin port: `/metrics` (Prometheus text), `/healthz` (the process is up) and `/readyz`
 //! (serving checks; 503 once draining).
 
-use std::convert::Infallible;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use bytes::Bytes;
 use http::{Method, Response, StatusCode, header};
 use http_body_util::Full;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use crate::config::limits::Limits;
+use crate::connection;
 use crate::metrics::Metrics;
+use crate::server::grpc_limits::Slot;
 
 /// What the admin endpoints report.
 #[derive(Clone)]
@@ -24,8 +24,17 @@ pub struct AdminState {
     pub ready: Arc<AtomicBool>,
 }
 
-/// Serves the admin endpoints on `listener` until `stop` turns true.
-pub async fn serve(listener: TcpListener, state: AdminState, mut stop: watch::Receiver<bool>) {
+/// Serves the admin endpoints on `listener` until `stop` turns true, under `limits` (see
+/// [`Limits::admin`]): a few connections, the listeners' header limits and header timeout.
+pub async fn serve(
+    listener: TcpListener,
+    state: AdminState,
+    mut stop: watch::Receiver<bool>,
+    limits: Limits,
+) {
+    let slots = Arc::new(AtomicUsize::new(0));
+    // Never signalled: admin connections stay up through the drain so `/readyz` can say 503.
+    let (_never, drain) = watch::channel(false);
     loop {
         let stream = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -38,19 +47,24 @@ pub async fn serve(listener: TcpListener, state: AdminState, mut stop: watch::Re
             },
             _ = stop.changed() => break,
         };
+        let Some(slot) = Slot::take(&slots, limits.max_connections) else {
+            continue;
+        };
         let state = state.clone();
-        let service = service_fn(move |request: http::Request<hyper::body::Incoming>| {
+        let handler = move |request: http::Request<_>| {
             let reply = respond(&state, request.method(), request.uri().path());
-            async move { Ok::<_, Infallible>(reply) }
-        });
+            async move { reply }
+        };
+        let serving = connection::serve(
+            stream,
+            &limits,
+            limits.max_request_header_bytes,
+            handler,
+            drain.clone(),
+        );
         tokio::spawn(async move {
-            let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-            if let Err(error) = builder
-                .serve_connection(TokioIo::new(stream), service)
-                .await
-            {
-                tracing::debug!(%error, "admin: connection ended with an error");
-            }
+            serving.await;
+            drop(slot);
         });
     }
 }

@@ -6,6 +6,7 @@ use std::path::Path;
 use rules::{ConfigErrors, RuleSet};
 use serde::Deserialize;
 
+pub mod limits;
 pub mod request;
 
 /// The built-in default: the Istio `ext-authz` test service, written as rules.
@@ -41,6 +42,10 @@ pub struct ServerSection {
     /// client address over HTTP mode is the TCP peer: the proxy.
     #[serde(default)]
     pub trusted_proxies: Vec<request::Cidr>,
+    /// `[server.limits]`: connections, streams, header count and size, and timeouts on every
+    /// listener (safe defaults named after Envoy's).
+    #[serde(default)]
+    pub limits: limits::LimitsSection,
 }
 
 impl ServerSection {

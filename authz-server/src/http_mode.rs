@@ -11,7 +11,6 @@ use bytes::Bytes;
 use http::header::{HeaderName, HeaderValue};
 use http::{Response, StatusCode, Version};
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
-use hyper::body::Incoming;
 use rules::{Decision, Peer, Request, Transport};
 
 use crate::attributes::joined_headers;
@@ -28,13 +27,17 @@ pub const READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10)
 const HEADERS_TO_REMOVE: &str = "x-envoy-auth-headers-to-remove";
 
 /// Answers one replayed request.
-pub async fn handle<A: Authorizer>(
+pub async fn handle<A: Authorizer, B>(
     authorizer: Arc<A>,
     metrics: Arc<Metrics>,
-    request: http::Request<Incoming>,
+    request: http::Request<B>,
     source: SocketAddr,
     destination: SocketAddr,
-) -> Result<Response<Full<Bytes>>, Infallible> {
+) -> Result<Response<Full<Bytes>>, Infallible>
+where
+    B: hyper::body::Body<Data = Bytes>,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let started = Instant::now();
     let (parts, body) = request.into_parts();
     let reading = tokio::time::timeout(READ_TIMEOUT, Limited::new(body, MAX_BODY_BYTES).collect());

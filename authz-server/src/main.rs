@@ -162,6 +162,7 @@ async fn serve(config: Config, args: &ServeArgs) -> anyhow::Result<()> {
         .await
         .context("starting the listeners")?
         .with_metrics(metrics)
+        .with_limits(config.server.limits.limits())
         .with_drain_timeout(Duration::from_secs(args.drain_timeout));
     let tls = match (&args.tls_cert, &args.tls_key) {
         (Some(cert), Some(key)) => Some(TlsSection {

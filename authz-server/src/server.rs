@@ -9,18 +9,19 @@ use std::time::Duration;
 
 use extauthz_proto::envoy::service::auth::{v2 as auth_v2, v3 as auth_v3};
 use http::HeaderValue;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::ServerTlsConfig;
 
 use crate::admin::{self, AdminState};
 use crate::authorizer::Authorizer;
+use crate::config::limits::Limits;
+use crate::connection;
 use crate::grpc::CheckService;
 use crate::http_mode;
 use crate::metrics::Metrics;
+
+pub(crate) mod grpc_limits;
 
 /// The largest CheckRequest accepted; gRPC's customary 4 MiB.
 pub const MAX_CHECK_REQUEST_BYTES: usize = 4 * 1024 * 1024;
@@ -54,6 +55,7 @@ pub struct Server<A> {
     metrics: Arc<Metrics>,
     drain_timeout: Duration,
     tls: Option<ServerTlsConfig>,
+    limits: Limits,
 }
 
 impl<A: Authorizer> Server<A> {
@@ -71,6 +73,7 @@ impl<A: Authorizer> Server<A> {
             metrics: Arc::new(Metrics::new()),
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
             tls: None,
+            limits: Limits::default(),
         })
     }
 
@@ -89,6 +92,12 @@ impl<A: Authorizer> Server<A> {
     /// Serves gRPC over TLS (mutual TLS when the config names a client CA).
     pub fn with_tls(mut self, tls: ServerTlsConfig) -> Self {
         self.tls = Some(tls);
+        self
+    }
+
+    /// Serves every listener under these limits (`[server.limits]`) instead of the defaults.
+    pub fn with_limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
         self
     }
 
@@ -130,19 +139,34 @@ impl<A: Authorizer> Server<A> {
                 metrics: self.metrics.clone(),
                 ready: ready.clone(),
             };
-            tokio::spawn(admin::serve(listener, state, admin_stop_rx))
+            tokio::spawn(admin::serve(
+                listener,
+                state,
+                admin_stop_rx,
+                self.limits.admin(),
+            ))
         });
         let http = async {
             if let Some(listener) = self.http {
                 let (authorizer, metrics) = (self.authorizer.clone(), self.metrics.clone());
-                serve_http(authorizer, metrics, listener, stop_rx.clone()).await;
+                let limits = self.limits.clone();
+                serve_http(authorizer, metrics, listener, &limits, stop_rx.clone()).await;
             }
         };
         let grpc = async {
             match self.grpc {
                 Some(listener) => {
                     let (authorizer, metrics) = (self.authorizer.clone(), self.metrics.clone());
-                    serve_grpc(authorizer, metrics, self.tls, listener, stop_rx.clone()).await
+                    let limits = self.limits.clone();
+                    serve_grpc(
+                        authorizer,
+                        metrics,
+                        self.tls,
+                        listener,
+                        limits,
+                        stop_rx.clone(),
+                    )
+                    .await
                 }
                 None => Ok(()),
             }
@@ -188,6 +212,7 @@ async fn serve_grpc<A: Authorizer>(
     metrics: Arc<Metrics>,
     tls: Option<ServerTlsConfig>,
     listener: TcpListener,
+    limits: Limits,
     mut stop: watch::Receiver<bool>,
 ) -> Result<(), ServeError> {
     let check = CheckService::new(authorizer, metrics);
@@ -233,37 +258,50 @@ async fn serve_grpc<A: Authorizer>(
     let reflection_v1 = reflection().build_v1().map_err(reflection_error)?;
     let reflection_v1alpha = reflection().build_v1alpha().map_err(reflection_error)?;
 
-    let mut builder = tonic::transport::Server::builder();
+    let mut builder = tonic::transport::Server::builder()
+        .max_concurrent_streams(limits.max_concurrent_streams)
+        .http2_max_header_list_size(
+            u32::try_from(limits.max_request_header_bytes).unwrap_or(u32::MAX),
+        )
+        .http2_keepalive_interval(limits.http2_keepalive_interval)
+        .http2_keepalive_timeout(Some(limits.http2_keepalive_timeout))
+        .http2_max_pending_accept_reset_streams(Some(limits.http2_max_pending_accept_reset_streams))
+        .http2_max_local_error_reset_streams(Some(limits.http2_max_local_error_reset_streams));
     if let Some(tls) = tls {
         builder = builder.tls_config(tls)?;
     }
+    let max_headers = limits.max_request_headers;
     builder
         .layer(tower::util::MapResponseLayer::new(
             oversized_is_resource_exhausted,
+        ))
+        .layer(tonic::service::InterceptorLayer::new(
+            move |request: tonic::Request<()>| too_many_headers(request, max_headers),
         ))
         .add_service(v3)
         .add_service(v2)
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        .serve_with_incoming_shutdown(without_nagle(listener), async move {
+        .serve_with_incoming_shutdown(grpc_limits::incoming(listener, limits), async move {
             let _ = stop.wait_for(|stop| *stop).await;
         })
         .await?;
     Ok(())
 }
 
-/// Accepted connections with Nagle's algorithm off: a Check answer is one small write, and
-/// holding it back for a delayed ACK costs tens of milliseconds per call.
-fn without_nagle(
-    listener: TcpListener,
-) -> impl tokio_stream::Stream<Item = io::Result<tokio::net::TcpStream>> {
-    use tokio_stream::StreamExt;
-    TcpListenerStream::new(listener).map(|accepted| {
-        let stream = accepted?;
-        stream.set_nodelay(true)?;
-        Ok(stream)
-    })
+/// More request metadata entries than `max_request_headers`: `RESOURCE_EXHAUSTED`, as gRPC
+/// answers other size limits.
+fn too_many_headers(
+    request: tonic::Request<()>,
+    max: usize,
+) -> Result<tonic::Request<()>, tonic::Status> {
+    if request.metadata().len() > max {
+        return Err(tonic::Status::resource_exhausted(
+            "too many request headers",
+        ));
+    }
+    Ok(request)
 }
 
 fn reflection_error(error: tonic_reflection::server::Error) -> ServeError {
@@ -294,9 +332,12 @@ async fn serve_http<A: Authorizer>(
     authorizer: Arc<A>,
     metrics: Arc<Metrics>,
     listener: TcpListener,
+    limits: &Limits,
     mut stop: watch::Receiver<bool>,
 ) {
-    let connections = hyper_util::server::graceful::GracefulShutdown::new();
+    // Every connection holds a receiver: `closed()` resolves once the last one has ended.
+    let (open, _) = watch::channel(());
+    let slots = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     loop {
         let (stream, source) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -310,35 +351,37 @@ async fn serve_http<A: Authorizer>(
             },
             _ = stop.changed() => break,
         };
+        let Some(slot) = grpc_limits::Slot::take(&slots, limits.max_connections) else {
+            tracing::debug!(%source, "http: connection refused: max_connections reached");
+            continue;
+        };
         let destination = stream.local_addr().unwrap_or(source);
         if let Err(error) = stream.set_nodelay(true) {
             tracing::debug!(%error, "http: cannot disable Nagle's algorithm");
         }
         let (authorizer, metrics) = (authorizer.clone(), metrics.clone());
-        let service = service_fn(move |request| {
-            http_mode::handle(
-                authorizer.clone(),
-                metrics.clone(),
-                request,
-                source,
-                destination,
-            )
-        });
-        let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-        // A client that never finishes its headers must not hold a connection forever.
-        builder
-            .http1()
-            .timer(TokioTimer::new())
-            .header_read_timeout(http_mode::READ_TIMEOUT);
-        let connection = builder.serve_connection(TokioIo::new(stream), service);
-        let connection = connections.watch(connection.into_owned());
-        tokio::spawn(async move {
-            if let Err(error) = connection.await {
-                tracing::debug!(%error, "http: connection ended with an error");
+        let handler = move |request| {
+            let (authorizer, metrics) = (authorizer.clone(), metrics.clone());
+            async move {
+                let Ok(response) =
+                    http_mode::handle(authorizer, metrics, request, source, destination).await;
+                response
             }
+        };
+        let serving = connection::serve(
+            stream,
+            limits,
+            limits.max_request_header_bytes,
+            handler,
+            stop.clone(),
+        );
+        let held = open.subscribe();
+        tokio::spawn(async move {
+            serving.await;
+            drop((slot, held));
         });
     }
     // Close the socket now so new connections are refused rather than queued while draining.
     drop(listener);
-    connections.shutdown().await;
+    open.closed().await;
 }
