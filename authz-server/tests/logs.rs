@@ -138,7 +138,10 @@ fn control_characters_in_logged_values_cannot_forge_lines() {
 
         for line in logs.lines() {
             assert!(!line.starts_with(forged), "{format}: forged line:\n{logs}");
-            assert!(!line.contains('\u{2028}'), "{format}: raw separator:\n{logs}");
+            assert!(
+                !line.contains('\u{2028}'),
+                "{format}: raw separator:\n{logs}"
+            );
         }
         let decision = logs
             .lines()
@@ -146,7 +149,10 @@ fn control_characters_in_logged_values_cannot_forge_lines() {
             .unwrap_or_else(|| panic!("{format}: no decision line:\n{logs}"));
         assert_eq!(decision.matches(forged).count(), 4, "{format}: {decision}");
         assert!(decision.contains("?<redacted>"), "{format}: {decision}");
-        assert!(!logs.contains(SECRETS[3]), "{format}: query leaked:\n{logs}");
+        assert!(
+            !logs.contains(SECRETS[3]),
+            "{format}: query leaked:\n{logs}"
+        );
         // The escapes, as the text or JSON formatter writes them.
         let (newline, separator) = match format {
             "text" => ("\\n", "\\u{2028}"),
