@@ -86,9 +86,9 @@ pub enum Rejected {
     /// HTTP/2 `:authority` and a `host` header name different hosts.
     #[error(":authority and host differ")]
     ConflictingHost,
-    /// An absolute-form target whose scheme is not this listener's.
-    #[error("request target scheme differs from the listener's")]
-    SchemeMismatch,
+    /// A target with a scheme other than `http` or `https`.
+    #[error("request target scheme is not http or https")]
+    UnsupportedScheme,
 }
 
 impl Rejected {
@@ -105,7 +105,7 @@ impl Rejected {
             Rejected::MissingHost => "missing host",
             Rejected::DuplicateHost => "more than one host header",
             Rejected::ConflictingHost => ":authority and host differ",
-            Rejected::SchemeMismatch => "request target scheme differs from the listener's",
+            Rejected::UnsupportedScheme => "request target scheme is not http or https",
         }
     }
 }
@@ -161,6 +161,15 @@ fn canonical_authority(
     if host_headers.next().is_some() {
         return Err(Rejected::DuplicateHost);
     }
+    // The authority is read under the scheme that comes with it — an absolute-form target's or
+    // HTTP/2's `:scheme` (they may differ from the listener's: `http://` over TLS) — so its
+    // default port is the one removed.
+    let scheme = match parts.uri.scheme_str() {
+        None => scheme,
+        Some(s) if s.eq_ignore_ascii_case("http") => "http",
+        Some(s) if s.eq_ignore_ascii_case("https") => "https",
+        Some(_) => return Err(Rejected::UnsupportedScheme),
+    };
     let canonical = |raw: &str| -> Result<String, Rejected> {
         let host = canonical::canonical_host(raw, scheme, options)?;
         if host.is_empty() {
@@ -180,9 +189,6 @@ fn canonical_authority(
     let Some(target) = parts.uri.authority() else {
         return from_header.ok_or(Rejected::MissingHost);
     };
-    if parts.uri.scheme_str().is_some_and(|s| s != scheme) {
-        return Err(Rejected::SchemeMismatch);
-    }
     let from_target = canonical(target.as_str())?;
     match parts.version {
         // `:authority` and `host` are two spellings of one thing on HTTP/2; when both are sent
@@ -192,10 +198,8 @@ fn canonical_authority(
             _ => Ok(from_target),
         },
         // Absolute-form on HTTP/1: the target's authority wins and `Host` is replaced
-        // (RFC 9112 §3.2.2), but HTTP/1.1 still requires the field.
-        _ if from_header.is_none() && parts.version == Version::HTTP_11 => {
-            Err(Rejected::MissingHost)
-        }
+        // (RFC 9112 §3.2.2). RFC 9112 §3.2 also wants the field present on HTTP/1.1, but with
+        // the authority in the target there is nothing ambiguous to refuse, so it may be absent.
         _ => Ok(from_target),
     }
 }

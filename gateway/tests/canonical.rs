@@ -155,6 +155,10 @@ async fn every_spelling_of_a_denied_request_is_checked_as_the_canonical_one() {
             &get("http://admin.example.com/x", "p.example.com"),
         ),
         (
+            "absolute-form https authority on a plaintext listener",
+            &get("https://admin.example.com:443/x", "p.example.com"),
+        ),
+        (
             "absolute-form path",
             &get("http://p.example.com/public/../admin/x", "p.example.com"),
         ),
@@ -229,8 +233,8 @@ async fn spellings_without_one_meaning_are_400_and_never_checked() {
         ),
         (
             "absolute-form with another scheme",
-            &get("https://admin.example.com/x", "p.example.com"),
-            "request target scheme differs from the listener's",
+            &get("ftp://admin.example.com/x", "p.example.com"),
+            "request target scheme is not http or https",
         ),
     ];
     for (class, head, reason) in cases {

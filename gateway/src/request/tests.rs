@@ -271,25 +271,32 @@ fn an_absolute_form_target_supplies_the_authority() {
     .unwrap();
     assert_eq!(c.path_and_query(), "/");
 
+    // The target's own scheme says which port is its default.
+    let (c, _) = run(
+        "https://Admin.example.com:443/x",
+        &[("host", "a")],
+        &CanonicalOptions::default(),
+    )
+    .unwrap();
+    assert_eq!(c.host, "admin.example.com");
     assert_eq!(
         run(
-            "https://admin.example.com/x",
+            "ftp://admin.example.com/x",
             &[("host", "a")],
             &CanonicalOptions::default()
         )
         .err(),
-        Some(Rejected::SchemeMismatch)
+        Some(Rejected::UnsupportedScheme)
     );
-    // HTTP/1.1 requires the Host field even then (RFC 9112 §3.2).
-    assert_eq!(
-        run(
-            "http://admin.example.com/x",
-            &[],
-            &CanonicalOptions::default()
-        )
-        .err(),
-        Some(Rejected::MissingHost)
-    );
+    // The target's authority is enough without a Host field.
+    let (c, p) = run(
+        "http://admin.example.com/x",
+        &[],
+        &CanonicalOptions::default(),
+    )
+    .unwrap();
+    assert_eq!(c.host, "admin.example.com");
+    assert_eq!(p.headers[header::HOST], "admin.example.com");
 }
 
 #[test]
