@@ -70,7 +70,7 @@ const HOSTS: &[(&str, Wanted)] = &[
     ("ADMIN.EXAMPLE.COM.:80", Wanted::AdminHost),
     ("admin.example.com@evil", Wanted::Default),
     ("api.example.com", Wanted::Allowed),
-    ("admin.example.com:8443", Wanted::Allowed),
+    ("admin.example.com:8443", Wanted::AdminHost),
 ];
 
 fn decided(answer: &Answer) -> Option<Wanted> {

@@ -46,6 +46,20 @@ pub fn canonical_host(raw: &str, scheme: &str, options: &HostOptions) -> Result<
     })
 }
 
+/// The name part of an authority, without its port: `a.example:8080` → `a.example`,
+/// `[::1]:80` → `[::1]`. What routing and the rule engine's `host` matcher compare, because
+/// backends pick a virtual host by name whatever port the client wrote.
+pub fn host_name(authority: &str) -> &str {
+    if authority.starts_with('[') {
+        return authority
+            .find(']')
+            .map_or(authority, |close| &authority[..=close]);
+    }
+    authority
+        .split_once(':')
+        .map_or(authority, |(name, _)| name)
+}
+
 fn is_default_port(scheme: &str, port: u16) -> bool {
     match scheme {
         "http" => port == 80,
@@ -163,6 +177,15 @@ mod tests {
             canonical_host("A.example:8080", "http", &any).unwrap(),
             "a.example"
         );
+    }
+
+    #[test]
+    fn the_name_is_the_authority_without_its_port() {
+        assert_eq!(host_name("a.example:8080"), "a.example");
+        assert_eq!(host_name("a.example"), "a.example");
+        assert_eq!(host_name("[::1]:8080"), "[::1]");
+        assert_eq!(host_name("[::1]"), "[::1]");
+        assert_eq!(host_name(""), "");
     }
 
     #[test]

@@ -21,5 +21,5 @@
 mod host;
 mod path;
 
-pub use host::{HostError, HostOptions, canonical_host};
+pub use host::{HostError, HostOptions, canonical_host, host_name};
 pub use path::{EscapedSlashes, PathError, PathOptions, canonical_path, split_target};

@@ -279,7 +279,9 @@ impl Condition {
                 let path = request.path.split('?').next().unwrap_or_default();
                 check_string("path", m, path)
             }
-            Condition::Host(m) => check_string("host", m, &request.host),
+            // The name only: a backend picks its virtual host by name whatever the port, so
+            // `admin.example.com:8443` is still admin.example.com (gateway routing agrees).
+            Condition::Host(m) => check_string("host", m, canonical::host_name(&request.host)),
             Condition::Principal(m) => check_string("principal", m, &request.source.principal),
             Condition::Protocol(protocols) if protocols.contains(&request.protocol) => Ok(()),
             Condition::Protocol(protocols) => Err(format!("protocol not in {protocols:?}")),

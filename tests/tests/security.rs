@@ -272,6 +272,13 @@ async fn every_spelling_of_a_denied_host_is_denied_and_never_served() {
             Want::HostDenied,
         ),
         (
+            // The check sees `admin.example.com:8080`; the rule engine's host matcher compares
+            // the name only, as a backend choosing its virtual host does.
+            "another port",
+            get("/x", "admin.example.com:8080"),
+            Want::HostDenied,
+        ),
+        (
             "absolute-form authority over another Host",
             get("http://admin.example.com/x", "p.example.com"),
             Want::HostDenied,
@@ -442,8 +449,8 @@ async fn a_spoofed_x_forwarded_for_does_not_satisfy_a_source_ip_rule() {
 async fn with_strip_any_host_port_a_host_on_another_port_is_the_same_host() {
     let s = setup().await;
     // By default only the scheme's port is stripped: `admin.example.com:8080` is checked as
-    // written, and a rule on `admin.example.com` does not see it (docs/gateway.md says so).
-    // A listener that strips any port makes it the denied host.
+    // written (the rule engine still matches the name); a listener that strips any port sends
+    // the check and the backend the bare name.
     check(
         &s,
         s.any_port,
