@@ -10,10 +10,10 @@ use http_body_util::Full;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use listener::ConnectionSlot;
+
 use crate::config::limits::Limits;
-use crate::connection;
 use crate::metrics::Metrics;
-use crate::server::grpc_limits::Slot;
 
 /// What the admin endpoints report.
 #[derive(Clone)]
@@ -25,7 +25,7 @@ pub struct AdminState {
 }
 
 /// Serves the admin endpoints on `listener` until `stop` turns true, under `limits` (see
-/// [`Limits::admin`]): a few connections, the listeners' header limits and header timeout.
+/// [`Limits::for_admin`]): a few connections, the listeners' header limits and header timeout.
 pub async fn serve(
     listener: TcpListener,
     state: AdminState,
@@ -47,7 +47,7 @@ pub async fn serve(
             },
             _ = stop.changed() => break,
         };
-        let Some(slot) = Slot::take(&slots, limits.max_connections) else {
+        let Some(slot) = ConnectionSlot::take(&slots, limits.max_connections) else {
             continue;
         };
         let state = state.clone();
@@ -55,13 +55,7 @@ pub async fn serve(
             let reply = respond(&state, request.method(), request.uri().path());
             async move { reply }
         };
-        let serving = connection::serve(
-            stream,
-            &limits,
-            limits.max_request_header_bytes,
-            handler,
-            drain.clone(),
-        );
+        let serving = listener::serve(stream, &limits, handler, drain.clone());
         tokio::spawn(async move {
             serving.await;
             drop(slot);

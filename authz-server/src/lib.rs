@@ -36,7 +36,6 @@ pub mod admin;
 pub mod attributes;
 pub mod authorizer;
 pub mod config;
-pub mod connection;
 mod grpc;
 pub mod hooks;
 mod http_mode;

@@ -190,6 +190,8 @@ async fn serve(config: Config, args: &ServeArgs) -> anyhow::Result<()> {
             tokio::spawn(ignore_hangup());
         }
     }
+    // Before the `listening` lines: whoever reads them may signal at once.
+    let shutdown = shutdown_signal();
     // Tests and scripts read these lines to find OS-chosen ports.
     if let Some(address) = server.grpc_addr() {
         println!("listening grpc {address}");
@@ -200,7 +202,7 @@ async fn serve(config: Config, args: &ServeArgs) -> anyhow::Result<()> {
     if let Some(address) = server.admin_addr() {
         println!("listening admin {address}");
     }
-    server.serve(shutdown_signal()).await?;
+    server.serve(shutdown).await?;
     Ok(())
 }
 
@@ -228,20 +230,30 @@ async fn ignore_hangup() {
     }
 }
 
-async fn shutdown_signal() {
-    let interrupt = tokio::signal::ctrl_c();
+/// Resolves on SIGTERM or SIGINT. The handlers are installed when this is called, not when the
+/// future is first polled: until then the default action would kill the process instead of
+/// draining it.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
     {
-        let mut terminate =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(terminate) => terminate,
-                Err(_) => return std::future::pending().await,
+        use tokio::signal::unix::{SignalKind, signal};
+        let handlers = signal(SignalKind::terminate()).and_then(|term| {
+            let interrupt = signal(SignalKind::interrupt())?;
+            Ok((term, interrupt))
+        });
+        async move {
+            let Ok((mut term, mut interrupt)) = handlers else {
+                tracing::warn!("cannot install signal handlers; SIGTERM/SIGINT will not drain");
+                return std::future::pending().await;
             };
-        tokio::select! {
-            _ = interrupt => {}
-            _ = terminate.recv() => {}
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = interrupt.recv() => {}
+            }
         }
     }
     #[cfg(not(unix))]
-    let _ = interrupt.await;
+    async {
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }

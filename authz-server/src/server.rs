@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use extauthz_proto::envoy::service::auth::{v2 as auth_v2, v3 as auth_v3};
 use http::HeaderValue;
+use listener::ConnectionSlot;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tonic::transport::ServerTlsConfig;
@@ -16,7 +17,6 @@ use tonic::transport::ServerTlsConfig;
 use crate::admin::{self, AdminState};
 use crate::authorizer::Authorizer;
 use crate::config::limits::Limits;
-use crate::connection;
 use crate::grpc::CheckService;
 use crate::http_mode;
 use crate::metrics::Metrics;
@@ -143,7 +143,7 @@ impl<A: Authorizer> Server<A> {
                 listener,
                 state,
                 admin_stop_rx,
-                self.limits.admin(),
+                self.limits.for_admin(),
             ))
         });
         let http = async {
@@ -351,7 +351,7 @@ async fn serve_http<A: Authorizer>(
             },
             _ = stop.changed() => break,
         };
-        let Some(slot) = grpc_limits::Slot::take(&slots, limits.max_connections) else {
+        let Some(slot) = ConnectionSlot::take(&slots, limits.max_connections) else {
             tracing::debug!(%source, "http: connection refused: max_connections reached");
             continue;
         };
@@ -368,13 +368,7 @@ async fn serve_http<A: Authorizer>(
                 response
             }
         };
-        let serving = connection::serve(
-            stream,
-            limits,
-            limits.max_request_header_bytes,
-            handler,
-            stop.clone(),
-        );
+        let serving = listener::serve(stream, limits, handler, stop.clone());
         let held = open.subscribe();
         tokio::spawn(async move {
             serving.await;

@@ -2,7 +2,7 @@
 //! `/readyz` (serving; 503 while draining).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::AtomicUsize;
 use std::time::Duration;
 
 use http::header::{self, HeaderValue};
@@ -10,8 +10,9 @@ use http::{Method, Request, Response, StatusCode};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use listener::ConnectionSlot;
+
 use crate::body::{self, ProxyBody};
-use crate::connection;
 use crate::server::Shared;
 
 /// The content type of the exposition `prometheus-client` writes (OpenMetrics text).
@@ -19,8 +20,8 @@ pub const METRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.
 
 /// Serves the admin endpoint on `listener` until the task is dropped. It keeps serving while
 /// the listeners drain (so `/readyz` can say 503). It runs under the config's `[admin.limits]`
-/// (by default [`crate::config::limits::Limits::admin`]: 64 connections, 100 header fields, 10 s
-/// to send headers) and 60 KiB of headers; the limits in force at start stay for the process's
+/// (by default [`listener::Limits::for_admin`]: 64 connections, 100 header fields and 60 KiB of
+/// headers, 10 s to send them); the limits in force at start stay for the process's
 /// life.
 pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
     let limits = shared.config.load().admin_limits.clone();
@@ -32,7 +33,7 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
             tokio::time::sleep(Duration::from_millis(50)).await;
             continue;
         };
-        let Some(slot) = Slot::take(&count, limits.max_connections) else {
+        let Some(slot) = ConnectionSlot::take(&count, limits.max_connections) else {
             continue;
         };
         let (shared, limits, drain) = (shared.clone(), limits.clone(), drain.clone());
@@ -41,32 +42,9 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
                 let reply = answer(&shared, &req);
                 async move { reply }
             };
-            connection::serve(stream, &limits, ADMIN_MAX_HEADER_BYTES, handler, drain).await;
+            listener::serve(stream, &limits, handler, drain).await;
             drop(slot);
         });
-    }
-}
-
-/// The admin port's header size limit (Envoy's default for listeners).
-const ADMIN_MAX_HEADER_BYTES: usize = 60 * 1024;
-
-/// One of the admin port's connection slots.
-struct Slot(Arc<AtomicUsize>);
-
-impl Slot {
-    fn take(count: &Arc<AtomicUsize>, max: usize) -> Option<Slot> {
-        count
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
-                (n < max).then_some(n + 1)
-            })
-            .ok()
-            .map(|_| Slot(count.clone()))
-    }
-}
-
-impl Drop for Slot {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }
 

@@ -17,15 +17,14 @@
 //! Layout: [`config`] (file → validated types), [`request`] (the one canonical request),
 //! [`route`] (matching and precedence),
 //! [`ext_authz`] (the Envoy-compatible client), [`proxy`] (one request end to end),
-//! [`upstream`] (backends and their pools), [`server`] (listeners, drain), [`connection`] (one
-//! connection under its limits), [`tls`] (listener TLS, client identity, TLS to authz
+//! [`upstream`] (backends and their pools), [`server`] (listeners, drain; each connection served under its limits by
+//! the `listener` crate), [`tls`] (listener TLS, client identity, TLS to authz
 //! servers), [`reload`] (hot reload), [`admin`] and [`metrics`] (the admin port), [`redact`]
 //! (credentials out of logs), [`demo_backend`] (the OpenAI-style demo service).
 
 pub mod admin;
 pub mod body;
 pub mod config;
-pub mod connection;
 pub mod demo_backend;
 pub mod ext_authz;
 pub mod headers;

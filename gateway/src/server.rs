@@ -15,8 +15,9 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
+use listener::ConnectionSlot;
+
 use crate::config::Config;
-use crate::connection;
 use crate::ext_authz::Transport;
 use crate::metrics::Metrics;
 use crate::proxy::{self, Connection};
@@ -237,26 +238,6 @@ async fn accept_loop(
     }
 }
 
-/// One of a listener's `max_connections` slots, given back when the connection ends.
-struct ConnectionSlot(Arc<AtomicUsize>);
-
-impl ConnectionSlot {
-    fn take(count: &Arc<AtomicUsize>, max: usize) -> Option<ConnectionSlot> {
-        count
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
-                (n < max).then_some(n + 1)
-            })
-            .ok()
-            .map(|_| ConnectionSlot(count.clone()))
-    }
-}
-
-impl Drop for ConnectionSlot {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::SeqCst);
-    }
-}
-
 async fn serve_connection(
     shared: Arc<Shared>,
     index: usize,
@@ -267,14 +248,10 @@ async fn serve_connection(
 ) {
     // The listener's TLS and limits come from the snapshot in force when the connection
     // arrives, so a reload rotates certificates and changes limits for new connections.
-    let (tls, max_headers, limits) = {
+    let (tls, limits) = {
         let config = shared.config.load();
         let listener = &config.listeners[index];
-        (
-            listener.tls.clone(),
-            listener.max_request_headers_bytes,
-            listener.limits.clone(),
-        )
+        (listener.tls.clone(), listener.limits.clone())
     };
     let mut conn = Connection {
         shared,
@@ -285,7 +262,7 @@ async fn serve_connection(
     };
     let Some(tls) = tls else {
         let handler = move |req| proxy::serve(conn.clone(), req);
-        return connection::serve(stream, &limits, max_headers, handler, drain).await;
+        return listener::serve(stream, &limits, handler, drain).await;
     };
     // The handshake is part of the time a client has to send its first request.
     let handshake = tokio::time::timeout(
@@ -308,5 +285,5 @@ async fn serve_connection(
         &tls.local_principal,
     )));
     let handler = move |req| proxy::serve(conn.clone(), req);
-    connection::serve(stream, &limits, max_headers, handler, drain).await;
+    listener::serve(stream, &limits, handler, drain).await;
 }

@@ -7,68 +7,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde::de::{self, Deserializer};
 
-/// The listeners' validated limits (one set for the gRPC and HTTP-mode ports; the admin port
-/// uses [`Limits::admin`]).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Limits {
-    /// Connections served at once per listener; excess connections are closed at once.
-    pub max_connections: usize,
-    /// HTTP/2 streams per connection (Envoy's `max_concurrent_streams`).
-    pub max_concurrent_streams: u32,
-    /// Request header fields per request (Envoy's `max_headers_count`).
-    pub max_request_headers: usize,
-    /// Total request header bytes (Envoy's `max_request_headers_kb`, 60 KiB).
-    pub max_request_header_bytes: usize,
-    /// Time to send a request's headers (HTTP mode, admin) or the HTTP/2 preface (gRPC).
-    pub request_headers_timeout: Duration,
-    /// Time a request may make no progress; `None` is off.
-    pub stream_idle_timeout: Option<Duration>,
-    /// Time a connection may sit with no request in flight (gRPC: no bytes either way); `None`
-    /// is off.
-    pub idle_timeout: Option<Duration>,
-    /// Requests per connection (HTTP mode and admin); `None` is unlimited.
-    pub max_requests_per_connection: Option<u64>,
-    /// HTTP/2 PING interval; `None` is off.
-    pub http2_keepalive_interval: Option<Duration>,
-    /// How long a PING may go unanswered.
-    pub http2_keepalive_timeout: Duration,
-    /// Client-reset streams not yet accepted, before GOAWAY.
-    pub http2_max_pending_accept_reset_streams: usize,
-    /// Server-reset streams for protocol errors, before GOAWAY.
-    pub http2_max_local_error_reset_streams: usize,
-}
-
-impl Default for Limits {
-    fn default() -> Limits {
-        Limits {
-            max_connections: 10_000,
-            max_concurrent_streams: 100,
-            max_request_headers: 100,
-            max_request_header_bytes: 60 * 1024,
-            request_headers_timeout: Duration::from_secs(10),
-            stream_idle_timeout: Some(Duration::from_secs(5 * 60)),
-            idle_timeout: Some(Duration::from_secs(60 * 60)),
-            max_requests_per_connection: None,
-            http2_keepalive_interval: None,
-            http2_keepalive_timeout: Duration::from_secs(20),
-            http2_max_pending_accept_reset_streams: 20,
-            http2_max_local_error_reset_streams: 1024,
-        }
-    }
-}
-
-impl Limits {
-    /// The admin port's limits: few connections, short idle times, the listeners' header
-    /// limits and header timeout.
-    pub fn admin(&self) -> Limits {
-        Limits {
-            max_connections: 64,
-            stream_idle_timeout: Some(Duration::from_secs(60)),
-            idle_timeout: Some(Duration::from_secs(5 * 60)),
-            ..self.clone()
-        }
-    }
-}
+pub use listener::Limits;
 
 /// The `[server.limits]` table; every key is optional.
 #[derive(Debug, Clone, Default, Deserialize)]

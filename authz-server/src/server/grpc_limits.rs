@@ -7,10 +7,11 @@
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::AtomicUsize;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
+use listener::ConnectionSlot;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::{Instant, Sleep};
@@ -36,7 +37,7 @@ pub(super) fn incoming(
             Err(error) => return Some(Err(error)),
         };
         // Over the limit: dropping the stream closes it at once.
-        let slot = Slot::take(&slots, limits.max_connections)?;
+        let slot = ConnectionSlot::take(&slots, limits.max_connections)?;
         if let Err(error) = stream.set_nodelay(true) {
             return Some(Err(error));
         }
@@ -44,38 +45,17 @@ pub(super) fn incoming(
     })
 }
 
-/// One of a listener's `max_connections` slots, given back when the connection ends.
-pub(crate) struct Slot(Arc<AtomicUsize>);
-
-impl Slot {
-    /// A slot if fewer than `max` are taken.
-    pub(crate) fn take(count: &Arc<AtomicUsize>, max: usize) -> Option<Slot> {
-        count
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
-                (n < max).then_some(n + 1)
-            })
-            .ok()
-            .map(|_| Slot(count.clone()))
-    }
-}
-
-impl Drop for Slot {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::SeqCst);
-    }
-}
-
 /// A gRPC connection's socket under the preface and idle timers.
 pub(super) struct Guarded {
     stream: TcpStream,
-    _slot: Slot,
+    _slot: ConnectionSlot,
     read: usize,
     idle: Option<Duration>,
     deadline: Pin<Box<Sleep>>,
 }
 
 impl Guarded {
-    fn new(stream: TcpStream, slot: Slot, limits: &Limits) -> Guarded {
+    fn new(stream: TcpStream, slot: ConnectionSlot, limits: &Limits) -> Guarded {
         Guarded {
             stream,
             _slot: slot,

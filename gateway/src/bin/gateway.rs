@@ -143,6 +143,8 @@ struct Reloading {
 #[tokio::main]
 async fn run(config: Config, reloading: Reloading, drain_timeout: Duration) -> anyhow::Result<()> {
     let gateway = Gateway::bind(config).await.context("binding listeners")?;
+    // Before the `listening` lines: whoever reads them may signal at once.
+    let shutdown = shutdown_signal();
     for (name, addr) in gateway.local_addrs() {
         tracing::info!(listener = %name, %addr, "listening");
         println!("listening http {addr}");
@@ -158,7 +160,7 @@ async fn run(config: Config, reloading: Reloading, drain_timeout: Duration) -> a
     ));
     tokio::spawn(reloader.watch(reloading.interval));
     let drained = gateway
-        .run_until(shutdown_signal(), drain_timeout)
+        .run_until(shutdown, drain_timeout)
         .await
         .context("serving")?;
     if let gateway::Drained::DeadlinePassed(open) = drained {
@@ -170,25 +172,30 @@ async fn run(config: Config, reloading: Reloading, drain_timeout: Duration) -> a
     Ok(())
 }
 
-/// SIGTERM (what Kubernetes and `docker stop` send) or SIGINT (Ctrl-C).
-async fn shutdown_signal() {
+/// SIGTERM (what Kubernetes and `docker stop` send) or SIGINT (Ctrl-C). The handlers are
+/// installed when this is called, not when the future is first polled: until then the default
+/// action would kill the process instead of draining it.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
-        let mut term = match signal(SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-                return;
+        let handlers = signal(SignalKind::terminate()).and_then(|term| {
+            let interrupt = signal(SignalKind::interrupt())?;
+            Ok((term, interrupt))
+        });
+        async move {
+            let Ok((mut term, mut interrupt)) = handlers else {
+                tracing::warn!("cannot install signal handlers; SIGTERM/SIGINT will not drain");
+                return std::future::pending().await;
+            };
+            tokio::select! {
+                _ = term.recv() => tracing::info!("SIGTERM: draining"),
+                _ = interrupt.recv() => tracing::info!("SIGINT: draining"),
             }
-        };
-        tokio::select! {
-            _ = term.recv() => tracing::info!("SIGTERM: draining"),
-            _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: draining"),
         }
     }
     #[cfg(not(unix))]
-    {
+    async {
         let _ = tokio::signal::ctrl_c().await;
     }
 }

@@ -59,7 +59,7 @@ pub(super) fn compile(
 
     let admin_limits = super::limits::compile(
         raw.admin.as_ref().and_then(|a| a.limits.as_ref()),
-        super::limits::Limits::admin(),
+        super::limits::Limits::default().for_admin(),
         &mut errors.0,
     );
 
@@ -99,13 +99,15 @@ pub(super) fn compile(
             .and_then(|t| compile_listener_tls(t, &mut errors));
         let limits = super::limits::compile(
             l.limits.as_ref(),
-            super::limits::Limits::default(),
+            super::limits::Limits {
+                max_request_header_bytes: kb as usize * 1024,
+                ..super::limits::Limits::default()
+            },
             &mut errors.0,
         );
         listeners.push(Listener {
             name: l.name.get_ref().clone(),
             address,
-            max_request_headers_bytes: kb as usize * 1024,
             limits,
             policies: Vec::new(),
             tls,
@@ -134,7 +136,10 @@ pub(super) fn compile(
     for p in &raw.policies {
         attach_policy(p, &authz_backends, &mut listeners, &mut routes, &mut errors);
     }
-    let header_bytes = listeners.iter().map(|l| l.max_request_headers_bytes).max();
+    let header_bytes = listeners
+        .iter()
+        .map(|l| l.limits.max_request_header_bytes)
+        .max();
     super::limits::check_body_limits(&raw.policies, header_bytes.unwrap_or(0), &mut errors.0);
 
     if errors.0.is_empty() {

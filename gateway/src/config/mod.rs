@@ -44,8 +44,6 @@ pub struct Listener {
     pub name: String,
     /// The address to bind.
     pub address: SocketAddr,
-    /// The limit on the total size of request headers, in bytes.
-    pub max_request_headers_bytes: usize,
     /// Connection, stream, header and timeout limits.
     pub limits: limits::Limits,
     /// Gateway-level ext_auth checks, run in file order before any route-level check.

@@ -38,8 +38,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::{Notify, watch};
 use tokio::time::{Instant, Sleep};
 
-use crate::body::BoxError;
-use crate::config::limits::Limits;
+use crate::{BoxError, Limits};
 
 /// The answer to a request with more header fields than the listener allows.
 pub const TOO_MANY_HEADERS: &str = "too many request headers\n";
@@ -55,12 +54,10 @@ pub const PREMATURE_RESET_LIFETIME: Duration = Duration::from_secs(1);
 pub const PREMATURE_RESET_STREAM_COUNT: u64 = 500;
 
 /// Serves one connection until it ends, it breaks a limit, or `drain` turns true (then it closes
-/// gracefully: GOAWAY on h2, `connection: close` on HTTP/1). `max_header_bytes` bounds the
-/// request headers' total size.
+/// gracefully: GOAWAY on h2, `connection: close` on HTTP/1).
 pub fn serve<I, H, Fut, B>(
     io: I,
     limits: &Limits,
-    max_header_bytes: usize,
     handler: H,
     drain: watch::Receiver<bool>,
 ) -> impl Future<Output = ()> + Send + 'static
@@ -71,13 +68,12 @@ where
     B: Body<Data = Bytes> + Unpin + Send + 'static,
     B::Error: Into<BoxError>,
 {
-    serve_inner(io, limits.clone(), max_header_bytes, handler, drain)
+    serve_inner(io, limits.clone(), handler, drain)
 }
 
 async fn serve_inner<I, H, Fut, B>(
     io: I,
     limits: Limits,
-    max_header_bytes: usize,
     handler: H,
     mut drain: watch::Receiver<bool>,
 ) where
@@ -101,7 +97,7 @@ async fn serve_inner<I, H, Fut, B>(
         state: state.clone(),
         first_read: true,
     };
-    let builder = builder(limits, max_header_bytes);
+    let builder = builder(limits);
     let conn = builder.serve_connection(TokioIo::new(io), service);
     tokio::pin!(conn);
     let mut graceful_sent = false;
@@ -134,7 +130,8 @@ async fn serve_inner<I, H, Fut, B>(
     }
 }
 
-fn builder(limits: &Limits, max_header_bytes: usize) -> auto::Builder<TokioExecutor> {
+fn builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
+    let max_header_bytes = limits.max_request_header_bytes;
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
