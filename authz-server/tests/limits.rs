@@ -273,3 +273,130 @@ async fn a_reset_burst_gets_goaway_on_grpc_and_http_mode() {
             .is_ok()
     );
 }
+
+/// The binary's resident memory, from procfs.
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("procfs");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS line")
+}
+
+/// The authz-server binary; killed on drop.
+struct Process(std::process::Child);
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test]
+async fn thousands_of_idle_connections_leave_the_binary_answering_with_bounded_memory() {
+    use std::io::BufRead;
+    const IDLE_PER_PORT: usize = 1000;
+    let dir = std::env::temp_dir().join(format!("authz-idle-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("authz.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[server.limits]\nrequest_headers_timeout = \"60s\"\n{}",
+            authz_server::config::BUILTIN_CONFIG
+        ),
+    )
+    .unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_authz-server"))
+        .arg("--config")
+        .arg(&config)
+        .args(["--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let process = Process(child);
+    let mut port = |kind: &str| -> SocketAddr {
+        let line = lines.next().unwrap().unwrap();
+        line.strip_prefix(&format!("listening {kind} "))
+            .unwrap_or_else(|| panic!("unexpected line {line:?}"))
+            .parse()
+            .unwrap()
+    };
+    let (grpc, http) = (port("grpc"), port("http"));
+    let answers_promptly = || async {
+        let reply = tokio::time::timeout(
+            Duration::from_secs(2),
+            exchange(
+                http,
+                "GET /x HTTP/1.1\r\nhost: x\r\nx-ext-authz: allow\r\nconnection: close\r\n\r\n",
+            ),
+        )
+        .await
+        .expect("HTTP mode answered within 2 s");
+        assert!(reply.starts_with("HTTP/1.1 200 OK"), "{reply}");
+        let mut client = tokio::time::timeout(
+            Duration::from_secs(2),
+            AuthorizationClient::connect(format!("http://{grpc}")),
+        )
+        .await
+        .expect("gRPC connected within 2 s")
+        .unwrap();
+        let mut request = extauthz_proto::v3::CheckRequest::default();
+        let http_request = extauthz_proto::v3::attribute_context::HttpRequest {
+            headers: [("x-ext-authz".to_owned(), "allow".to_owned())].into(),
+            ..Default::default()
+        };
+        request.attributes = Some(extauthz_proto::v3::AttributeContext {
+            request: Some(extauthz_proto::v3::attribute_context::Request {
+                http: Some(http_request),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        let answer = tokio::time::timeout(Duration::from_secs(2), client.check(request))
+            .await
+            .expect("gRPC answered within 2 s")
+            .unwrap()
+            .into_inner();
+        assert_eq!(answer.status.map(|s| s.code), Some(0));
+    };
+    answers_promptly().await;
+    let before = rss_kib(process.0.id());
+    // On each port, half never send a byte and half stop partway into their first bytes.
+    let mut idle = Vec::with_capacity(2 * IDLE_PER_PORT);
+    for i in 0..IDLE_PER_PORT {
+        let mut on_http = TcpStream::connect(http).await.unwrap();
+        let mut on_grpc = TcpStream::connect(grpc).await.unwrap();
+        if i % 2 == 1 {
+            on_http
+                .write_all(b"GET / HTTP/1.1\r\nhost: x\r\nx-slow: ")
+                .await
+                .unwrap();
+            on_grpc.write_all(b"PRI * HTTP/2.0\r\n").await.unwrap();
+        }
+        idle.push(on_http);
+        idle.push(on_grpc);
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for _ in 0..5 {
+        answers_promptly().await;
+    }
+    let during = rss_kib(process.0.id());
+    eprintln!(
+        "authz-server RSS: {before} KiB before, {during} KiB with {} idle connections",
+        idle.len()
+    );
+    assert!(
+        during < 200 * 1024,
+        "RSS {during} KiB with {} idle connections",
+        idle.len()
+    );
+    // Still open: the test did not pass because the server dropped them.
+    let mut probe = idle.pop().unwrap();
+    assert!(!closes_within(&mut probe, Duration::from_millis(100), &mut Vec::new()).await);
+    let _ = std::fs::remove_dir_all(&dir);
+}
