@@ -96,6 +96,13 @@ fn rejected_configs_name_file_line_column_and_every_problem() {
             &["t.toml:13:8: ext_auth takes `grpc` or `http`, not both"],
         ),
         (
+            "[[routes]]\nname = \"r\"\nbackend = \"b\"\npath = { prefix = \"/%7Euser/./docs\" }\n[[routes]]\nname = \"s\"\nbackend = \"b\"\npath = { exact = \"/a%zz\" }\n",
+            &[
+                "t.toml:15:8: route path `/%7Euser/./docs` can never match: requests are matched in canonical form, write `/~user/docs`",
+                "t.toml:19:8: route path `/a%zz` can never match: invalid percent-encoding in path",
+            ],
+        ),
+        (
             "[[backends]]\nname = \"b\"\nurl = \"https://x:1/path\"\n",
             &["t.toml:13:8: duplicate backend name `b`"],
         ),

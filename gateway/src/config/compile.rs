@@ -476,8 +476,14 @@ fn compile_route(
     let path = match &r.path {
         None => PathMatch::Any,
         Some(p) => match (&p.get_ref().exact, &p.get_ref().prefix, &p.get_ref().regex) {
-            (Some(e), None, None) if e.starts_with('/') => PathMatch::Exact(e.clone()),
-            (None, Some(pre), None) if pre.starts_with('/') => PathMatch::Prefix(pre.clone()),
+            (Some(e), None, None) if e.starts_with('/') => {
+                route_path_is_canonical(p, e, errors);
+                PathMatch::Exact(e.clone())
+            }
+            (None, Some(pre), None) if pre.starts_with('/') => {
+                route_path_is_canonical(p, pre, errors);
+                PathMatch::Prefix(pre.clone())
+            }
             (None, None, Some(re)) => anchored(&Spanned::new(p.span(), re.clone()), errors)
                 .map_or(PathMatch::Any, PathMatch::Regex),
             (Some(_), None, None) | (None, Some(_), None) => {
@@ -695,4 +701,22 @@ fn compile_ext_auth(
         context_extensions: ext.context_extensions.clone(),
         include_peer_certificate: ext.include_peer_certificate,
     })
+}
+
+/// Routes match the canonical path, so a route written in another spelling (`/%7Euser`,
+/// `/a/./b`) could never match: refuse it and name the spelling that would. The check uses the
+/// normalisation every listener applies (slashes and escaped slashes are per-listener choices).
+fn route_path_is_canonical<T>(at: &Spanned<T>, path: &str, errors: &mut Errors) {
+    let always = canonical::PathOptions {
+        merge_slashes: false,
+        escaped_slashes: canonical::EscapedSlashes::Keep,
+    };
+    match canonical::canonical_path(path, &always) {
+        Ok(canonical) if canonical == path => {}
+        Ok(canonical) => errors.at(
+            at,
+            format!("route path `{path}` can never match: requests are matched in canonical form, write `{canonical}`"),
+        ),
+        Err(error) => errors.at(at, format!("route path `{path}` can never match: {error}")),
+    }
 }
