@@ -1,0 +1,492 @@
+//! The servers every scenario needs, started once per run, and the scenarios themselves.
+//!
+//! Every server process runs on one CPU with one runtime worker ([`procs::start`]); they are idle
+//! except while their scenario runs, so starting them all at once costs the measurements nothing.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+
+use super::Options;
+use super::fixtures::{self, GatewayPolicy};
+use super::procs::{self, Server, Spec};
+
+/// How a scenario loads its server.
+#[derive(Debug, Clone)]
+pub enum Load {
+    /// gRPC Check.
+    Grpc {
+        /// The server.
+        address: SocketAddr,
+        /// `v3` or `v2`.
+        api: &'static str,
+        /// Request headers.
+        headers: Vec<(String, String)>,
+        /// The status code every answer must carry.
+        expect_code: i32,
+    },
+    /// HTTP/1.1 GET.
+    Http {
+        /// The server.
+        address: SocketAddr,
+        /// Path.
+        path: &'static str,
+        /// Request headers.
+        headers: Vec<(String, String)>,
+        /// The status every answer must have.
+        expect_status: u16,
+    },
+}
+
+/// One measured case.
+#[derive(Debug, Clone)]
+pub struct Scenario {
+    /// Unique name, used in tables, the chart and comparisons.
+    pub name: String,
+    /// The section of the report it belongs to.
+    pub group: &'static str,
+    /// What is sent and what must come back.
+    pub load: Load,
+    /// Calls in flight.
+    pub concurrency: usize,
+    /// Open loop at this rate; closed loop when `None`.
+    pub rate: Option<f64>,
+    /// Indices (into the run's servers) of the processes that serve it, for CPU accounting.
+    pub servers: Vec<usize>,
+}
+
+/// The processes of a run, and where they listen.
+pub struct Setup {
+    /// Every server started.
+    pub servers: Vec<Server>,
+    /// The scenarios, in measuring order.
+    pub scenarios: Vec<Scenario>,
+    /// Why some scenarios are missing (nginx not installed), for the report.
+    pub skipped: Vec<String>,
+}
+
+fn pair(name: &str, value: &str) -> (String, String) {
+    (name.to_owned(), value.to_owned())
+}
+
+fn allow() -> Vec<(String, String)> {
+    vec![pair("x-ext-authz", "allow")]
+}
+
+struct Starter<'a> {
+    options: &'a Options,
+    dir: &'a Path,
+    pin: bool,
+    servers: Vec<Server>,
+}
+
+impl Starter<'_> {
+    fn bin(&self, name: &str) -> PathBuf {
+        self.options.bin_dir.join(name)
+    }
+
+    fn start(&mut self, spec: Spec<'_>) -> anyhow::Result<usize> {
+        let server = procs::start(spec, self.dir, self.pin)?;
+        self.servers.push(server);
+        Ok(self.servers.len() - 1)
+    }
+
+    /// authz-server with `config` (a file written now; `None`: the built-in Istio default).
+    fn authz(
+        &mut self,
+        name: &str,
+        config: Option<&str>,
+        env: Vec<(&str, &str)>,
+    ) -> anyhow::Result<usize> {
+        let mut args = vec![
+            "--grpc-addr".to_owned(),
+            "127.0.0.1:0".to_owned(),
+            "--http-addr".to_owned(),
+            "127.0.0.1:0".to_owned(),
+        ];
+        if let Some(config) = config {
+            let path = self.dir.join(format!("{name}.toml"));
+            std::fs::write(&path, config)?;
+            args.extend(["--config".to_owned(), path.display().to_string()]);
+        }
+        self.authz_with(name, args, env)
+    }
+
+    fn authz_with(
+        &mut self,
+        name: &str,
+        args: Vec<String>,
+        env: Vec<(&str, &str)>,
+    ) -> anyhow::Result<usize> {
+        let program = self.bin("authz-server");
+        self.start(Spec {
+            name,
+            program: &program,
+            args,
+            env,
+            listening: &["grpc", "http"],
+            ready_port: None,
+        })
+    }
+
+    fn gateway(
+        &mut self,
+        name: &str,
+        backend: SocketAddr,
+        policy: GatewayPolicy,
+    ) -> anyhow::Result<usize> {
+        let path = self.dir.join(format!("{name}.toml"));
+        std::fs::write(&path, fixtures::gateway(backend, policy))?;
+        let program = self.bin("gateway");
+        self.start(Spec {
+            name,
+            program: &program,
+            args: vec![
+                "run".to_owned(),
+                "--config".to_owned(),
+                path.display().to_string(),
+            ],
+            env: vec![],
+            listening: &["http"],
+            ready_port: None,
+        })
+    }
+
+    fn addr(&self, index: usize, kind: &str) -> anyhow::Result<SocketAddr> {
+        self.servers[index].address(kind)
+    }
+}
+
+/// Starts every server and lists the scenarios.
+pub fn setup(options: &Options, dir: &Path) -> anyhow::Result<Setup> {
+    let pin = procs::can_pin();
+    let mut s = Starter {
+        options,
+        dir,
+        pin,
+        servers: Vec::new(),
+    };
+    let mut skipped = Vec::new();
+    if !pin {
+        skipped.push("taskset not found: processes are not pinned".to_owned());
+    }
+    let floor_bin = s.bin("floor");
+    let floor = s.start(Spec {
+        name: "floor",
+        program: &floor_bin,
+        args: vec![],
+        env: vec![],
+        listening: &["grpc"],
+        ready_port: None,
+    })?;
+    let backend = s.start(Spec {
+        name: "backend",
+        program: &floor_bin,
+        args: vec!["--http".to_owned(), "127.0.0.1:0".to_owned()],
+        env: vec![],
+        listening: &["grpc", "http"],
+        ready_port: None,
+    })?;
+    let header = s.authz("authz-header", Some(fixtures::HEADER_RULE), vec![])?;
+    let quiet = s.authz(
+        "authz-header-log-off",
+        Some(fixtures::HEADER_RULE),
+        vec![("RUST_LOG", "off")],
+    )?;
+    let istio = s.authz("authz-istio", None, vec![])?;
+    let many = s.authz("authz-200-rules", Some(&fixtures::many_rules(200)), vec![])?;
+    let (keys_config, api_key) =
+        fixtures::api_keys(dir, &s.bin("authz-server")).context("the API-key database")?;
+    let sqlite = s.authz_with(
+        "authz-sqlite",
+        vec![
+            "--grpc-addr".into(),
+            "127.0.0.1:0".into(),
+            "--http-addr".into(),
+            "127.0.0.1:0".into(),
+            "--config".into(),
+            keys_config.display().to_string(),
+        ],
+        vec![],
+    )?;
+    let mut jwt = Vec::new();
+    for scheme in fixtures::jwts().context("generating JWT keys")? {
+        let index = s.authz(
+            &format!("authz-jwt-{}", scheme.algorithm.to_lowercase()),
+            Some(&scheme.config),
+            vec![],
+        )?;
+        jwt.push((scheme.algorithm, index, scheme.token));
+    }
+
+    let c = options.concurrency;
+
+    let grpc = |name: &str, group, server: usize, address, api, headers, expect_code| Scenario {
+        name: name.to_owned(),
+        group,
+        load: Load::Grpc {
+            address,
+            api,
+            headers,
+            expect_code,
+        },
+        concurrency: c,
+        rate: None,
+        servers: vec![server],
+    };
+    let mut scenarios = vec![
+        grpc(
+            "floor v3",
+            "authz",
+            floor,
+            s.addr(floor, "grpc")?,
+            "v3",
+            allow(),
+            0,
+        ),
+        grpc(
+            "floor v2",
+            "authz",
+            floor,
+            s.addr(floor, "grpc")?,
+            "v2",
+            allow(),
+            0,
+        ),
+        grpc(
+            "header rule v3",
+            "authz",
+            header,
+            s.addr(header, "grpc")?,
+            "v3",
+            allow(),
+            0,
+        ),
+        grpc(
+            "header rule v2",
+            "authz",
+            header,
+            s.addr(header, "grpc")?,
+            "v2",
+            allow(),
+            0,
+        ),
+        grpc(
+            "header rule v3, log off",
+            "authz",
+            quiet,
+            s.addr(quiet, "grpc")?,
+            "v3",
+            allow(),
+            0,
+        ),
+        grpc(
+            "istio default allow",
+            "authz",
+            istio,
+            s.addr(istio, "grpc")?,
+            "v3",
+            allow(),
+            0,
+        ),
+        grpc(
+            "istio default deny",
+            "authz",
+            istio,
+            s.addr(istio, "grpc")?,
+            "v3",
+            vec![],
+            7,
+        ),
+        grpc(
+            "200 rules",
+            "authz",
+            many,
+            s.addr(many, "grpc")?,
+            "v3",
+            vec![pair("x-ext-authz", "allow"), pair("x-tenant", "bench")],
+            0,
+        ),
+        grpc(
+            "sqlite key, cached",
+            "authz",
+            sqlite,
+            s.addr(sqlite, "grpc")?,
+            "v3",
+            vec![pair("x-ai-api-key", &api_key)],
+            0,
+        ),
+    ];
+    for (algorithm, index, token) in &jwt {
+        scenarios.push(grpc(
+            &format!("jwt {algorithm}"),
+            "authz",
+            *index,
+            s.addr(*index, "grpc")?,
+            "v3",
+            vec![pair("authorization", &format!("Bearer {token}"))],
+            0,
+        ));
+    }
+    scenarios.push(Scenario {
+        name: "header rule, HTTP mode".to_owned(),
+        group: "authz",
+        load: Load::Http {
+            address: s.addr(header, "http")?,
+            path: "/v1/chat/completions",
+            headers: allow(),
+            expect_status: 200,
+        },
+        concurrency: c,
+        rate: None,
+        servers: vec![header],
+    });
+    for (name, server) in [
+        ("floor v3", floor),
+        ("header rule v3", header),
+        ("istio default allow", istio),
+    ] {
+        let mut open = scenarios
+            .iter()
+            .find(|x| x.name == name)
+            .cloned()
+            .context("scenario")?;
+        open.name = format!("{name}, open loop");
+        open.group = "open";
+        open.rate = Some(options.rate);
+        open.servers = vec![server];
+        scenarios.push(open);
+    }
+
+    // The gateway side: the static backend behind the gateway (no policy, gRPC, HTTP transport)
+    // and behind nginx (plain proxy, auth_request to the same authz-server's HTTP mode).
+    let backend_http = s.addr(backend, "http")?;
+    let gw_authz = s.authz("authz-for-proxies", Some(fixtures::HEADER_RULE), vec![])?;
+    let plain = s.gateway("gateway-plain", backend_http, GatewayPolicy::None)?;
+    let via_grpc = s.gateway(
+        "gateway-grpc-authz",
+        backend_http,
+        GatewayPolicy::Grpc(s.addr(gw_authz, "grpc")?),
+    )?;
+    let via_http = s.gateway(
+        "gateway-http-authz",
+        backend_http,
+        GatewayPolicy::Http(s.addr(gw_authz, "http")?),
+    )?;
+    let nginx = match &options.nginx {
+        Some(program) => {
+            let (plain_port, auth_port) = (procs::free_port()?, procs::free_port()?);
+            let conf = dir.join("nginx.conf");
+            std::fs::write(
+                &conf,
+                fixtures::nginx_conf(
+                    dir,
+                    plain_port,
+                    auth_port,
+                    backend_http,
+                    s.addr(gw_authz, "http")?,
+                ),
+            )?;
+            let index = s.start(Spec {
+                name: "nginx",
+                program,
+                args: vec![
+                    "-e".into(),
+                    dir.join("nginx-error.log").display().to_string(),
+                    "-p".into(),
+                    dir.display().to_string(),
+                    "-c".into(),
+                    conf.display().to_string(),
+                ],
+                env: vec![],
+                listening: &[],
+                ready_port: Some(auth_port),
+            })?;
+            Some((index, plain_port, auth_port))
+        }
+        None => {
+            skipped.push("nginx not found: the nginx scenarios were not run".to_owned());
+            None
+        }
+    };
+    let http =
+        |name: &str, group, address, headers, expect_status, concurrency, servers: Vec<usize>| {
+            Scenario {
+                name: name.to_owned(),
+                group,
+                load: Load::Http {
+                    address,
+                    path: "/v1/chat/completions",
+                    headers,
+                    expect_status,
+                },
+                concurrency,
+                rate: None,
+                servers,
+            }
+        };
+    let mut proxies = vec![
+        ("backend direct", s.addr(backend, "http")?, vec![backend]),
+        ("gateway", s.addr(plain, "http")?, vec![plain, backend]),
+        (
+            "gateway + grpc authz",
+            s.addr(via_grpc, "http")?,
+            vec![via_grpc, gw_authz, backend],
+        ),
+        (
+            "gateway + http authz",
+            s.addr(via_http, "http")?,
+            vec![via_http, gw_authz, backend],
+        ),
+    ];
+    if let Some((index, plain_port, auth_port)) = nginx {
+        proxies.insert(2, ("nginx proxy", plain_port, vec![index, backend]));
+        proxies.push((
+            "nginx auth_request",
+            auth_port,
+            vec![index, gw_authz, backend],
+        ));
+    }
+    for (name, address, servers) in &proxies {
+        scenarios.push(http(
+            name,
+            "proxy",
+            *address,
+            allow(),
+            200,
+            c,
+            servers.clone(),
+        ));
+    }
+    scenarios.push(http(
+        "gateway + grpc authz, denied",
+        "proxy",
+        s.addr(via_grpc, "http")?,
+        vec![],
+        403,
+        c,
+        vec![via_grpc, gw_authz, backend],
+    ));
+    for (name, address, servers) in &proxies {
+        if *name != "backend direct" {
+            scenarios.push(http(
+                &format!("{name}, c=1"),
+                "latency",
+                *address,
+                allow(),
+                200,
+                1,
+                servers.clone(),
+            ));
+        }
+    }
+    if let Some(only) = &options.only {
+        scenarios.retain(|x| x.name.contains(only.as_str()));
+    }
+    Ok(Setup {
+        servers: s.servers,
+        scenarios,
+        skipped,
+    })
+}
