@@ -107,7 +107,7 @@ impl Reloader {
             .collect();
         let connect_all = async {
             for backend in &fresh {
-                backend.channel().await;
+                backend.connect().await;
             }
         };
         let _ = tokio::time::timeout(WARM_UP_BUDGET, connect_all).await;

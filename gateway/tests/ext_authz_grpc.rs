@@ -771,3 +771,29 @@ async fn one_multiplexed_connection_per_authz_backend() {
     assert_eq!(authz.count(), 25);
     assert_eq!(authz.connections(), 1);
 }
+
+#[tokio::test]
+async fn checks_reconnect_after_the_authz_connection_is_cut() {
+    let authz = MockAuthz::always(allow_all()).await;
+    let relay = SeverableRelay::start(authz.addr).await;
+    let backend = start_backend().await;
+    let gw = start_gateway(&with_policy(backend, relay.addr, "grpc = {}")).await;
+    let path = "/openai/v1/chat/completions";
+    assert_eq!(send(get(gw, path, &[])).await.status, StatusCode::OK);
+    assert_eq!(relay.count.load(std::sync::atomic::Ordering::SeqCst), 1);
+
+    relay.sever();
+    // The gateway learns of the close asynchronously; a check sent on the dead connection before
+    // that fails closed (403). Every check after it goes over a new connection.
+    let mut status = StatusCode::FORBIDDEN;
+    for _ in 0..50 {
+        status = send(get(gw, path, &[])).await.status;
+        if status == StatusCode::OK {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(relay.count.load(std::sync::atomic::Ordering::SeqCst), 2);
+    assert_eq!(send(get(gw, path, &[])).await.status, StatusCode::OK);
+}

@@ -30,6 +30,52 @@ pub async fn check(backend: &AuthzBackend, request: CheckRequest, timeout: Durat
             ),
         };
     }
+    let Some(h2c) = backend.h2c() else {
+        return check_over_tonic(backend, request, timeout).await;
+    };
+    let message = Bytes::from(prost::Message::encode_to_vec(&request));
+    // Connecting (at startup, or after the connection ended) is inside the timeout too.
+    let call = h2c.unary(CHECK_PATH, message, timeout, MAX_MESSAGE_BYTES);
+    match tokio::time::timeout(timeout, call).await {
+        Err(_) => timed_out(timeout),
+        Ok(Err(e)) => Verdict::Error {
+            reason: format!("rpc error: {e}"),
+            response: None,
+        },
+        Ok(Ok(reply)) if reply.status != 0 => Verdict::Error {
+            reason: format!(
+                "rpc error: {:?}: {}",
+                tonic::Code::from_i32(reply.status),
+                reply.message
+            ),
+            response: None,
+        },
+        Ok(Ok(reply)) => match <CheckResponse as prost::Message>::decode(reply.body) {
+            Ok(response) => verdict(response),
+            Err(e) => Verdict::Error {
+                reason: format!("rpc error: undecodable CheckResponse: {e}"),
+                response: None,
+            },
+        },
+    }
+}
+
+/// The gRPC method a check calls.
+const CHECK_PATH: &str = "/envoy.service.auth.v3.Authorization/Check";
+
+fn timed_out(timeout: Duration) -> Verdict {
+    Verdict::Error {
+        reason: format!("timeout after {}ms", timeout.as_millis()),
+        response: None,
+    }
+}
+
+/// A check over TLS, through tonic's channel.
+async fn check_over_tonic(
+    backend: &AuthzBackend,
+    request: CheckRequest,
+    timeout: Duration,
+) -> Verdict {
     let mut request = tonic::Request::new(request);
     request.set_timeout(timeout);
     // Getting the channel may wait for the startup connect: it is inside the timeout too.
@@ -40,10 +86,7 @@ pub async fn check(backend: &AuthzBackend, request: CheckRequest, timeout: Durat
         client.check(request).await
     };
     match tokio::time::timeout(timeout, call).await {
-        Err(_) => Verdict::Error {
-            reason: format!("timeout after {}ms", timeout.as_millis()),
-            response: None,
-        },
+        Err(_) => timed_out(timeout),
         Ok(Err(status)) => Verdict::Error {
             reason: format!("rpc error: {:?}: {}", status.code(), status.message()),
             response: None,

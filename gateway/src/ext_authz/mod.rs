@@ -11,6 +11,7 @@
 
 pub mod check_request;
 pub mod grpc;
+pub mod h2c;
 pub mod http;
 pub mod mutation;
 
@@ -28,6 +29,9 @@ use tonic::transport::{Channel, Endpoint};
 use crate::tls::{ClientTls, PeerIdentity};
 use crate::upstream::HttpClient;
 pub use mutation::{Allowed, AppendAction, Denied};
+
+/// How long connecting to an authorization server may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Envoy's default check timeout.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_millis(200);
@@ -115,7 +119,8 @@ impl HeaderFilter {
 }
 
 /// An ext_authz server. Both transports share it: one long-lived, multiplexed, reconnecting
-/// HTTP/2 channel for gRPC, one keep-alive pool for HTTP, each created on first use.
+/// HTTP/2 connection for gRPC (driven directly, see [`h2c`], or tonic's channel over TLS), one
+/// keep-alive pool for HTTP, each created on first use.
 #[derive(Debug)]
 pub struct AuthzBackend {
     /// The name policies use.
@@ -126,6 +131,8 @@ pub struct AuthzBackend {
     pub tls: Option<ClientTls>,
     endpoint: Endpoint,
     channel: tokio::sync::OnceCell<Channel>,
+    /// The plaintext (h2c) connection; `None` over TLS, which uses `channel`.
+    h2c: Option<h2c::H2Channel>,
     http: OnceLock<HttpClient>,
 }
 
@@ -140,7 +147,7 @@ impl AuthzBackend {
         let scheme = if tls.is_some() { "https" } else { "http" };
         let mut endpoint = Endpoint::from_shared(format!("{scheme}://{authority}"))
             .map_err(|e| e.to_string())?
-            .connect_timeout(Duration::from_secs(2))
+            .connect_timeout(CONNECT_TIMEOUT)
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(30))
             .keep_alive_while_idle(true);
@@ -149,10 +156,14 @@ impl AuthzBackend {
                 .tls_config(tls.tonic())
                 .map_err(|e| format!("tls: {e}"))?;
         }
+        let h2c = tls
+            .is_none()
+            .then(|| h2c::H2Channel::new(authority.clone(), CONNECT_TIMEOUT));
         Ok(AuthzBackend {
             name,
             authority,
             tls,
+            h2c,
             endpoint,
             channel: tokio::sync::OnceCell::new(),
             http: OnceLock::new(),
@@ -177,11 +188,30 @@ impl AuthzBackend {
             .clone()
     }
 
-    /// Starts connecting the gRPC channel in the background.
+    /// The plaintext HTTP/2 connection, when the server is not behind TLS.
+    pub fn h2c(&self) -> Option<&h2c::H2Channel> {
+        self.h2c.as_ref()
+    }
+
+    /// Connects the gRPC transport now (a failure is logged; calls reconnect on demand).
+    pub async fn connect(&self) {
+        match &self.h2c {
+            Some(h2c) => {
+                if let Err(e) = h2c.connect().await {
+                    tracing::warn!(authz_backend = %self.name, error = %e, "ext_authz server not reachable yet; will retry on demand");
+                }
+            }
+            None => {
+                self.channel().await;
+            }
+        }
+    }
+
+    /// Starts connecting the gRPC transport in the background.
     pub fn warm_up(self: &Arc<Self>) {
         let backend = self.clone();
         tokio::spawn(async move {
-            backend.channel().await;
+            backend.connect().await;
         });
     }
 

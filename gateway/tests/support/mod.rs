@@ -521,6 +521,46 @@ pub async fn counting_relay(target: SocketAddr) -> (SocketAddr, Arc<AtomicUsize>
     (addr, count)
 }
 
+/// A TCP relay in front of `target` whose connections can all be cut at once (`sever`), and
+/// which counts the connections made through it.
+pub struct SeverableRelay {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// Connections made through it so far.
+    pub count: Arc<AtomicUsize>,
+    open: Arc<Mutex<Vec<tokio::task::AbortHandle>>>,
+}
+
+impl SeverableRelay {
+    /// Starts relaying to `target`.
+    pub async fn start(target: SocketAddr) -> SeverableRelay {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let count = Arc::new(AtomicUsize::new(0));
+        let open = Arc::new(Mutex::new(Vec::new()));
+        let (counter, tasks) = (count.clone(), open.clone());
+        tokio::spawn(async move {
+            loop {
+                let (mut inbound, _) = listener.accept().await.unwrap();
+                counter.fetch_add(1, Ordering::SeqCst);
+                let task = tokio::spawn(async move {
+                    let mut outbound = tokio::net::TcpStream::connect(target).await.unwrap();
+                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                });
+                tasks.lock().unwrap().push(task.abort_handle());
+            }
+        });
+        SeverableRelay { addr, count, open }
+    }
+
+    /// Closes every connection made so far (both sides see the socket close).
+    pub fn sever(&self) {
+        for task in self.open.lock().unwrap().drain(..) {
+            task.abort();
+        }
+    }
+}
+
 /// A fresh, empty directory under the system temp dir, unique to this test process and `name`.
 pub fn temp_dir(name: &str) -> std::path::PathBuf {
     static N: AtomicUsize = AtomicUsize::new(0);
