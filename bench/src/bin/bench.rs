@@ -147,7 +147,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         );
         return Ok(ExitCode::SUCCESS);
     }
-    let title = format!("Latency per scenario, commit {}", runner::commit());
+    let title = format!("Latency per scenario, commit {}", runner::commit().0);
     if let Some(parent) = cli.svg.parent() {
         std::fs::create_dir_all(parent)?;
     }
@@ -225,6 +225,12 @@ fn markdown(
         || "not installed".to_owned(),
         |n| command_output(&n.display().to_string(), &["-v"]),
     );
+    let (commit, changed) = runner::commit();
+    let commit = if changed.is_empty() {
+        commit
+    } else {
+        format!("{commit} (`{}`)", changed.join("`, `"))
+    };
     let notes = if results.skipped.is_empty() {
         String::new()
     } else {
@@ -242,7 +248,7 @@ Written by the benchmark suite (`bench/`, issue #9) — do not edit by hand; rer
 That builds the release binaries and runs every scenario below ({scenarios} scenarios × {rounds} rounds ×
 {seconds} s + {warmup} s warm-up; {minutes:.1} minutes on this machine).
 
-- **Commit measured:** {commit}, {date}
+- **Commit measured:** {commit}, {date}; binaries built {built}
 - **Machine:** {cores} cores (`nproc`), {cpu}; load average {load_before} before the run, {load_after} after;
   Linux {kernel}; {nginx_version}.
 
@@ -269,8 +275,14 @@ That builds the release binaries and runs every scenario below ({scenarios} scen
   from the same round) and reported as the median over rounds with the min–max in brackets;
   throughputs likewise. Latency percentiles are medians of the rounds' percentiles (HDR histogram).
 - "Server CPU per request" is the CPU time (/proc/PID/stat utime+stime, all processes serving the
-  scenario) during the measurement divided by its answers: it measures cost even where the load
-  generator, not the server, limits throughput. A/B of it below 1 means A is cheaper.
+  scenario) during the measurement divided by its answers. Each comparison is given twice: from
+  throughput (or p50 latency), and from CPU per request — B's CPU per request over A's for a ratio
+  (what the throughput ratio is when both sides are CPU-bound on their core), A's minus B's in µs
+  for added latency, 1 − B/A in % for a cost. On a machine shared with other work (builds,
+  profilers), that work steals the servers' core and throughput swings from round to round, but
+  CPU per request barely moves: **read the CPU column first when the throughput spread is wide.**
+- The decision log is written where an operator's would be: each authz-server's stderr goes to a
+  file (in the run's temporary directory); "log off" is `RUST_LOG=off`.
 - Peak RSS is `VmHWM` of each process at the end of the run (after every scenario, the heaviest
   included).
 
@@ -288,8 +300,16 @@ That builds the release binaries and runs every scenario below ({scenarios} scen
         seconds = options.seconds,
         warmup = options.warmup,
         minutes = elapsed.as_secs_f64() / 60.0,
-        commit = runner::commit(),
         date = command_output("date", &["-u", "+%Y-%m-%d %H:%M UTC"]),
+        built = command_output(
+            "date",
+            &[
+                "-u",
+                "+%Y-%m-%d %H:%M UTC",
+                "-r",
+                &options.bin_dir.join("authz-server").display().to_string()
+            ]
+        ),
         cpu = cpu_model(),
         kernel = command_output("uname", &["-r"]),
         svg = svg.display(),

@@ -202,24 +202,29 @@ fn measure(
     })
 }
 
-/// The checkout's commit and whether the tree has changes, for the report.
-pub fn commit() -> String {
+/// The checkout's commit and whether the tree has changes, for the report: the short form
+/// (`abc1234 + uncommitted changes in N files`) and the changed files.
+pub fn commit() -> (String, Vec<String>) {
     let git = |args: &[&str]| {
         Command::new("git")
             .args(args)
             .output()
             .ok()
             .filter(|o| o.status.success())
-            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim_end().to_owned())
     };
     let head = git(&["rev-parse", "--short", "HEAD"]).unwrap_or_else(|| "unknown".to_owned());
-    match git(&["status", "--porcelain", "--untracked-files=no"]) {
-        Some(changes) if !changes.is_empty() => {
-            format!(
-                "{head} + uncommitted changes in {} files",
-                changes.lines().count()
-            )
-        }
-        _ => head,
+    let changed: Vec<String> = git(&["status", "--porcelain", "--untracked-files=no"])
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|line| line.get(3..).map(str::to_owned))
+        .collect();
+    if changed.is_empty() {
+        (head, changed)
+    } else {
+        (
+            format!("{head} + uncommitted changes in {} files", changed.len()),
+            changed,
+        )
     }
 }

@@ -32,7 +32,20 @@ pub struct Server {
 }
 
 impl Drop for Server {
+    /// SIGTERM first: nginx's master stops its worker only when asked (SIGKILL would orphan the
+    /// worker); whatever has not exited after a second is killed.
     fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .stderr(Stdio::null())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(1);
+        while Instant::now() < deadline {
+            if matches!(self.child.try_wait(), Ok(Some(_))) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
