@@ -93,16 +93,17 @@ pub fn run(rules: &RuleSet, args: &ExplainArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let mut trace = Vec::new();
     let evaluation = runtime.block_on(async {
         let hooks = authz_server::hooks::connect(rules, base_dir).await;
-        rules.evaluate(&request, &hooks).await
+        rules.evaluate_traced(&request, &hooks, &mut trace).await
     });
     println!(
         "decision: {} (rule: {})",
         evaluation.decision.outcome(),
         evaluation.rule.as_deref().unwrap_or("default")
     );
-    for line in &evaluation.trace {
+    for line in &trace {
         println!("  {line}");
     }
     match &evaluation.decision {

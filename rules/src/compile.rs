@@ -228,7 +228,7 @@ impl<'a> Compiler<'a> {
         let action = self.decision(&owner, name.span().start, allow, deny);
         self.namespaces = Namespaces::REQUEST;
         Some(Rule {
-            name: name.get_ref().clone(),
+            name: name.get_ref().as_str().into(),
             shadow: *shadow,
             when: when?,
             credential: optional(credential)?,

@@ -1,6 +1,7 @@
 //! What the engine answers: allow (with mutations) or deny (with a response), and why.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 /// How a header returned to the client is applied, mirroring Envoy's
 /// `HeaderValueOption.HeaderAppendAction` (same names, same default).
@@ -98,16 +99,14 @@ impl Decision {
     }
 }
 
-/// A decision together with the rule that made it and the reasoning, for logs and `explain`.
+/// A decision together with the rule that made it, for logs and metrics. The reasoning is a
+/// [`crate::Trace`], kept only when a caller asks for one.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Evaluation {
     /// The decision.
     pub decision: Decision,
     /// The deciding rule's name, or `None` when no rule matched and the default decided.
-    pub rule: Option<String>,
-    /// One line per rule considered, in order: its name, matched or not, and the condition that
-    /// failed or held (e.g. `header x-ext-authz: absent`).
-    pub trace: Vec<String>,
+    pub rule: Option<Arc<str>>,
     /// Shadow rules that matched before the deciding rule, with what they would have decided.
     /// They are counted and logged, never enforced.
     pub shadow: Vec<ShadowMatch>,
@@ -117,18 +116,17 @@ pub struct Evaluation {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ShadowMatch {
     /// The shadow rule's name.
-    pub rule: String,
+    pub rule: Arc<str>,
     /// `allow` or `deny`.
     pub outcome: &'static str,
 }
 
 impl From<Decision> for Evaluation {
-    /// A decision made outside the rule engine: no rule name, no trace.
+    /// A decision made outside the rule engine: no rule name.
     fn from(decision: Decision) -> Self {
         Evaluation {
             decision,
             rule: None,
-            trace: Vec::new(),
             shadow: Vec::new(),
         }
     }

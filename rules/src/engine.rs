@@ -1,6 +1,7 @@
 //! The compiled rule set and the one function that decides.
 
 use std::pin::pin;
+use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 
 use crate::action::{Action, DenyAction};
@@ -13,12 +14,13 @@ use crate::matcher::Condition;
 use crate::prepare::{RequestOptions, Unusable, prepare};
 use crate::request::Request;
 use crate::template::Scope;
+use crate::trace::{Trace, TraceEntry};
 
 /// One compiled rule.
 #[derive(Debug, Clone)]
 pub(crate) struct Rule {
-    /// Unique name.
-    pub name: String,
+    /// Unique name, shared with every evaluation it decides (no copy per check).
+    pub name: Arc<str>,
     /// Evaluated and reported, never enforced.
     pub shadow: bool,
     /// The rule's `when`, as an [`Condition::All`].
@@ -91,7 +93,7 @@ impl RuleSet {
     /// token is invalid, the lookup answers `on_db_error`.
     ///
     /// ```
-    /// use rules::{Decision, Request};
+    /// use rules::{Decision, Request, TraceEntry};
     ///
     /// let policy = r#"
     /// [default]
@@ -111,33 +113,55 @@ impl RuleSet {
     /// let Decision::Allow(allow) = evaluation.decision else { panic!() };
     /// assert_eq!(allow.request_headers[0].value, "ops");
     ///
-    /// let evaluation = rules.decide(&Request::default());
+    /// let mut trace = Vec::new();
+    /// let evaluation = rules.decide_traced(&Request::default(), &mut trace);
     /// assert!(!evaluation.decision.is_allow());
-    /// assert_eq!(evaluation.trace.last().map(String::as_str), Some("default: deny"));
+    /// assert_eq!(trace.last(), Some(&TraceEntry::Default { outcome: "deny" }));
+    /// assert_eq!(trace.last().unwrap().to_string(), "default: deny");
     /// ```
     pub fn decide(&self, request: &Request) -> Evaluation {
+        self.decide_with(request, None)
+    }
+
+    /// [`RuleSet::decide`], recording every step into `trace`.
+    pub fn decide_traced(&self, request: &Request, trace: &mut Trace) -> Evaluation {
+        self.decide_with(request, Some(trace))
+    }
+
+    fn decide_with(&self, request: &Request, mut trace: Option<&mut Trace>) -> Evaluation {
         let hooks = Hooks::default();
-        let evaluation = pin!(self.evaluate(request, &hooks));
-        match evaluation.poll(&mut Context::from_waker(Waker::noop())) {
+        let polled = {
+            let evaluation = pin!(self.run(request, &hooks, trace.as_deref_mut()));
+            evaluation.poll(&mut Context::from_waker(Waker::noop()))
+        };
+        match polled {
             Poll::Ready(evaluation) => evaluation,
             // Without hooks nothing waits, so this is unreachable; if it ever happens, deny.
-            Poll::Pending => Evaluation {
-                decision: Decision::Deny(Deny {
-                    http_status: 500,
-                    grpc_code: 13,
-                    headers: Vec::new(),
-                    body: String::new(),
-                    dynamic_metadata: Default::default(),
-                }),
-                rule: None,
-                trace: vec!["evaluation did not complete without hooks: deny".to_owned()],
-                shadow: Vec::new(),
-            },
+            Poll::Pending => {
+                record(&mut trace, || TraceEntry::Incomplete);
+                Evaluation {
+                    decision: Decision::Deny(Deny {
+                        http_status: 500,
+                        grpc_code: 13,
+                        headers: Vec::new(),
+                        body: String::new(),
+                        dynamic_metadata: Default::default(),
+                    }),
+                    rule: None,
+                    shadow: Vec::new(),
+                }
+            }
         }
     }
 
-    /// Decides one request, calling `hooks` for rules that need them. This is the only place
-    /// precedence lives.
+    /// Decides one request, calling `hooks` for rules that need them. No trace is kept (see
+    /// [`RuleSet::evaluate_traced`]); precedence is documented there, the only place it lives.
+    pub async fn evaluate(&self, raw: &Request, hooks: &Hooks) -> Evaluation {
+        self.run(raw, hooks, None).await
+    }
+
+    /// Decides one request, calling `hooks` for rules that need them, and records each step
+    /// into `trace`. This is the only place precedence lives.
     ///
     /// 0. The request is made canonical once, before any rule sees it (see [`RequestOptions`]):
     ///    over HTTP mode the configured `path_prefix` is removed and the client address is taken
@@ -168,8 +192,17 @@ impl RuleSet {
     /// Conditions either hold or not (something missing makes a value condition fail), and every
     /// failure of a credential, a key source or a database is a deny: no error path leads to an
     /// allow. Traces name conditions and reasons, never credential values.
-    pub async fn evaluate(&self, raw: &Request, hooks: &Hooks) -> Evaluation {
-        let mut trace = Vec::with_capacity(self.rules.len().min(64) + 1);
+    pub async fn evaluate_traced(
+        &self,
+        raw: &Request,
+        hooks: &Hooks,
+        trace: &mut Trace,
+    ) -> Evaluation {
+        self.run(raw, hooks, Some(trace)).await
+    }
+
+    /// [`RuleSet::evaluate_traced`]'s steps, tracing when `trace` is given.
+    async fn run(&self, raw: &Request, hooks: &Hooks, mut trace: Option<&mut Trace>) -> Evaluation {
         let request = match prepare(raw, &self.options) {
             Ok(request) => request,
             Err(unusable) => return self.refuse(raw, &unusable, trace),
@@ -177,17 +210,16 @@ impl RuleSet {
         let request = request.as_ref();
         let mut shadow = Vec::new();
         for rule in &self.rules {
-            let Some(decision) = try_rule(rule, request, hooks, &mut trace).await else {
+            let Some(decision) = try_rule(rule, request, hooks, trace.as_deref_mut()).await else {
                 continue;
             };
             if rule.shadow {
                 // 6. A shadow rule's verdict is recorded, and evaluation goes on as if it had
                 //    not matched.
-                trace.push(format!(
-                    "rule {:?} (shadow): would {}; not enforced",
-                    rule.name,
-                    decision.outcome()
-                ));
+                record(&mut trace, || TraceEntry::Shadow {
+                    rule: rule.name.to_string(),
+                    outcome: decision.outcome(),
+                });
                 shadow.push(ShadowMatch {
                     rule: rule.name.clone(),
                     outcome: decision.outcome(),
@@ -197,7 +229,6 @@ impl RuleSet {
             return Evaluation {
                 decision,
                 rule: Some(rule.name.clone()),
-                trace,
                 shadow,
             };
         }
@@ -207,19 +238,27 @@ impl RuleSet {
             identity: None,
         };
         let decision = self.default.render(&scope);
-        trace.push(format!("{DEFAULT_NAME}: {}", decision.outcome()));
+        record(&mut trace, || TraceEntry::Default {
+            outcome: decision.outcome(),
+        });
         Evaluation {
             decision,
             rule: None,
-            trace,
             shadow,
         }
     }
 
-    /// Step 0 of [`RuleSet::evaluate`] failed: the default's deny, or a fixed 400 when the
-    /// default would allow.
-    fn refuse(&self, raw: &Request, unusable: &Unusable, mut trace: Vec<String>) -> Evaluation {
-        trace.push(format!("request: {unusable}; no rule is tried"));
+    /// Step 0 of [`RuleSet::evaluate_traced`] failed: the default's deny, or a fixed 400 when
+    /// the default would allow.
+    fn refuse(
+        &self,
+        raw: &Request,
+        unusable: &Unusable,
+        mut trace: Option<&mut Trace>,
+    ) -> Evaluation {
+        record(&mut trace, || TraceEntry::Unusable {
+            reason: unusable.to_string(),
+        });
         let decision = match &self.default {
             Action::Deny(_) => {
                 let scope = Scope {
@@ -237,11 +276,12 @@ impl RuleSet {
                 dynamic_metadata: Default::default(),
             }),
         };
-        trace.push(format!("{DEFAULT_NAME}: {}", decision.outcome()));
+        record(&mut trace, || TraceEntry::Default {
+            outcome: decision.outcome(),
+        });
         Evaluation {
             decision,
             rule: None,
-            trace,
             shadow: Vec::new(),
         }
     }
@@ -255,7 +295,7 @@ impl RuleSet {
                 rule.when.uses_source_ip()
                     || rule.require.as_ref().is_some_and(Condition::uses_source_ip)
             })
-            .map(|rule| rule.name.as_str())
+            .map(|rule| &*rule.name)
             .collect()
     }
 
@@ -376,16 +416,22 @@ impl std::fmt::Display for LookupFailure {
     }
 }
 
-/// Steps 1-5 of [`RuleSet::evaluate`] for one rule: its decision, or `None` when it does not
-/// match and the next rule should be tried. Appends the rule's trace lines.
+/// Adds an entry to the trace when there is one; the entry is not even built otherwise.
+fn record(trace: &mut Option<&mut Trace>, entry: impl FnOnce() -> TraceEntry) {
+    if let Some(trace) = trace.as_deref_mut() {
+        trace.push(entry());
+    }
+}
+
+/// Steps 1-5 of [`RuleSet::evaluate_traced`] for one rule: its decision, or `None` when it does
+/// not match and the next rule should be tried. Records the rule's steps when traced.
 async fn try_rule(
     rule: &Rule,
     request: &Request,
     hooks: &Hooks,
-    trace: &mut Vec<String>,
+    mut trace: Option<&mut Trace>,
 ) -> Option<Decision> {
-    if let Err(reason) = rule.when.check(request) {
-        trace.push(format!("rule {:?}: no match: {reason}", rule.name));
+    if !when_holds(rule, request, &mut trace) {
         return None;
     }
     let mut identity = Identity::default();
@@ -397,12 +443,14 @@ async fn try_rule(
                 verified = Some(ok);
             }
             Err(rejected) => {
-                let why = match rejected {
-                    Rejected::Missing => "missing".to_owned(),
-                    Rejected::Invalid(reason) => format!("invalid: {reason}"),
-                };
-                let what = credential.source.describe();
-                trace.push(format!("rule {:?}: credential ({what}) {why}", rule.name));
+                record(&mut trace, || TraceEntry::Credential {
+                    rule: rule.name.to_string(),
+                    source: credential.source.describe(),
+                    outcome: match rejected {
+                        Rejected::Missing => "missing".to_owned(),
+                        Rejected::Invalid(reason) => format!("invalid: {reason}"),
+                    },
+                });
                 return Some(deny(rule, &credential.on_failure, request, None));
             }
         }
@@ -415,35 +463,77 @@ async fn try_rule(
         match run_lookup(lookup, request, verified.as_ref(), hooks).await {
             Ok(Some(row)) => identity.row = Some(row),
             Ok(None) => {
-                trace.push(format!("rule {:?}: lookup found no row", rule.name));
+                record(&mut trace, || TraceEntry::LookupNoRow {
+                    rule: rule.name.to_string(),
+                });
                 let on_missing = &lookup.on_missing;
                 return Some(deny(rule, on_missing, request, Some(&with_claims)));
             }
             Err(missing @ LookupFailure::MissingParam(_)) => {
-                trace.push(format!("rule {:?}: lookup skipped: {missing}", rule.name));
+                record(&mut trace, || TraceEntry::LookupSkipped {
+                    rule: rule.name.to_string(),
+                    reason: missing.to_string(),
+                });
                 let on_missing = &lookup.on_missing;
                 return Some(deny(rule, on_missing, request, Some(&with_claims)));
             }
             Err(error) => {
-                trace.push(format!("rule {:?}: lookup failed: {error}", rule.name));
+                record(&mut trace, || TraceEntry::LookupFailed {
+                    rule: rule.name.to_string(),
+                    reason: error.to_string(),
+                });
                 let on_error = &lookup.on_db_error;
                 return Some(deny(rule, on_error, request, Some(&with_claims)));
             }
         }
     }
-    if let Some(require) = &rule.require
-        && let Err(reason) = require.check_with(request, Some(&identity))
-    {
-        trace.push(format!("rule {:?}: no match: require: {reason}", rule.name));
-        return None;
+    if let Some(require) = &rule.require {
+        let held = match trace.as_deref_mut() {
+            None => require.holds(request, Some(&identity)),
+            Some(trace) => match require.check_with(request, Some(&identity)) {
+                Ok(()) => true,
+                Err(reason) => {
+                    trace.push(TraceEntry::NoMatch {
+                        rule: rule.name.to_string(),
+                        require: true,
+                        reason,
+                    });
+                    false
+                }
+            },
+        };
+        if !held {
+            return None;
+        }
     }
-    trace.push(format!("rule {:?}: matched", rule.name));
+    record(&mut trace, || TraceEntry::Matched {
+        rule: rule.name.to_string(),
+    });
     let scope = Scope {
         request,
         rule: &rule.name,
         identity: Some(&identity),
     };
     Some(rule.action.render(&scope))
+}
+
+/// Step 1: whether the rule's request-level `when` holds. Untraced, nothing is built; traced,
+/// the first failing condition is recorded.
+fn when_holds(rule: &Rule, request: &Request, trace: &mut Option<&mut Trace>) -> bool {
+    match trace.as_deref_mut() {
+        None => rule.when.holds(request, None),
+        Some(trace) => match rule.when.check(request) {
+            Ok(()) => true,
+            Err(reason) => {
+                trace.push(TraceEntry::NoMatch {
+                    rule: rule.name.to_string(),
+                    require: false,
+                    reason,
+                });
+                false
+            }
+        },
+    }
 }
 
 /// Binds the parameters and asks the hook. A parameter the request lacks means no row can match

@@ -24,6 +24,7 @@ mod matcher;
 mod prepare;
 pub mod request;
 mod template;
+pub mod trace;
 
 pub use canonical::{EscapedSlashes, PathOptions};
 pub use compile::{MAX_NESTING, MAX_RULES, load};
@@ -43,3 +44,4 @@ pub use matcher::REGEX_SIZE_LIMIT;
 pub use prepare::RequestOptions;
 pub use request::{Peer, Request, Transport};
 pub use template::MAX_RENDERED_BYTES;
+pub use trace::{Trace, TraceEntry};

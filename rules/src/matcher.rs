@@ -84,6 +84,16 @@ impl StringMatch {
         }
     }
 
+    /// How it compares (patterns are lower case under `ignore_case`).
+    pub(crate) fn op(&self) -> &StringOp {
+        &self.op
+    }
+
+    /// Whether it compares ASCII-case-insensitively.
+    pub(crate) fn ignore_case(&self) -> bool {
+        self.ignore_case
+    }
+
     /// `prefix "/api/"`, for traces.
     fn describe(&self) -> String {
         let (op, pattern) = match &self.op {
@@ -258,6 +268,36 @@ impl Condition {
         self.check_with(request, None)
     }
 
+    /// Whether the condition holds: [`Condition::check_with`] without building the reason, for
+    /// evaluations nobody traces. The two must agree; `check_with` is the explained twin.
+    pub(crate) fn holds(&self, request: &Request, identity: Option<&Identity>) -> bool {
+        match self {
+            Condition::Transport(want) => request.transport == *want,
+            Condition::Method(methods) => methods.contains(&request.method),
+            Condition::Path(m) => m.matches(path_without_query(request)),
+            Condition::Host(m) => m.matches(canonical::host_name(&request.host)),
+            Condition::Principal(m) => m.matches(&request.source.principal),
+            Condition::Protocol(protocols) => protocols.contains(&request.protocol),
+            Condition::SourceIp(nets) => ip_in(nets, request.source.ip),
+            Condition::DestinationIp(nets) => ip_in(nets, request.destination.ip),
+            Condition::Header(name, op) => entry_holds(op, request.header(name)),
+            Condition::Context(name, op) => {
+                entry_holds(op, request.context_extensions.get(name).map(String::as_str))
+            }
+            Condition::All(conditions) => conditions.iter().all(|c| c.holds(request, identity)),
+            Condition::Any(conditions) => conditions.iter().any(|c| c.holds(request, identity)),
+            Condition::Not(inner) => !inner.holds(request, identity),
+            Condition::Claim(path, op) => op.holds(
+                identity
+                    .and_then(|identity| identity.claim(path))
+                    .filter(|value| !value.is_null()),
+            ),
+            Condition::Db(column, op) => {
+                entry_holds(op, identity.and_then(|identity| identity.column(column)))
+            }
+        }
+    }
+
     /// [`Condition::check`] with the rule's verified identity for `claims` and `db` conditions.
     pub(crate) fn check_with(
         &self,
@@ -275,10 +315,7 @@ impl Condition {
             Condition::Method(methods) => {
                 Err(format!("method {:?} not in {methods:?}", request.method))
             }
-            Condition::Path(m) => {
-                let path = request.path.split('?').next().unwrap_or_default();
-                check_string("path", m, path)
-            }
+            Condition::Path(m) => check_string("path", m, path_without_query(request)),
             // The name only: a backend picks its virtual host by name whatever the port, so
             // `admin.example.com:8443` is still admin.example.com (gateway routing agrees).
             Condition::Host(m) => check_string("host", m, canonical::host_name(&request.host)),
@@ -339,6 +376,34 @@ impl Condition {
     }
 }
 
+/// The canonical path as path conditions see it: without the query.
+pub(crate) fn path_without_query(request: &Request) -> &str {
+    request.path.split('?').next().unwrap_or_default()
+}
+
+/// Whether `ip` (an IPv4 client seen through a dual-stack socket as ::ffff:a.b.c.d too) is in
+/// one of `nets`.
+fn ip_in(nets: &[IpNet], ip: Option<IpAddr>) -> bool {
+    let Some(ip) = ip else {
+        return false;
+    };
+    let mapped = match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4),
+        IpAddr::V4(_) => None,
+    };
+    nets.iter()
+        .any(|net| net.contains(&ip) || mapped.is_some_and(|m| net.contains(&m)))
+}
+
+fn entry_holds(op: &EntryOp, value: Option<&str>) -> bool {
+    match (op, value) {
+        (EntryOp::Present, found) => found.is_some(),
+        (EntryOp::Absent, found) => found.is_none(),
+        (EntryOp::Value(m), Some(value)) => m.matches(value),
+        (EntryOp::Value(_), None) => false,
+    }
+}
+
 fn check_string(what: &str, m: &StringMatch, value: &str) -> Result<(), String> {
     if m.matches(value) {
         Ok(())
@@ -348,19 +413,10 @@ fn check_string(what: &str, m: &StringMatch, value: &str) -> Result<(), String> 
 }
 
 fn check_ip(what: &str, nets: &[IpNet], ip: Option<IpAddr>) -> Result<(), String> {
-    let Some(ip) = ip else {
+    if ip.is_none() {
         return Err(format!("no {what}"));
-    };
-    // An IPv4 client seen through a dual-stack socket arrives as ::ffff:a.b.c.d; IPv4 CIDRs
-    // should still match it.
-    let mapped = match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4),
-        IpAddr::V4(_) => None,
-    };
-    if nets
-        .iter()
-        .any(|net| net.contains(&ip) || mapped.is_some_and(|m| net.contains(&m)))
-    {
+    }
+    if ip_in(nets, ip) {
         Ok(())
     } else {
         let list: Vec<String> = nets.iter().map(ToString::to_string).collect();

@@ -224,7 +224,7 @@ fn same<T: PartialEq + std::fmt::Debug>(what: &str, got: T, want: T) -> Result<(
     ))
 }
 
-fn check(evaluation: &Evaluation, expect: &Expect) -> Result<(), String> {
+fn check(evaluation: &Evaluation, got_trace: &[String], expect: &Expect) -> Result<(), String> {
     same(
         "outcome",
         evaluation.decision.outcome(),
@@ -233,7 +233,7 @@ fn check(evaluation: &Evaluation, expect: &Expect) -> Result<(), String> {
     let rule = evaluation.rule.as_deref().unwrap_or("default");
     same("rule", rule, expect.rule.as_str())?;
     if let Some(trace) = &expect.trace {
-        same("trace", &evaluation.trace, trace)?;
+        same("trace", got_trace, trace.as_slice())?;
     }
     let metadata = |m: &rules::Metadata| serde_json::to_value(m).map_err(|e| e.to_string());
     let want_metadata =
@@ -376,14 +376,23 @@ fn run(path: &Path) -> Result<(), String> {
     };
     let (_, rule_set) = rules::load::<toml::Table>(&file, &config).map_err(|e| e.to_string())?;
     let rule_set = rule_set.with_request_options(case.options.options()?);
-    let mut evaluation = rule_set.decide(&request(&case.request)?);
+    let request = request(&case.request)?;
+    let mut trace = Vec::new();
+    let mut evaluation = rule_set.decide_traced(&request, &mut trace);
+    // Nobody tracing must not change the decision.
+    same(
+        "untraced evaluation",
+        &rule_set.decide(&request),
+        &evaluation,
+    )?;
+    let trace = rules::trace::lines(&trace);
     // Deny headers given as a table are order-free: compare sorted.
     if let (Decision::Deny(deny), Some(toml::Value::Table(_))) =
         (&mut evaluation.decision, &case.expect.headers)
     {
         deny.headers.sort();
     }
-    check(&evaluation, &case.expect)
+    check(&evaluation, &trace, &case.expect)
 }
 
 #[test]

@@ -16,7 +16,7 @@ use rand::rngs::OsRng;
 use rules::hooks::BoxFuture;
 use rules::{Hooks, JwksError, JwksSource, RuleSet};
 use serde_json::{Value, json};
-use support::{assert_unauthenticated, evaluate, policy, request, request_headers};
+use support::{DecideTraced, assert_unauthenticated, evaluate, policy, request, request_headers};
 
 const ISSUER: &str = "https://issuer.test";
 const AUDIENCE: &str = "api";
@@ -192,7 +192,7 @@ fn every_algorithm_verifies_and_forwards_claims() {
         let keys = keys_for(alg);
         let rules = jwt_policy(alg, &keys.verify);
         let token = sign(alg, None, &good_claims(), &keys.encoding);
-        let evaluation = rules.decide(&bearer(&token));
+        let evaluation = rules.traced(&bearer(&token));
         assert_eq!(
             request_headers(&evaluation),
             vec![
@@ -220,7 +220,7 @@ fn a_token_signed_by_another_key_is_refused_for_every_algorithm() {
             Some(other) => sign(other_alg, None, &good_claims(), &other.encoding),
             None => tamper_signature(&sign(alg, None, &good_claims(), &rsa_keys().encoding)),
         };
-        let evaluation = rules.decide(&bearer(&token));
+        let evaluation = rules.traced(&bearer(&token));
         assert_unauthenticated(&evaluation, "Bearer", "invalid: bad signature");
     }
 }
@@ -247,20 +247,20 @@ fn claims_outside_their_validity_or_audience_are_refused() {
         let mut claims = good_claims();
         claims[claim] = value;
         let token = sign(Algorithm::HS256, None, &claims, &keys.encoding);
-        assert_unauthenticated(&rules.decide(&bearer(&token)), "Bearer", reason);
+        assert_unauthenticated(&rules.traced(&bearer(&token)), "Bearer", reason);
     }
     // Within the 30 s leeway, still valid.
     let mut claims = good_claims();
     claims["exp"] = json!(now() - 10);
     let token = sign(Algorithm::HS256, None, &claims, &keys.encoding);
-    assert!(rules.decide(&bearer(&token)).decision.is_allow());
+    assert!(rules.traced(&bearer(&token)).decision.is_allow());
     // A configured issuer and audience must be present, and `exp` is required by default.
     for missing in ["iss", "aud", "exp"] {
         let mut claims = good_claims();
         claims.as_object_mut().unwrap().remove(missing);
         let token = sign(Algorithm::HS256, None, &claims, &keys.encoding);
         let reason = format!("invalid: missing claim {missing}");
-        assert_unauthenticated(&rules.decide(&bearer(&token)), "Bearer", &reason);
+        assert_unauthenticated(&rules.traced(&bearer(&token)), "Bearer", &reason);
     }
 }
 
@@ -275,7 +275,7 @@ fn alg_none_is_refused() {
     for alg in ["none", "None", "NONE"] {
         let token = unsigned(&json!({"alg": alg, "typ": "JWT"}), &good_claims());
         assert_unauthenticated(
-            &rules.decide(&bearer(&token)),
+            &rules.traced(&bearer(&token)),
             "Bearer",
             "invalid: malformed token: bad JSON",
         );
@@ -298,14 +298,14 @@ fn an_hs256_token_made_with_the_rsa_public_key_is_refused() {
     );
     let rules = jwt_policy(Algorithm::RS256, &keys.verify);
     assert_unauthenticated(
-        &rules.decide(&bearer(&forged)),
+        &rules.traced(&bearer(&forged)),
         "Bearer",
         "invalid: algorithm HS256 not allowed",
     );
     // Even when the config lists HS256 next to RS256 for a JWKS with only an RSA key, the RSA key
     // never verifies an HMAC token.
     let jwks = rsa_jwks("k1");
-    let evaluation = jwks_policy(&jwks, &["RS256", "HS256"]).decide(&bearer(&forged));
+    let evaluation = jwks_policy(&jwks, &["RS256", "HS256"]).traced(&bearer(&forged));
     assert_unauthenticated(&evaluation, "Bearer", "invalid: no key for algorithm HS256");
     let mut header = Header::new(Algorithm::HS256);
     header.kid = Some("k1".into());
@@ -315,7 +315,7 @@ fn an_hs256_token_made_with_the_rsa_public_key_is_refused() {
         &EncodingKey::from_secret(public_pem.as_bytes()),
     )
     .unwrap();
-    let evaluation = jwks_policy(&jwks, &["RS256", "HS256"]).decide(&bearer(&forged));
+    let evaluation = jwks_policy(&jwks, &["RS256", "HS256"]).traced(&bearer(&forged));
     assert_unauthenticated(&evaluation, "Bearer", "invalid: unknown kid");
 }
 
@@ -323,23 +323,23 @@ fn an_hs256_token_made_with_the_rsa_public_key_is_refused() {
 fn missing_malformed_and_oversized_tokens_are_refused() {
     let rules = jwt_policy(Algorithm::HS256, &hmac_keys().verify);
     assert_unauthenticated(
-        &rules.decide(&request("/", &[])),
+        &rules.traced(&request("/", &[])),
         "Bearer",
         "credential (header authorization (Bearer)) missing",
     );
     assert_unauthenticated(
-        &rules.decide(&request("/", &[("authorization", "Basic YTpi")])),
+        &rules.traced(&request("/", &[("authorization", "Basic YTpi")])),
         "Bearer",
         "invalid: not a Bearer credential",
     );
     assert_unauthenticated(
-        &rules.decide(&bearer("not-a-jwt")),
+        &rules.traced(&bearer("not-a-jwt")),
         "Bearer",
         "invalid: malformed token: not a JWT",
     );
     let huge = format!("{}.{}.x", "a".repeat(5000), "b".repeat(5000));
     assert_unauthenticated(
-        &rules.decide(&bearer(&huge)),
+        &rules.traced(&bearer(&huge)),
         "Bearer",
         "invalid: longer than 8192 bytes",
     );
@@ -352,7 +352,7 @@ fn traces_never_carry_the_token() {
     let mut claims = good_claims();
     claims["exp"] = json!(now() - 1000);
     let token = sign(Algorithm::HS256, None, &claims, &keys.encoding);
-    let evaluation = rules.decide(&bearer(&token));
+    let evaluation = rules.traced(&bearer(&token));
     let signature = token.rsplit('.').next().unwrap();
     for line in &evaluation.trace {
         assert!(
@@ -426,7 +426,7 @@ fn a_jwks_file_is_read_relative_to_the_policy_and_keys_are_picked_by_kid() {
     let rules = jwks_policy(&json!({"keys": [k1.jwk, k2.jwk]}), &["ES256"]);
     for (kid, key) in [("k1", &k1), ("k2", &k2)] {
         let token = sign(Algorithm::ES256, Some(kid), &good_claims(), &key.encoding);
-        let evaluation = rules.decide(&bearer(&token));
+        let evaluation = rules.traced(&bearer(&token));
         assert_eq!(
             request_headers(&evaluation),
             vec![("x-user".to_owned(), "alice".to_owned())]
@@ -435,14 +435,14 @@ fn a_jwks_file_is_read_relative_to_the_policy_and_keys_are_picked_by_kid() {
     // k1's signature under k2's kid: the kid picks k2, and k2 does not verify it.
     let token = sign(Algorithm::ES256, Some("k2"), &good_claims(), &k1.encoding);
     assert_unauthenticated(
-        &rules.decide(&bearer(&token)),
+        &rules.traced(&bearer(&token)),
         "Bearer",
         "invalid: bad signature",
     );
     // Without a kid, two fitting keys are ambiguous.
     let token = sign(Algorithm::ES256, None, &good_claims(), &k1.encoding);
     assert_unauthenticated(
-        &rules.decide(&bearer(&token)),
+        &rules.traced(&bearer(&token)),
         "Bearer",
         "invalid: token has no kid and several keys fit algorithm ES256",
     );
@@ -450,7 +450,7 @@ fn a_jwks_file_is_read_relative_to_the_policy_and_keys_are_picked_by_kid() {
     let single = ec_jwk("only");
     let rules = jwks_policy(&json!({"keys": [single.jwk]}), &["ES256"]);
     let token = sign(Algorithm::ES256, None, &good_claims(), &single.encoding);
-    assert!(rules.decide(&bearer(&token)).decision.is_allow());
+    assert!(rules.traced(&bearer(&token)).decision.is_allow());
 }
 
 /// A JWKS source double: `published` is what the issuer serves now, `cached` what the source
@@ -602,7 +602,7 @@ fn without_a_jwks_source_or_when_it_fails_the_token_is_refused() {
     let key = ec_jwk("k");
     let token = sign(Algorithm::ES256, Some("k"), &good_claims(), &key.encoding);
     assert_unauthenticated(
-        &rules.decide(&bearer(&token)),
+        &rules.traced(&bearer(&token)),
         "Bearer",
         "invalid: no JWKS source to fetch the keys",
     );
@@ -658,7 +658,7 @@ deny = {{ status = 403, body = "plan {{{{claims.tier}}}} cannot chat" }}
         }
         sign(Algorithm::HS256, None, &claims, &keys.encoding)
     };
-    let evaluation = rules.decide(&bearer(&claims(json!({}))));
+    let evaluation = rules.traced(&bearer(&claims(json!({}))));
     assert_eq!(
         request_headers(&evaluation),
         vec![("x-user".to_owned(), "alice".to_owned())]
@@ -695,7 +695,7 @@ deny = {{ status = 403, body = "plan {{{{claims.tier}}}} cannot chat" }}
         (json!({"tier": null}), "claim tier absent"),
     ];
     for (patch, reason) in cases {
-        let evaluation = rules.decide(&bearer(&claims(patch.clone())));
+        let evaluation = rules.traced(&bearer(&claims(patch.clone())));
         assert_eq!(evaluation.rule.as_deref(), Some("fallback"), "{patch}");
         assert_eq!(
             evaluation.trace[0],
@@ -705,6 +705,6 @@ deny = {{ status = 403, body = "plan {{{{claims.tier}}}} cannot chat" }}
         let deny = support::denied(&evaluation);
         assert_eq!(deny.http_status, 403);
     }
-    let evaluation = rules.decide(&bearer(&claims(json!({"tier": "free"}))));
+    let evaluation = rules.traced(&bearer(&claims(json!({"tier": "free"}))));
     assert_eq!(support::denied(&evaluation).body, "plan free cannot chat");
 }

@@ -12,7 +12,9 @@ use rules::{
     DatabaseSpec, Hooks, Lookup, LookupError, LookupPolicy, LookupQuery, OnLookupError, Row,
 };
 use sha2::{Digest, Sha256};
-use support::{assert_unauthenticated, denied, evaluate, policy, request, request_headers};
+use support::{
+    DecideTraced, assert_unauthenticated, denied, evaluate, policy, request, request_headers,
+};
 
 fn sha256_hex(text: &str) -> String {
     Sha256::digest(text.as_bytes())
@@ -214,7 +216,7 @@ fn a_database_failure_decides_on_db_error_503() {
         );
     }
     // No hook at all (decide): the same fail-closed answer.
-    let evaluation = rules.decide(&key_request("sk-live-1"));
+    let evaluation = rules.traced(&key_request("sk-live-1"));
     assert_eq!(denied(&evaluation).http_status, 503);
     assert_eq!(
         evaluation.trace,
@@ -365,18 +367,18 @@ fn credentials_are_read_from_headers_schemes_queries_and_cookies() {
     let header = static_key_policy(r#"{ header = "X-Api-Key" }"#);
     assert!(
         header
-            .decide(&request("/", &[("x-api-key", "first-key")]))
+            .traced(&request("/", &[("x-api-key", "first-key")]))
             .decision
             .is_allow()
     );
     assert!(
         header
-            .decide(&request("/", &[("x-api-key", "second key/+")]))
+            .traced(&request("/", &[("x-api-key", "second key/+")]))
             .decision
             .is_allow()
     );
     assert_unauthenticated(
-        &header.decide(&request("/", &[("x-api-key", "third-key")])),
+        &header.traced(&request("/", &[("x-api-key", "third-key")])),
         "ApiKey",
         "credential (header x-api-key) invalid: unknown key",
     );
@@ -384,12 +386,12 @@ fn credentials_are_read_from_headers_schemes_queries_and_cookies() {
     let scheme = static_key_policy(r#"{ header = "authorization", scheme = "ApiKey" }"#);
     assert!(
         scheme
-            .decide(&request("/", &[("authorization", "apikey first-key")]))
+            .traced(&request("/", &[("authorization", "apikey first-key")]))
             .decision
             .is_allow()
     );
     assert_unauthenticated(
-        &scheme.decide(&request("/", &[("authorization", "first-key")])),
+        &scheme.traced(&request("/", &[("authorization", "first-key")])),
         "ApiKey",
         "invalid: not a ApiKey credential",
     );
@@ -397,28 +399,28 @@ fn credentials_are_read_from_headers_schemes_queries_and_cookies() {
     let query = static_key_policy(r#"{ query = "api_key" }"#);
     assert!(
         query
-            .decide(&request("/v1?a=1&api_key=first-key", &[]))
+            .traced(&request("/v1?a=1&api_key=first-key", &[]))
             .decision
             .is_allow()
     );
     assert!(
         query
-            .decide(&request("/v1?api_key=second%20key%2F+", &[]))
+            .traced(&request("/v1?api_key=second%20key%2F+", &[]))
             .decision
             .is_allow()
     );
     assert_unauthenticated(
-        &query.decide(&request("/v1?api_key=%FF%FE", &[])),
+        &query.traced(&request("/v1?api_key=%FF%FE", &[])),
         "ApiKey",
         "invalid: not valid UTF-8",
     );
     assert_unauthenticated(
-        &query.decide(&request("/v1?api_key=%G1", &[])),
+        &query.traced(&request("/v1?api_key=%G1", &[])),
         "ApiKey",
         "invalid: malformed percent-encoding",
     );
     assert_unauthenticated(
-        &query.decide(&request("/v1?other=first-key", &[])),
+        &query.traced(&request("/v1?other=first-key", &[])),
         "ApiKey",
         "credential (query parameter api_key) missing",
     );
@@ -427,12 +429,12 @@ fn credentials_are_read_from_headers_schemes_queries_and_cookies() {
     let with_cookie = |value: &str| request("/", &[("cookie", value)]);
     assert!(
         cookie
-            .decide(&with_cookie("a=b; session=first-key; c=d"))
+            .traced(&with_cookie("a=b; session=first-key; c=d"))
             .decision
             .is_allow()
     );
     assert_unauthenticated(
-        &cookie.decide(&with_cookie("xsession=first-key")),
+        &cookie.traced(&with_cookie("xsession=first-key")),
         "ApiKey",
         "credential (cookie session) missing",
     );
@@ -443,7 +445,7 @@ fn oversized_credentials_are_invalid_without_hashing() {
     let header = static_key_policy(r#"{ header = "x-api-key" }"#);
     let huge = "k".repeat(rules::MAX_CREDENTIAL_BYTES + 1);
     assert_unauthenticated(
-        &header.decide(&request("/", &[("x-api-key", &huge)])),
+        &header.traced(&request("/", &[("x-api-key", &huge)])),
         "ApiKey",
         "invalid: longer than 8192 bytes",
     );
@@ -465,7 +467,7 @@ on_failure = {{ status = 403, grpc_code = "PERMISSION_DENIED", www_authenticate 
 "#,
         sha256_hex("k")
     ));
-    let evaluation = rules.decide(&request("/chat", &[("x-api-key", "nope")]));
+    let evaluation = rules.traced(&request("/chat", &[("x-api-key", "nope")]));
     let deny = denied(&evaluation);
     assert_eq!((deny.http_status, deny.grpc_code), (403, 7));
     assert_eq!(

@@ -40,10 +40,11 @@ fn request(headers: &[(&str, &str)], path: &str) -> Request {
 #[test]
 fn a_matching_shadow_rule_is_reported_but_the_next_rules_decide() {
     let (_, rules) = rules::load::<toml::Table>("shadow.toml", POLICY).expect("loads");
-    let evaluation = rules.decide(&request(
-        &[("user-agent", "curl/8.5"), ("x-team", "platform")],
-        "/",
-    ));
+    let mut trace = Vec::new();
+    let evaluation = rules.decide_traced(
+        &request(&[("user-agent", "curl/8.5"), ("x-team", "platform")], "/"),
+        &mut trace,
+    );
     assert!(
         evaluation.decision.is_allow(),
         "the shadow deny is not enforced"
@@ -57,7 +58,7 @@ fn a_matching_shadow_rule_is_reported_but_the_next_rules_decide() {
         }]
     );
     assert_eq!(
-        evaluation.trace[..2],
+        rules::trace::lines(&trace)[..2],
         [
             r#"rule "trial-block-curl": matched"#,
             r#"rule "trial-block-curl" (shadow): would deny; not enforced"#

@@ -28,9 +28,51 @@ pub fn policy(text: &str) -> RuleSet {
         .1
 }
 
-/// Evaluates with hooks.
-pub fn evaluate(rules: &RuleSet, request: &Request, hooks: &Hooks) -> Evaluation {
-    block_on(rules.evaluate(request, hooks))
+/// An evaluation with its trace rendered as the lines `explain` prints; reads as the
+/// [`Evaluation`] it holds.
+#[derive(Debug)]
+pub struct Traced {
+    pub evaluation: Evaluation,
+    pub trace: Vec<String>,
+}
+
+impl std::ops::Deref for Traced {
+    type Target = Evaluation;
+    fn deref(&self) -> &Evaluation {
+        &self.evaluation
+    }
+}
+
+/// [`RuleSet::decide`] with its trace.
+pub trait DecideTraced {
+    fn traced(&self, request: &Request) -> Traced;
+}
+
+impl DecideTraced for RuleSet {
+    fn traced(&self, request: &Request) -> Traced {
+        let mut trace = Vec::new();
+        let evaluation = self.decide_traced(request, &mut trace);
+        // The untraced path must decide the same.
+        assert_eq!(
+            self.decide(request),
+            evaluation,
+            "traced and untraced disagree"
+        );
+        Traced {
+            evaluation,
+            trace: rules::trace::lines(&trace),
+        }
+    }
+}
+
+/// Evaluates with hooks, traced.
+pub fn evaluate(rules: &RuleSet, request: &Request, hooks: &Hooks) -> Traced {
+    let mut trace = Vec::new();
+    let evaluation = block_on(rules.evaluate_traced(request, hooks, &mut trace));
+    Traced {
+        evaluation,
+        trace: rules::trace::lines(&trace),
+    }
 }
 
 /// A request with these headers.
@@ -75,7 +117,7 @@ pub fn request_headers(evaluation: &Evaluation) -> Vec<(String, String)> {
 
 /// Asserts the default credential failure: 401, UNAUTHENTICATED, the challenge, empty body,
 /// and that the trace ends with `reason`.
-pub fn assert_unauthenticated(evaluation: &Evaluation, challenge: &str, reason: &str) {
+pub fn assert_unauthenticated(evaluation: &Traced, challenge: &str, reason: &str) {
     let deny = denied(evaluation);
     assert_eq!(deny.http_status, 401, "{evaluation:#?}");
     assert_eq!(deny.grpc_code, 16, "{evaluation:#?}");
