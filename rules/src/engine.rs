@@ -9,6 +9,7 @@ use crate::credential::{Credential, JwtKeys, Rejected, Verifier};
 use crate::decision::{Decision, Deny, Evaluation, ShadowMatch};
 use crate::hooks::{Hooks, LookupError, LookupQuery};
 use crate::identity::Identity;
+use crate::index::{Candidates, RuleIndex};
 use crate::lookup::{DatabaseSpec, LookupSpec};
 use crate::matcher::Condition;
 use crate::prepare::{RequestOptions, Unusable, prepare};
@@ -46,6 +47,8 @@ pub struct RuleSet {
     options: RequestOptions,
     /// The 1-based path segments some lookup binds (sorted, each once).
     secret_segments: Vec<usize>,
+    /// Finds the rules a request may match without trying the others.
+    index: RuleIndex,
 }
 
 /// The name `{{rule.name}}` renders and the trace shows when no rule matched.
@@ -66,7 +69,9 @@ impl RuleSet {
             .collect();
         secret_segments.sort_unstable();
         secret_segments.dedup();
+        let index = RuleIndex::new(rules.iter().map(|rule| &rule.when));
         Self {
+            index,
             rules,
             default,
             needs_received,
@@ -209,7 +214,18 @@ impl RuleSet {
         };
         let request = request.as_ref();
         let mut shadow = Vec::new();
-        for rule in &self.rules {
+        // Traced, every rule is tried so the trace shows why each one did not match; untraced,
+        // only those the index cannot rule out (in the same order: see `crate::index`).
+        let mut regex_hits = Vec::new();
+        let positions = if trace.is_some() || self.index.is_trivial() {
+            Positions::All(0..self.rules.len())
+        } else {
+            Positions::Indexed(self.index.candidates(request, &mut regex_hits))
+        };
+        for position in positions {
+            let Some(rule) = self.rules.get(position) else {
+                continue;
+            };
             let Some(decision) = try_rule(rule, request, hooks, trace.as_deref_mut()).await else {
                 continue;
             };
@@ -412,6 +428,25 @@ impl std::fmt::Display for LookupFailure {
                 write!(f, "timed out after {after:?}")
             }
             LookupFailure::Hook(LookupError::Failed(_)) => f.write_str("database error"),
+        }
+    }
+}
+
+/// The rule positions one evaluation tries, ascending.
+enum Positions<'i> {
+    /// Every rule.
+    All(std::ops::Range<usize>),
+    /// The index's candidates.
+    Indexed(Candidates<'i>),
+}
+
+impl Iterator for Positions<'_> {
+    type Item = usize;
+
+    fn next(&mut self) -> Option<usize> {
+        match self {
+            Positions::All(range) => range.next(),
+            Positions::Indexed(candidates) => candidates.next(),
         }
     }
 }

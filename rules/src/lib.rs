@@ -19,6 +19,7 @@ mod engine;
 mod error;
 pub mod hooks;
 mod identity;
+mod index;
 mod lookup;
 mod matcher;
 mod prepare;
