@@ -1,18 +1,24 @@
 //! Envoy's `AttributeContext` (v3 and v2) turned into the rule engine's neutral [`Request`].
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
-use std::sync::LazyLock;
 
 use extauthz_proto::{v2, v3};
-use prost::Message;
-use prost_reflect::{DescriptorPool, DynamicMessage};
 use rules::{Peer, Request, Transport};
 
-/// The neutral view of a v3 check. `render_received` asks for the one-line attribute dump.
-pub fn from_v3(check: &v3::CheckRequest, render_received: bool) -> Request {
-    let Some(attributes) = &check.attributes else {
+mod received;
+
+/// The neutral view of a v3 check, moving the strings out of the decoded message rather than
+/// copying them. `render_received` asks for the one-line attribute dump (written before the
+/// message is taken apart, and only then).
+pub fn from_v3(check: v3::CheckRequest, render_received: bool) -> Request {
+    let Some(attributes) = check.attributes else {
         return Request::default();
+    };
+    let received = if render_received {
+        received::v3(&attributes)
+    } else {
+        String::new()
     };
     let v3::AttributeContext {
         source,
@@ -25,12 +31,13 @@ pub fn from_v3(check: &v3::CheckRequest, render_received: bool) -> Request {
     } = attributes;
     let mut view = Request {
         transport: Transport::Grpc,
-        source: source.as_ref().map(peer_v3).unwrap_or_default(),
-        destination: destination.as_ref().map(peer_v3).unwrap_or_default(),
-        context_extensions: context_extensions.clone().into_iter().collect(),
+        source: source.map(peer_v3).unwrap_or_default(),
+        destination: destination.map(peer_v3).unwrap_or_default(),
+        context_extensions: context_extensions.into_iter().collect(),
+        received,
         ..Request::default()
     };
-    if let Some(http) = request.as_ref().and_then(|r| r.http.as_ref()) {
+    if let Some(http) = request.and_then(|r| r.http) {
         let v3::attribute_context::HttpRequest {
             id: _,
             method,
@@ -50,28 +57,31 @@ pub fn from_v3(check: &v3::CheckRequest, render_received: bool) -> Request {
             // Envoy sends `header_map` instead of `headers` when raw header encoding is on.
             Some(map) if !map.headers.is_empty() => joined_headers(
                 map.headers
-                    .iter()
-                    .map(|h| (h.key.as_str(), raw_or_text(&h.raw_value, &h.value))),
+                    .into_iter()
+                    .map(|h| (h.key, raw_or_text(h.raw_value, h.value))),
             ),
-            _ => lower_cased(headers.iter()),
+            _ => lower_cased(headers),
         };
         view.body = if raw_body.is_empty() {
-            body.clone()
+            body
         } else {
-            String::from_utf8_lossy(raw_body).into_owned()
+            String::from_utf8(raw_body)
+                .unwrap_or_else(|error| String::from_utf8_lossy(error.as_bytes()).into_owned())
         };
         fill_http(&mut view, method, path, host, scheme, protocol);
-    }
-    if render_received {
-        view.received = received_text("envoy.service.auth.v3.AttributeContext", attributes);
     }
     view
 }
 
-/// The neutral view of a v2 check.
-pub fn from_v2(check: &v2::CheckRequest, render_received: bool) -> Request {
-    let Some(attributes) = &check.attributes else {
+/// The neutral view of a v2 check (see [`from_v3`]).
+pub fn from_v2(check: v2::CheckRequest, render_received: bool) -> Request {
+    let Some(attributes) = check.attributes else {
         return Request::default();
+    };
+    let received = if render_received {
+        received::v2(&attributes)
+    } else {
+        String::new()
     };
     let v2::AttributeContext {
         source,
@@ -82,12 +92,13 @@ pub fn from_v2(check: &v2::CheckRequest, render_received: bool) -> Request {
     } = attributes;
     let mut view = Request {
         transport: Transport::Grpc,
-        source: source.as_ref().map(peer_v2).unwrap_or_default(),
-        destination: destination.as_ref().map(peer_v2).unwrap_or_default(),
-        context_extensions: context_extensions.clone().into_iter().collect(),
+        source: source.map(peer_v2).unwrap_or_default(),
+        destination: destination.map(peer_v2).unwrap_or_default(),
+        context_extensions: context_extensions.into_iter().collect(),
+        received,
         ..Request::default()
     };
-    if let Some(http) = request.as_ref().and_then(|r| r.http.as_ref()) {
+    if let Some(http) = request.and_then(|r| r.http) {
         let v2::attribute_context::HttpRequest {
             id: _,
             method,
@@ -101,30 +112,27 @@ pub fn from_v2(check: &v2::CheckRequest, render_received: bool) -> Request {
             protocol,
             body,
         } = http;
-        view.headers = lower_cased(headers.iter());
-        view.body = body.clone();
+        view.headers = lower_cased(headers);
+        view.body = body;
         fill_http(&mut view, method, path, host, scheme, protocol);
-    }
-    if render_received {
-        view.received = received_text("envoy.service.auth.v2.AttributeContext", attributes);
     }
     view
 }
 
-/// Copies the request line, falling back to the pseudo headers a proxy may send instead.
+/// Takes the request line, falling back to the pseudo headers a proxy may send instead.
 fn fill_http(
     view: &mut Request,
-    method: &str,
-    path: &str,
-    host: &str,
-    scheme: &str,
-    protocol: &str,
+    method: String,
+    path: String,
+    host: String,
+    scheme: String,
+    protocol: String,
 ) {
-    let or_header = |value: &str, header: &str| {
+    let or_header = |value: String, header: &str| {
         if value.is_empty() {
             view.header(header).unwrap_or_default().to_owned()
         } else {
-            value.to_owned()
+            value
         }
     };
     let method = or_header(method, ":method");
@@ -138,43 +146,47 @@ fn fill_http(
     view.path = path;
     view.host = host;
     view.scheme = scheme;
-    view.protocol = protocol.to_owned();
+    view.protocol = protocol;
 }
 
 /// Header maps from the wire are supposed to be lower-case already; a hand-written client may
 /// not comply, and rules match on lower-case names.
-fn lower_cased<'a>(
-    headers: impl Iterator<Item = (&'a String, &'a String)>,
-) -> BTreeMap<String, String> {
-    joined_headers(headers.map(|(k, v)| (k.as_str(), v.clone())))
+fn lower_cased(headers: HashMap<String, String>) -> BTreeMap<String, String> {
+    joined_headers(headers.into_iter())
 }
 
-/// Lower-cases names and joins repeated headers with `,`, as Envoy does.
-pub fn joined_headers<'a>(
-    headers: impl Iterator<Item = (&'a str, String)>,
-) -> BTreeMap<String, String> {
+/// Lower-cases names and joins repeated headers with `,`, as Envoy does. A name already in
+/// lower case (what Envoy sends) is kept as it is, not copied.
+pub fn joined_headers(headers: impl Iterator<Item = (String, String)>) -> BTreeMap<String, String> {
     let mut joined: BTreeMap<String, String> = BTreeMap::new();
-    for (name, value) in headers {
-        joined
-            .entry(name.to_ascii_lowercase())
-            .and_modify(|existing| {
+    for (mut name, value) in headers {
+        if name.bytes().any(|b| b.is_ascii_uppercase()) {
+            name.make_ascii_lowercase();
+        }
+        match joined.entry(name) {
+            std::collections::btree_map::Entry::Occupied(mut existing) => {
+                let existing = existing.get_mut();
                 existing.push(',');
                 existing.push_str(&value);
-            })
-            .or_insert(value);
+            }
+            std::collections::btree_map::Entry::Vacant(slot) => {
+                slot.insert(value);
+            }
+        }
     }
     joined
 }
 
-fn raw_or_text(raw: &[u8], text: &str) -> String {
+fn raw_or_text(raw: Vec<u8>, text: String) -> String {
     if raw.is_empty() {
-        text.to_owned()
+        text
     } else {
-        String::from_utf8_lossy(raw).into_owned()
+        String::from_utf8(raw)
+            .unwrap_or_else(|error| String::from_utf8_lossy(error.as_bytes()).into_owned())
     }
 }
 
-fn peer_v3(peer: &v3::attribute_context::Peer) -> Peer {
+fn peer_v3(peer: v3::attribute_context::Peer) -> Peer {
     let socket = match &peer.address {
         Some(v3::Address {
             address: Some(v3::address::Address::SocketAddress(socket)),
@@ -187,10 +199,15 @@ fn peer_v3(peer: &v3::attribute_context::Peer) -> Peer {
         )),
         _ => None,
     };
-    neutral_peer(socket, &peer.principal)
+    let (ip, port) = neutral_socket(socket);
+    Peer {
+        ip,
+        port,
+        principal: peer.principal,
+    }
 }
 
-fn peer_v2(peer: &v2::attribute_context::Peer) -> Peer {
+fn peer_v2(peer: v2::attribute_context::Peer) -> Peer {
     let socket = match &peer.address {
         Some(v2::Address {
             address: Some(v2::address::Address::SocketAddress(socket)),
@@ -203,37 +220,18 @@ fn peer_v2(peer: &v2::attribute_context::Peer) -> Peer {
         )),
         _ => None,
     };
-    neutral_peer(socket, &peer.principal)
-}
-
-fn neutral_peer(socket: Option<(&str, u32)>, principal: &str) -> Peer {
-    let (ip, port) = socket
-        .map(|(address, port)| (address.parse::<IpAddr>().ok(), port))
-        .unwrap_or((None, 0));
+    let (ip, port) = neutral_socket(socket);
     Peer {
         ip,
         port,
-        principal: principal.to_owned(),
+        principal: peer.principal,
     }
 }
 
-/// Our own descriptors, for rendering messages in protobuf text format.
-static DESCRIPTORS: LazyLock<Option<DescriptorPool>> =
-    LazyLock::new(|| DescriptorPool::decode(extauthz_proto::FILE_DESCRIPTOR_SET).ok());
-
-/// The attributes in protobuf text format, on one line: what Istio's test server echoes back in
-/// `x-ext-authz-check-received`.
-fn received_text(message_name: &str, attributes: &impl Message) -> String {
-    let Some(descriptor) = DESCRIPTORS
-        .as_ref()
-        .and_then(|pool| pool.get_message_by_name(message_name))
-    else {
-        return String::new();
-    };
-    match DynamicMessage::decode(descriptor, attributes.encode_to_vec().as_slice()) {
-        Ok(message) => message.to_string(),
-        Err(_) => String::new(),
-    }
+fn neutral_socket(socket: Option<(&str, u32)>) -> (Option<IpAddr>, u32) {
+    socket
+        .map(|(address, port)| (address.parse::<IpAddr>().ok(), port))
+        .unwrap_or((None, 0))
 }
 
 #[cfg(test)]

@@ -52,6 +52,39 @@ pub trait Authorizer: Send + Sync + 'static {
             None => request.path.clone(),
         }
     }
+
+    /// One check from start to end, against one view of the authorizer's state: `build` makes
+    /// the request (told whether to render [`Request::received`]), then it is decided and its
+    /// path made fit for the log. The default calls [`Authorizer::needs_received`],
+    /// [`Authorizer::check`] and [`Authorizer::path_for_log`] in turn; the rule engine
+    /// overrides it so that a reload between those steps cannot mix two rule sets.
+    fn decide<B>(&self, build: B) -> impl Future<Output = Checked> + Send
+    where
+        B: FnOnce(bool) -> Request + Send,
+    {
+        async move {
+            let request = build(self.needs_received());
+            let evaluation = self.check(&request).await;
+            let path_for_log = self.path_for_log(&request);
+            Checked {
+                request,
+                evaluation,
+                path_for_log,
+            }
+        }
+    }
+}
+
+/// What [`Authorizer::decide`] hands back to the transport: the request as checked, the
+/// verdict, and the path as the decision log may show it.
+#[derive(Debug)]
+pub struct Checked {
+    /// The request as it was decided.
+    pub request: Request,
+    /// The decision, or why there is none.
+    pub evaluation: Result<Evaluation, AuthorizeError>,
+    /// [`Authorizer::path_for_log`] of the request.
+    pub path_for_log: String,
 }
 
 /// The TOML rule engine as an [`Authorizer`]. The rule set sits behind an [`ArcSwap`] so a
@@ -109,5 +142,24 @@ impl Authorizer for RuleEngine {
 
     fn path_for_log(&self, request: &Request) -> String {
         self.rules.load().path_for_log(request)
+    }
+
+    /// One snapshot for the whole check: whether to render `received`, the decision and the
+    /// log's path all come from the rule set loaded here.
+    fn decide<B>(&self, build: B) -> impl Future<Output = Checked> + Send
+    where
+        B: FnOnce(bool) -> Request + Send,
+    {
+        let rules = self.rules.load_full();
+        async move {
+            let request = build(rules.needs_received());
+            let evaluation = Ok(rules.evaluate(&request, &self.hooks).await);
+            let path_for_log = rules.path_for_log(&request);
+            Checked {
+                request,
+                evaluation,
+                path_for_log,
+            }
+        }
     }
 }

@@ -67,7 +67,7 @@ pub fn run(rules: &RuleSet, args: &ExplainArgs) -> ExitCode {
                     method: args.method.clone(),
                     path: args.path.clone(),
                     host: args.host.clone(),
-                    headers: joined_headers(headers.iter().map(|(k, v)| (k.as_str(), v.clone())))
+                    headers: joined_headers(headers.iter().map(|(k, v)| (k.clone(), v.clone())))
                         .into_iter()
                         .collect(),
                     ..Default::default()
@@ -76,7 +76,7 @@ pub fn run(rules: &RuleSet, args: &ExplainArgs) -> ExitCode {
             ..Default::default()
         }),
     };
-    let mut request = from_v3(&check, rules.needs_received());
+    let mut request = from_v3(check, rules.needs_received());
     if args.transport == "http" {
         request.transport = Transport::Http;
     }

@@ -8,7 +8,7 @@ use extauthz_proto::{v2, v3};
 use rules::{Evaluation, Request};
 use tonic::{Response, Status};
 
-use crate::authorizer::{AuthorizeError, Authorizer};
+use crate::authorizer::{AuthorizeError, Authorizer, Checked};
 use crate::metrics::Metrics;
 use crate::{attributes, response};
 
@@ -35,12 +35,26 @@ impl<A> Clone for CheckService<A> {
 }
 
 impl<A: Authorizer> CheckService<A> {
-    async fn decide(&self, api: &'static str, request: Request) -> Result<Evaluation, Status> {
+    /// Builds the neutral request with `build`, decides it on one snapshot, logs and counts.
+    async fn decide<B>(&self, api: &'static str, build: B) -> Result<Evaluation, Status>
+    where
+        B: FnOnce(bool) -> Request + Send,
+    {
         let started = Instant::now();
-        let evaluation = self.authorizer.check(&request).await;
-        let path = self.authorizer.path_for_log(&request);
+        let Checked {
+            request,
+            evaluation,
+            path_for_log,
+        } = self.authorizer.decide(build).await;
         let elapsed = started.elapsed();
-        crate::log::decision(&self.metrics, api, &request, &path, &evaluation, elapsed);
+        crate::log::decision(
+            &self.metrics,
+            api,
+            &request,
+            path_for_log,
+            &evaluation,
+            elapsed,
+        );
         evaluation.map_err(rescue)
     }
 }
@@ -56,9 +70,11 @@ impl<A: Authorizer> auth_v3::authorization_server::Authorization for CheckServic
         &self,
         request: tonic::Request<v3::CheckRequest>,
     ) -> Result<Response<v3::CheckResponse>, Status> {
-        let view = attributes::from_v3(request.get_ref(), self.authorizer.needs_received());
-        let evaluation = self.decide("grpc.v3", view).await?;
-        Ok(Response::new(response::to_v3(&evaluation.decision)))
+        let check = request.into_inner();
+        let evaluation = self
+            .decide("grpc.v3", |received| attributes::from_v3(check, received))
+            .await?;
+        Ok(Response::new(response::to_v3(evaluation.decision)))
     }
 }
 
@@ -68,8 +84,10 @@ impl<A: Authorizer> auth_v2::authorization_server::Authorization for CheckServic
         &self,
         request: tonic::Request<v2::CheckRequest>,
     ) -> Result<Response<v2::CheckResponse>, Status> {
-        let view = attributes::from_v2(request.get_ref(), self.authorizer.needs_received());
-        let evaluation = self.decide("grpc.v2", view).await?;
-        Ok(Response::new(response::to_v2(&evaluation.decision)))
+        let check = request.into_inner();
+        let evaluation = self
+            .decide("grpc.v2", |received| attributes::from_v2(check, received))
+            .await?;
+        Ok(Response::new(response::to_v2(evaluation.decision)))
     }
 }

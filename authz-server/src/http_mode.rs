@@ -15,6 +15,7 @@ use rules::{Decision, Peer, Request, Transport};
 
 use crate::attributes::joined_headers;
 use crate::authorizer::Authorizer;
+use crate::authorizer::Checked;
 use crate::metrics::Metrics;
 
 /// The largest body we read from a replayed request; a proxy forwarding more gets 413.
@@ -57,14 +58,21 @@ where
         }
         Err(_) => return Ok(plain(StatusCode::REQUEST_TIMEOUT, "request body too slow")),
     };
-    let mut view = neutral_request(&parts, &body, source, destination);
-    if authorizer.needs_received() {
-        view.received = received_line(&parts, &body);
-    }
-    let evaluation = authorizer.check(&view).await;
-    let path = authorizer.path_for_log(&view);
+    let Checked {
+        request: view,
+        evaluation,
+        path_for_log,
+    } = authorizer
+        .decide(|render_received| {
+            let mut view = neutral_request(&parts, &body, source, destination);
+            if render_received {
+                view.received = received_line(&parts, &body);
+            }
+            view
+        })
+        .await;
     let elapsed = started.elapsed();
-    crate::log::decision(&metrics, "http", &view, &path, &evaluation, elapsed);
+    crate::log::decision(&metrics, "http", &view, path_for_log, &evaluation, elapsed);
     Ok(match evaluation {
         Ok(evaluation) => to_response(&evaluation.decision),
         Err(_) => plain(StatusCode::SERVICE_UNAVAILABLE, "authorizer unavailable"),
@@ -79,7 +87,8 @@ fn neutral_request(
 ) -> Request {
     let headers = joined_headers(parts.headers.iter().map(|(name, value)| {
         (
-            name.as_str(),
+            // http's names are lower case already.
+            name.as_str().to_owned(),
             String::from_utf8_lossy(value.as_bytes()).into_owned(),
         )
     }));

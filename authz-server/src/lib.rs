@@ -48,7 +48,7 @@ mod response;
 pub mod server;
 pub mod tls;
 
-pub use authorizer::{AuthorizeError, Authorizer, RuleEngine};
+pub use authorizer::{AuthorizeError, Authorizer, Checked, RuleEngine};
 pub use config::{Config, LoadError, ServerSection};
 pub use grpc::CheckService;
 pub use jwks::HttpJwks;

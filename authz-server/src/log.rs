@@ -22,23 +22,23 @@ pub fn decision(
     metrics: &Metrics,
     api: &'static str,
     request: &Request,
-    path: &str,
+    path: String,
     evaluation: &Result<Evaluation, AuthorizeError>,
     latency: Duration,
 ) {
     let latency_us = latency.as_micros() as u64;
-    let path = escape(path);
+    let path = escape(&path);
     let method = escape(&request.method);
     let host = escape(&request.host);
     let request_id = escape(request.header("x-request-id").unwrap_or_default());
     match evaluation {
         Ok(evaluation) => {
-            let rule = evaluation.rule.as_deref().unwrap_or("default");
             let outcome = evaluation.decision.outcome();
-            metrics.check(api, rule, outcome, latency);
+            metrics.check(api, evaluation.rule.as_ref(), outcome, latency);
             for shadow in &evaluation.shadow {
                 metrics.shadow_match(&shadow.rule, shadow.outcome);
             }
+            let rule = evaluation.rule.as_deref().unwrap_or("default");
             let rule = escape(rule);
             let shadow = escape(&shadow_summary(evaluation)).into_owned();
             tracing::info!(
@@ -56,7 +56,7 @@ pub fn decision(
             );
         }
         Err(error) => {
-            metrics.check(api, "", "error", latency);
+            metrics.check_failed(api, latency);
             let error = escape(&error.to_string()).into_owned();
             tracing::warn!(
             target: "authz::decision",

@@ -1,6 +1,6 @@
 //! Prometheus metrics for the server, served on the admin port.
 
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use jsonwebtoken::jwk::JwkSet;
@@ -14,13 +14,20 @@ use prometheus_client::registry::Registry;
 use rules::hooks::BoxFuture;
 use rules::{JwksError, JwksSource};
 
-/// Labels of one decision.
+/// Labels of one decision. The rule's name is the rule set's own `Arc`, so counting a check
+/// copies no string.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct CheckLabels {
     api: &'static str,
-    rule: String,
+    rule: Arc<str>,
     outcome: &'static str,
 }
+
+/// The `rule` label of a check no rule decided.
+static DEFAULT_RULE: LazyLock<Arc<str>> = LazyLock::new(|| Arc::from("default"));
+
+/// The `rule` label of a check that failed (no decision at all).
+static NO_RULE: LazyLock<Arc<str>> = LazyLock::new(|| Arc::from(""));
 
 /// Labels naming the API only.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -37,7 +44,7 @@ struct ResultLabels {
 /// Labels of a shadow rule's verdict.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ShadowLabels {
-    rule: String,
+    rule: Arc<str>,
     outcome: &'static str,
 }
 
@@ -140,25 +147,41 @@ impl Metrics {
         }
     }
 
-    /// Counts one decision.
-    pub fn check(&self, api: &'static str, rule: &str, outcome: &'static str, latency: Duration) {
-        self.checks
-            .get_or_create(&CheckLabels {
-                api,
-                rule: rule.to_owned(),
-                outcome,
-            })
-            .inc();
+    /// Counts one decision by its deciding rule (`None`: the default decided).
+    pub fn check(
+        &self,
+        api: &'static str,
+        rule: Option<&Arc<str>>,
+        outcome: &'static str,
+        latency: Duration,
+    ) {
+        let rule = rule.unwrap_or(&DEFAULT_RULE).clone();
+        self.count_check(CheckLabels { api, rule, outcome }, latency);
+    }
+
+    /// Counts a check that could not be decided (`outcome="error"`, empty `rule`).
+    pub fn check_failed(&self, api: &'static str, latency: Duration) {
+        let rule = NO_RULE.clone();
+        let labels = CheckLabels {
+            api,
+            rule,
+            outcome: "error",
+        };
+        self.count_check(labels, latency);
+    }
+
+    fn count_check(&self, labels: CheckLabels, latency: Duration) {
+        self.checks.get_or_create(&labels).inc();
         self.check_latency
-            .get_or_create(&ApiLabels { api })
+            .get_or_create(&ApiLabels { api: labels.api })
             .observe(latency.as_secs_f64());
     }
 
     /// Counts a shadow rule that matched.
-    pub fn shadow_match(&self, rule: &str, outcome: &'static str) {
+    pub fn shadow_match(&self, rule: &Arc<str>, outcome: &'static str) {
         self.shadow
             .get_or_create(&ShadowLabels {
-                rule: rule.to_owned(),
+                rule: rule.clone(),
                 outcome,
             })
             .inc();

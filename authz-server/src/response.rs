@@ -38,43 +38,48 @@ pub(crate) fn deny_codes(deny: &Deny) -> (i32, u16) {
 }
 
 /// The v3 answer: an allow carries every mutation the rule asked for; a deny carries its status,
-/// headers and body. Either way the RPC itself succeeds.
+/// headers and body. Either way the RPC itself succeeds. The decision's strings move into the
+/// message, uncopied.
 // `OkHttpResponse.dynamic_metadata` is deprecated in favour of `CheckResponse.dynamic_metadata`,
 // which is the one we fill; the old field is only named to be left empty.
 #[allow(deprecated)]
-pub fn to_v3(decision: &Decision) -> v3::CheckResponse {
+pub fn to_v3(decision: Decision) -> v3::CheckResponse {
     match decision {
-        Decision::Allow(allow) => v3::CheckResponse {
-            status: Some(status(OK)),
-            http_response: Some(v3::check_response::HttpResponse::OkResponse(
-                v3::OkHttpResponse {
-                    headers: allow
-                        .request_headers
-                        .iter()
-                        .map(|h| header_v3(&h.name, &h.value, h.append.then_some(true), None))
-                        .collect(),
-                    headers_to_remove: allow.headers_to_remove.clone(),
-                    dynamic_metadata: None,
-                    response_headers_to_add: allow
-                        .response_headers
-                        .iter()
-                        .map(|h| header_v3(&h.name, &h.value, None, Some(h.action)))
-                        .collect(),
-                    query_parameters_to_set: allow
-                        .query_parameters_to_set
-                        .iter()
-                        .map(|(key, value)| extauthz_proto::v3::QueryParameter {
-                            key: key.clone(),
-                            value: value.clone(),
-                        })
-                        .collect(),
-                    query_parameters_to_remove: allow.query_parameters_to_remove.clone(),
-                },
-            )),
-            dynamic_metadata: metadata(&allow.dynamic_metadata),
-        },
+        Decision::Allow(allow) => {
+            let rules::Allow {
+                request_headers,
+                headers_to_remove,
+                response_headers,
+                query_parameters_to_set,
+                query_parameters_to_remove,
+                dynamic_metadata,
+            } = allow;
+            v3::CheckResponse {
+                status: Some(status(OK)),
+                http_response: Some(v3::check_response::HttpResponse::OkResponse(
+                    v3::OkHttpResponse {
+                        headers: request_headers
+                            .into_iter()
+                            .map(|h| header_v3(h.name, h.value, h.append.then_some(true), None))
+                            .collect(),
+                        headers_to_remove,
+                        dynamic_metadata: None,
+                        response_headers_to_add: response_headers
+                            .into_iter()
+                            .map(|h| header_v3(h.name, h.value, None, Some(h.action)))
+                            .collect(),
+                        query_parameters_to_set: query_parameters_to_set
+                            .into_iter()
+                            .map(|(key, value)| extauthz_proto::v3::QueryParameter { key, value })
+                            .collect(),
+                        query_parameters_to_remove,
+                    },
+                )),
+                dynamic_metadata: metadata(&dynamic_metadata),
+            }
+        }
         Decision::Deny(deny) => {
-            let (code, http_status) = deny_codes(deny);
+            let (code, http_status) = deny_codes(&deny);
             v3::CheckResponse {
                 status: Some(status(code)),
                 http_response: Some(v3::check_response::HttpResponse::DeniedResponse(
@@ -84,10 +89,10 @@ pub fn to_v3(decision: &Decision) -> v3::CheckResponse {
                         }),
                         headers: deny
                             .headers
-                            .iter()
+                            .into_iter()
                             .map(|(name, value)| header_v3(name, value, None, None))
                             .collect(),
-                        body: deny.body.clone(),
+                        body: deny.body,
                     },
                 )),
                 dynamic_metadata: metadata(&deny.dynamic_metadata),
@@ -98,12 +103,9 @@ pub fn to_v3(decision: &Decision) -> v3::CheckResponse {
 
 /// The v2 answer. The v2 API has no header removal, query rewriting, response headers or
 /// dynamic metadata, so those parts of an allow are not sent to a v2 client.
-pub fn to_v2(decision: &Decision) -> v2::CheckResponse {
-    let header = |name: &str, value: &str, append: bool| v2::HeaderValueOption {
-        header: Some(v2::HeaderValue {
-            key: name.to_owned(),
-            value: value.to_owned(),
-        }),
+pub fn to_v2(decision: Decision) -> v2::CheckResponse {
+    let header = |key: String, value: String, append: bool| v2::HeaderValueOption {
+        header: Some(v2::HeaderValue { key, value }),
         append: append.then_some(true),
     };
     match decision {
@@ -113,14 +115,14 @@ pub fn to_v2(decision: &Decision) -> v2::CheckResponse {
                 v2::OkHttpResponse {
                     headers: allow
                         .request_headers
-                        .iter()
-                        .map(|h| header(&h.name, &h.value, h.append))
+                        .into_iter()
+                        .map(|h| header(h.name, h.value, h.append))
                         .collect(),
                 },
             )),
         },
         Decision::Deny(deny) => {
-            let (code, http_status) = deny_codes(deny);
+            let (code, http_status) = deny_codes(&deny);
             v2::CheckResponse {
                 status: Some(status(code)),
                 http_response: Some(v2::check_response::HttpResponse::DeniedResponse(
@@ -130,10 +132,10 @@ pub fn to_v2(decision: &Decision) -> v2::CheckResponse {
                         }),
                         headers: deny
                             .headers
-                            .iter()
+                            .into_iter()
                             .map(|(name, value)| header(name, value, false))
                             .collect(),
-                        body: deny.body.clone(),
+                        body: deny.body,
                     },
                 )),
             }
@@ -150,15 +152,15 @@ fn status(code: i32) -> RpcStatus {
 }
 
 fn header_v3(
-    name: &str,
-    value: &str,
+    key: String,
+    value: String,
     append: Option<bool>,
     action: Option<AppendAction>,
 ) -> v3::HeaderValueOption {
     v3::HeaderValueOption {
         header: Some(v3::HeaderValue {
-            key: name.to_owned(),
-            value: value.to_owned(),
+            key,
+            value,
             raw_value: Vec::new(),
         }),
         append,
@@ -221,7 +223,7 @@ mod tests {
     }
 
     fn v3_codes(decision: &Decision) -> (i32, i32) {
-        let response = super::to_v3(decision);
+        let response = super::to_v3(decision.clone());
         let Some(v3::check_response::HttpResponse::DeniedResponse(denied)) = response.http_response
         else {
             panic!("a deny is a denied response");
@@ -233,7 +235,7 @@ mod tests {
     }
 
     fn v2_codes(decision: &Decision) -> (i32, i32) {
-        let response = super::to_v2(decision);
+        let response = super::to_v2(decision.clone());
         let Some(v2::check_response::HttpResponse::DeniedResponse(denied)) = response.http_response
         else {
             panic!("a deny is a denied response");

@@ -39,7 +39,7 @@ fn check(http: v3::attribute_context::HttpRequest) -> v3::CheckRequest {
 #[test]
 fn v3_request_fields_reach_the_neutral_view() {
     let request = from_v3(
-        &check(v3::attribute_context::HttpRequest {
+        check(v3::attribute_context::HttpRequest {
             method: "POST".into(),
             path: "/v1/chat?x=1".into(),
             host: "api.example.com".into(),
@@ -73,7 +73,7 @@ fn v3_request_fields_reach_the_neutral_view() {
 #[test]
 fn pseudo_headers_fill_a_missing_request_line() {
     let request = from_v3(
-        &check(v3::attribute_context::HttpRequest {
+        check(v3::attribute_context::HttpRequest {
             headers: HashMap::from([
                 (":method".to_owned(), "GET".to_owned()),
                 (":path".to_owned(), "/p".to_owned()),
@@ -101,7 +101,7 @@ fn header_map_is_used_and_duplicates_are_joined() {
         raw_value: raw.as_bytes().to_vec(),
     };
     let request = from_v3(
-        &check(v3::attribute_context::HttpRequest {
+        check(v3::attribute_context::HttpRequest {
             header_map: Some(extauthz_proto::envoy::config::core::v3::HeaderMap {
                 headers: vec![header("X-A", "1"), header("x-a", "2"), header("x-b", "3")],
             }),
@@ -115,7 +115,7 @@ fn header_map_is_used_and_duplicates_are_joined() {
 
 #[test]
 fn empty_check_request_is_an_empty_view() {
-    let request = from_v3(&v3::CheckRequest::default(), true);
+    let request = from_v3(v3::CheckRequest::default(), true);
     assert_eq!(request.method, "");
     assert!(request.headers.is_empty());
     assert_eq!(request.source.principal, "");
@@ -124,7 +124,7 @@ fn empty_check_request_is_an_empty_view() {
 #[test]
 fn received_is_one_line_of_text_format() {
     let request = from_v3(
-        &check(v3::attribute_context::HttpRequest {
+        check(v3::attribute_context::HttpRequest {
             method: "GET".into(),
             headers: HashMap::from([("x-ext-authz".to_owned(), "allow".to_owned())]),
             ..Default::default()
@@ -167,7 +167,7 @@ fn v2_request_fields_reach_the_neutral_view() {
             ..Default::default()
         }),
     };
-    let request = from_v2(&check, true);
+    let request = from_v2(check, true);
     assert_eq!(request.method, "PUT");
     assert_eq!(request.path, "/v2");
     assert_eq!(request.header("x-ext-authz"), Some("allow"));
@@ -176,5 +176,99 @@ fn v2_request_fields_reach_the_neutral_view() {
         request.received.contains(r#"method:"PUT""#),
         "{}",
         request.received
+    );
+}
+
+/// Every field Envoy fills, one entry per map (prost-reflect prints map entries in hash order).
+fn rich_v3() -> v3::AttributeContext {
+    let mut check = check(v3::attribute_context::HttpRequest {
+        id: "1234".into(),
+        method: "POST".into(),
+        headers: HashMap::from([("x-q\"uote".to_owned(), "tab\there é \u{1}".to_owned())]),
+        path: "/a?b=c".into(),
+        host: "api.example.com".into(),
+        scheme: "https".into(),
+        query: "b=c".into(),
+        fragment: "f".into(),
+        size: 42,
+        protocol: "HTTP/2".into(),
+        body: "{\"k\":\n1}".into(),
+        raw_body: b"\x00\xffraw".to_vec(),
+        header_map: None,
+    });
+    let attributes = check.attributes.as_mut().unwrap();
+    attributes.request.as_mut().unwrap().time = Some(prost_types::Timestamp {
+        seconds: 1_700_000_000,
+        nanos: 5,
+    });
+    let source = attributes.source.as_mut().unwrap();
+    source.service = "svc".into();
+    source.labels = HashMap::from([("app".to_owned(), "web".to_owned())]);
+    source.certificate = "PEM".into();
+    attributes.metadata_context = Some(Default::default());
+    attributes.route_metadata_context = Some(Default::default());
+    attributes.tls_session = Some(v3::attribute_context::TlsSession {
+        sni: "sni.example".into(),
+    });
+    check.attributes.unwrap()
+}
+
+#[test]
+fn received_is_written_as_reflection_would_print_it() {
+    let attributes = rich_v3();
+    assert_eq!(
+        super::received::v3(&attributes),
+        super::received::reflected("envoy.service.auth.v3.AttributeContext", &attributes)
+    );
+    let empty = v3::AttributeContext::default();
+    assert_eq!(
+        super::received::v3(&empty),
+        super::received::reflected("envoy.service.auth.v3.AttributeContext", &empty)
+    );
+    let v2 = v2::AttributeContext {
+        source: Some(v2::attribute_context::Peer {
+            principal: "spiffe://x/sa/a".into(),
+            address: Some(v2::Address {
+                address: Some(v2::address::Address::SocketAddress(v2::SocketAddress {
+                    address: "10.0.0.1".into(),
+                    port_specifier: Some(v2::socket_address::PortSpecifier::PortValue(0)),
+                    protocol: 1,
+                    ..Default::default()
+                })),
+            }),
+            ..Default::default()
+        }),
+        request: Some(v2::attribute_context::Request {
+            time: None,
+            http: Some(v2::attribute_context::HttpRequest {
+                method: "PUT".into(),
+                headers: HashMap::from([("a".to_owned(), "b".to_owned())]),
+                size: -1,
+                ..Default::default()
+            }),
+        }),
+        context_extensions: HashMap::from([("k".to_owned(), "v".to_owned())]),
+        metadata_context: Some(Default::default()),
+        ..Default::default()
+    };
+    assert_eq!(
+        super::received::v2(&v2),
+        super::received::reflected("envoy.service.auth.v2.AttributeContext", &v2)
+    );
+}
+
+#[test]
+fn received_lists_map_entries_in_sorted_order() {
+    let mut attributes = rich_v3();
+    let http = attributes.request.as_mut().unwrap().http.as_mut().unwrap();
+    http.headers = HashMap::from([
+        ("b".to_owned(), "2".to_owned()),
+        ("a".to_owned(), "1".to_owned()),
+        ("c".to_owned(), "3".to_owned()),
+    ]);
+    let text = super::received::v3(&attributes);
+    assert!(
+        text.contains(r#"headers:[{key:"a",value:"1"},{key:"b",value:"2"},{key:"c",value:"3"}]"#),
+        "{text}"
     );
 }

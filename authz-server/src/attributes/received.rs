@@ -1,0 +1,408 @@
+//! `{{received}}`: the attributes in one line of protobuf text format, written straight from the
+//! decoded message. It used to be a reflection round trip (encode, decode as a dynamic message,
+//! print) on every check a rule echoed it on; this writes the same text — prost-reflect's
+//! compact format: fields in field-number order, `,` between them, maps as `[{key:..,value:..}]`
+//! — with map entries sorted, so the line is also stable. The rare shapes not written here (a
+//! non-empty metadata context, a pipe or internal address, a raw `header_map`) still take the
+//! reflection path, so nothing received is ever left out.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::sync::LazyLock;
+
+use extauthz_proto::{v2, v3};
+use prost::Message;
+use prost_reflect::{DescriptorPool, DynamicMessage};
+
+/// The v3 attributes as one line.
+pub(super) fn v3(attributes: &v3::AttributeContext) -> String {
+    let mut text = Text::default();
+    if text.context_v3(attributes).is_some() {
+        text.out
+    } else {
+        reflected("envoy.service.auth.v3.AttributeContext", attributes)
+    }
+}
+
+/// The v2 attributes as one line.
+pub(super) fn v2(attributes: &v2::AttributeContext) -> String {
+    let mut text = Text::default();
+    if text.context_v2(attributes).is_some() {
+        text.out
+    } else {
+        reflected("envoy.service.auth.v2.AttributeContext", attributes)
+    }
+}
+
+/// A text-format writer. Each method returns `None` for a shape it does not write, and the
+/// caller falls back to reflection.
+#[derive(Default)]
+struct Text {
+    out: String,
+    /// Whether the next field is the first of its message (no `,` before it).
+    first: bool,
+}
+
+impl Text {
+    fn name(&mut self, name: &str) {
+        if !std::mem::replace(&mut self.first, false) {
+            self.out.push(',');
+        }
+        self.out.push_str(name);
+    }
+
+    fn string(&mut self, name: &str, value: &str) {
+        self.bytes(name, value.as_bytes());
+    }
+
+    fn bytes(&mut self, name: &str, value: &[u8]) {
+        if !value.is_empty() {
+            self.name(name);
+            self.out.push(':');
+            quoted(&mut self.out, value);
+        }
+    }
+
+    fn number(&mut self, name: &str, value: impl std::fmt::Display + PartialEq + Default) {
+        if value != Default::default() {
+            self.name(name);
+            let _ = write!(self.out, ":{value}");
+        }
+    }
+
+    fn map(&mut self, name: &str, map: &HashMap<String, String>) {
+        if map.is_empty() {
+            return;
+        }
+        self.name(name);
+        self.out.push_str(":[");
+        let mut entries: Vec<_> = map.iter().collect();
+        entries.sort_unstable();
+        for (i, (key, value)) in entries.into_iter().enumerate() {
+            if i > 0 {
+                self.out.push(',');
+            }
+            self.out.push_str("{key:");
+            quoted(&mut self.out, key.as_bytes());
+            self.out.push_str(",value:");
+            quoted(&mut self.out, value.as_bytes());
+            self.out.push('}');
+        }
+        self.out.push(']');
+    }
+
+    /// `name{...}` with the fields `inner` writes.
+    fn message(&mut self, name: &str, inner: impl FnOnce(&mut Self) -> Option<()>) -> Option<()> {
+        self.name(name);
+        self.out.push('{');
+        self.first = true;
+        inner(self)?;
+        self.first = false;
+        self.out.push('}');
+        Some(())
+    }
+
+    fn context_v3(&mut self, context: &v3::AttributeContext) -> Option<()> {
+        let v3::AttributeContext {
+            source,
+            destination,
+            request,
+            context_extensions,
+            metadata_context,
+            route_metadata_context,
+            tls_session,
+        } = context;
+        self.first = true;
+        if let Some(peer) = source {
+            self.message("source", |t| t.peer_v3(peer))?;
+        }
+        if let Some(peer) = destination {
+            self.message("destination", |t| t.peer_v3(peer))?;
+        }
+        if let Some(request) = request {
+            self.message("request", |t| {
+                t.time(request.time.as_ref());
+                match &request.http {
+                    Some(http) => t.message("http", |t| t.http_v3(http)),
+                    None => Some(()),
+                }
+            })?;
+        }
+        self.map("context_extensions", context_extensions);
+        if let Some(metadata) = metadata_context {
+            empty_metadata_v3(metadata)?;
+            self.message("metadata_context", |_| Some(()))?;
+        }
+        if let Some(tls) = tls_session {
+            self.message("tls_session", |t| {
+                t.string("sni", &tls.sni);
+                Some(())
+            })?;
+        }
+        if let Some(metadata) = route_metadata_context {
+            empty_metadata_v3(metadata)?;
+            self.message("route_metadata_context", |_| Some(()))?;
+        }
+        Some(())
+    }
+
+    fn context_v2(&mut self, context: &v2::AttributeContext) -> Option<()> {
+        let v2::AttributeContext {
+            source,
+            destination,
+            request,
+            context_extensions,
+            metadata_context,
+        } = context;
+        self.first = true;
+        if let Some(peer) = source {
+            self.message("source", |t| t.peer_v2(peer))?;
+        }
+        if let Some(peer) = destination {
+            self.message("destination", |t| t.peer_v2(peer))?;
+        }
+        if let Some(request) = request {
+            self.message("request", |t| {
+                t.time(request.time.as_ref());
+                match &request.http {
+                    Some(http) => t.message("http", |t| t.http_v2(http)),
+                    None => Some(()),
+                }
+            })?;
+        }
+        self.map("context_extensions", context_extensions);
+        if let Some(metadata) = metadata_context {
+            metadata.filter_metadata.is_empty().then_some(())?;
+            self.message("metadata_context", |_| Some(()))?;
+        }
+        Some(())
+    }
+
+    fn time(&mut self, time: Option<&prost_types::Timestamp>) {
+        if let Some(time) = time {
+            let _ = self.message("time", |t| {
+                t.number("seconds", time.seconds);
+                t.number("nanos", time.nanos);
+                Some(())
+            });
+        }
+    }
+
+    fn peer_v3(&mut self, peer: &v3::attribute_context::Peer) -> Option<()> {
+        let v3::attribute_context::Peer {
+            address,
+            service,
+            labels,
+            principal,
+            certificate,
+        } = peer;
+        if let Some(address) = address {
+            let Some(v3::address::Address::SocketAddress(socket)) = &address.address else {
+                return None;
+            };
+            let v3::SocketAddress {
+                protocol,
+                address,
+                resolver_name,
+                ipv4_compat,
+                network_namespace_filepath,
+                port_specifier,
+            } = socket;
+            self.message("address", |t| {
+                t.message("socket_address", |t| {
+                    t.protocol(*protocol)?;
+                    t.string("address", address);
+                    match port_specifier {
+                        Some(v3::socket_address::PortSpecifier::PortValue(port)) => {
+                            t.name("port_value");
+                            let _ = write!(t.out, ":{port}");
+                        }
+                        Some(v3::socket_address::PortSpecifier::NamedPort(name)) => {
+                            t.name("named_port");
+                            t.out.push(':');
+                            quoted(&mut t.out, name.as_bytes());
+                        }
+                        None => {}
+                    }
+                    t.string("resolver_name", resolver_name);
+                    t.number("ipv4_compat", *ipv4_compat);
+                    t.string("network_namespace_filepath", network_namespace_filepath);
+                    Some(())
+                })
+            })?;
+        }
+        self.string("service", service);
+        self.map("labels", labels);
+        self.string("principal", principal);
+        self.string("certificate", certificate);
+        Some(())
+    }
+
+    fn peer_v2(&mut self, peer: &v2::attribute_context::Peer) -> Option<()> {
+        let v2::attribute_context::Peer {
+            address,
+            service,
+            labels,
+            principal,
+            certificate,
+        } = peer;
+        if let Some(address) = address {
+            let Some(v2::address::Address::SocketAddress(socket)) = &address.address else {
+                return None;
+            };
+            let v2::SocketAddress {
+                protocol,
+                address,
+                resolver_name,
+                ipv4_compat,
+                port_specifier,
+            } = socket;
+            self.message("address", |t| {
+                t.message("socket_address", |t| {
+                    t.protocol(*protocol)?;
+                    t.string("address", address);
+                    match port_specifier {
+                        Some(v2::socket_address::PortSpecifier::PortValue(port)) => {
+                            t.name("port_value");
+                            let _ = write!(t.out, ":{port}");
+                        }
+                        Some(v2::socket_address::PortSpecifier::NamedPort(name)) => {
+                            t.name("named_port");
+                            t.out.push(':');
+                            quoted(&mut t.out, name.as_bytes());
+                        }
+                        None => {}
+                    }
+                    t.string("resolver_name", resolver_name);
+                    t.number("ipv4_compat", *ipv4_compat);
+                    Some(())
+                })
+            })?;
+        }
+        self.string("service", service);
+        self.map("labels", labels);
+        self.string("principal", principal);
+        self.string("certificate", certificate);
+        Some(())
+    }
+
+    /// `SocketAddress.protocol`: TCP (0) is the default and not written; UDP by name; any
+    /// other number is left to reflection.
+    fn protocol(&mut self, protocol: i32) -> Option<()> {
+        match protocol {
+            0 => Some(()),
+            1 => {
+                self.name("protocol:UDP");
+                Some(())
+            }
+            _ => None,
+        }
+    }
+
+    fn http_v3(&mut self, http: &v3::attribute_context::HttpRequest) -> Option<()> {
+        let v3::attribute_context::HttpRequest {
+            id,
+            method,
+            headers,
+            header_map,
+            path,
+            host,
+            scheme,
+            query,
+            fragment,
+            size,
+            protocol,
+            body,
+            raw_body,
+        } = http;
+        if header_map.is_some() {
+            return None;
+        }
+        self.string("id", id);
+        self.string("method", method);
+        self.map("headers", headers);
+        self.string("path", path);
+        self.string("host", host);
+        self.string("scheme", scheme);
+        self.string("query", query);
+        self.string("fragment", fragment);
+        self.number("size", *size);
+        self.string("protocol", protocol);
+        self.string("body", body);
+        self.bytes("raw_body", raw_body);
+        Some(())
+    }
+
+    fn http_v2(&mut self, http: &v2::attribute_context::HttpRequest) -> Option<()> {
+        let v2::attribute_context::HttpRequest {
+            id,
+            method,
+            headers,
+            path,
+            host,
+            scheme,
+            query,
+            fragment,
+            size,
+            protocol,
+            body,
+        } = http;
+        self.string("id", id);
+        self.string("method", method);
+        self.map("headers", headers);
+        self.string("path", path);
+        self.string("host", host);
+        self.string("scheme", scheme);
+        self.string("query", query);
+        self.string("fragment", fragment);
+        self.number("size", *size);
+        self.string("protocol", protocol);
+        self.string("body", body);
+        Some(())
+    }
+}
+
+/// Envoy sends an empty metadata context on every check; a non-empty one goes to reflection.
+fn empty_metadata_v3(metadata: &extauthz_proto::envoy::config::core::v3::Metadata) -> Option<()> {
+    (metadata.filter_metadata.is_empty() && metadata.typed_filter_metadata.is_empty()).then_some(())
+}
+
+/// A text-format string literal, escaped as prost-reflect does (octal for bytes outside
+/// printable ASCII).
+fn quoted(out: &mut String, bytes: &[u8]) {
+    out.push('"');
+    for &byte in bytes {
+        match byte {
+            b'\t' => out.push_str("\\t"),
+            b'\r' => out.push_str("\\r"),
+            b'\n' => out.push_str("\\n"),
+            b'\\' => out.push_str("\\\\"),
+            b'\'' => out.push_str("\\'"),
+            b'"' => out.push_str("\\\""),
+            b'\x20'..=b'\x7e' => out.push(char::from(byte)),
+            _ => {
+                let _ = write!(out, "\\{byte:03o}");
+            }
+        }
+    }
+    out.push('"');
+}
+
+/// Our own descriptors, for the shapes written by reflection.
+static DESCRIPTORS: LazyLock<Option<DescriptorPool>> =
+    LazyLock::new(|| DescriptorPool::decode(extauthz_proto::FILE_DESCRIPTOR_SET).ok());
+
+/// The attributes in protobuf text format through reflection: encode, decode as a dynamic
+/// message, print.
+pub(super) fn reflected(message_name: &str, attributes: &impl Message) -> String {
+    let Some(descriptor) = DESCRIPTORS
+        .as_ref()
+        .and_then(|pool| pool.get_message_by_name(message_name))
+    else {
+        return String::new();
+    };
+    match DynamicMessage::decode(descriptor, attributes.encode_to_vec().as_slice()) {
+        Ok(message) => message.to_string(),
+        Err(_) => String::new(),
+    }
+}
