@@ -51,23 +51,49 @@ pub enum LogFormat {
     Json,
 }
 
+/// Keeps the log-writing thread alive; dropping it writes out every line still queued (hold it
+/// until the process is done serving).
+#[must_use = "dropping the guard stops the log writer"]
+pub struct LogGuard {
+    _writer: tracing_appender::non_blocking::WorkerGuard,
+}
+
+/// How many log lines may wait for the writer thread; past that, lines are dropped rather than
+/// make a request wait (the writer drains thousands of lines per millisecond, so only a stalled
+/// stderr fills it).
+const QUEUED_LINES: usize = 64 * 1024;
+
 /// Logs to stderr, filtered by `RUST_LOG` (default `info`); stdout stays for `listening` lines.
-pub fn init_tracing() {
-    init_logging(LogFormat::Text);
+pub fn init_tracing() -> LogGuard {
+    init_logging(LogFormat::Text)
 }
 
 /// Logs to stderr in `format`, filtered by `RUST_LOG` (default `info`).
-pub fn init_logging(format: LogFormat) {
+///
+/// Lines are handed to a background thread that writes them in batches: the request path never
+/// makes a `write` to stderr of its own (one syscall per request before; the access log is on
+/// every request) and never blocks on a slow reader of stderr.
+pub fn init_logging(format: LogFormat) -> LogGuard {
     use std::io::IsTerminal;
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .buffered_lines_limit(QUEUED_LINES)
+        .lossy(true)
+        .thread_name("log-writer")
+        // The worker writes every queued line, then flushes: one write per batch.
+        .finish(std::io::BufWriter::with_capacity(
+            64 * 1024,
+            std::io::stderr(),
+        ));
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(writer);
     let _ = match format {
         LogFormat::Text => builder
             .with_ansi(std::io::stderr().is_terminal())
             .try_init(),
         LogFormat::Json => builder.json().try_init(),
     };
+    LogGuard { _writer: guard }
 }

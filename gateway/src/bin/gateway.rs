@@ -81,7 +81,7 @@ fn main() -> ExitCode {
             drain_timeout,
             reload_interval,
         } => {
-            gateway::init_logging(log_format);
+            let _log = gateway::init_logging(log_format);
             let overrides = Overrides {
                 listen: listen
                     .into_iter()
