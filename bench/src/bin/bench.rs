@@ -33,8 +33,9 @@ struct Cli {
     /// HTTP/2 connections for the gRPC scenarios.
     #[arg(long, default_value_t = 4)]
     connections: usize,
-    /// Calls per second of the open-loop scenarios.
-    #[arg(long, default_value_t = 10_000.0)]
+    /// Calls per second of the open-loop scenarios: about a third of the floor's capacity on one
+    /// core, so the open loop shows latency under moderate load rather than queueing.
+    #[arg(long, default_value_t = 5_000.0)]
     rate: f64,
     /// Where the binaries are; default: beside this one.
     #[arg(long)]
