@@ -39,6 +39,9 @@ pub fn decision(
                 metrics.shadow_match(&shadow.rule, shadow.outcome);
             }
             let rule = evaluation.rule.as_deref().unwrap_or("default");
+            if !tracing::enabled!(target: "authz::decision", tracing::Level::INFO) {
+                return;
+            }
             let rule = escape(rule);
             let shadow = escape(&shadow_summary(evaluation)).into_owned();
             tracing::info!(

@@ -144,7 +144,8 @@ fn report(result: anyhow::Result<()>) -> ExitCode {
 
 #[tokio::main]
 async fn serve(config: Config, args: &ServeArgs) -> anyhow::Result<()> {
-    init_logging(args.log_format);
+    // Dropped when serving ends (after the drain): the log thread writes what it holds first.
+    let _flush_logs_on_exit = init_logging(args.log_format);
     let grpc = args.grpc_addr.or(config.server.grpc);
     let http = args.http_addr.or(config.server.http);
     anyhow::ensure!(
@@ -207,17 +208,22 @@ async fn serve(config: Config, args: &ServeArgs) -> anyhow::Result<()> {
 }
 
 /// Logs go to stderr (stdout carries the `listening` lines); `RUST_LOG` filters, default `info`.
-fn init_logging(format: LogFormat) {
+/// A check formats its line and hands it to a writer thread (`tracing_appender::non_blocking`)
+/// instead of waiting on stderr; when that thread falls 128k lines behind, lines are dropped,
+/// never the check delayed. The returned guard flushes on drop.
+fn init_logging(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuard {
     use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let (writer, guard) = tracing_appender::non_blocking(std::io::stderr());
     let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(writer);
     match format {
         LogFormat::Text => logs.with_ansi(std::io::stderr().is_terminal()).init(),
         LogFormat::Json => logs.json().init(),
     }
+    guard
 }
 
 /// The built-in config has no file to re-read; SIGHUP must not kill the process either.
