@@ -226,6 +226,11 @@ impl RuleSet {
             let Some(rule) = self.rules.get(position) else {
                 continue;
             };
+            // 1. Checked here, before `try_rule`'s future is even built: most rules tried do
+            //    not match, and for them this is all the work there is.
+            if !when_holds(rule, request, &mut trace) {
+                continue;
+            }
             let Some(decision) = try_rule(rule, request, hooks, trace.as_deref_mut()).await else {
                 continue;
             };
@@ -458,17 +463,15 @@ fn record(trace: &mut Option<&mut Trace>, entry: impl FnOnce() -> TraceEntry) {
     }
 }
 
-/// Steps 1-5 of [`RuleSet::evaluate_traced`] for one rule: its decision, or `None` when it does
-/// not match and the next rule should be tried. Records the rule's steps when traced.
+/// Steps 2-5 of [`RuleSet::evaluate_traced`] for one rule whose `when` holds (step 1): its
+/// decision, or `None` when `require` fails and the next rule should be tried. Records the
+/// rule's steps when traced.
 async fn try_rule(
     rule: &Rule,
     request: &Request,
     hooks: &Hooks,
     mut trace: Option<&mut Trace>,
 ) -> Option<Decision> {
-    if !when_holds(rule, request, &mut trace) {
-        return None;
-    }
     let mut identity = Identity::default();
     let mut verified = None;
     if let Some(credential) = &rule.credential {

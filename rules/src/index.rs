@@ -110,10 +110,12 @@ impl RuleIndex {
     ) -> Candidates<'i> {
         let mut candidates = Candidates {
             sources: [&[]; MAX_SOURCES],
+            used: 0,
         };
         let mut add = |rules: &'i [u32]| {
-            if let Some(free) = candidates.sources.iter_mut().find(|s| s.is_empty()) {
+            if let Some(free) = candidates.sources.get_mut(candidates.used) {
                 *free = rules;
+                candidates.used += 1;
             }
         };
         add(&self.always);
@@ -154,21 +156,27 @@ impl RuleIndex {
 /// Rule positions from a few ascending sources, merged ascending without repeats.
 pub(crate) struct Candidates<'i> {
     sources: [&'i [u32]; MAX_SOURCES],
+    /// How many of `sources` are filled.
+    used: usize,
 }
 
 impl Iterator for Candidates<'_> {
     type Item = usize;
 
     fn next(&mut self) -> Option<usize> {
-        let least = self
-            .sources
-            .iter()
-            .filter_map(|s| s.first())
-            .min()
-            .copied()?;
-        for source in &mut self.sources {
-            if source.first() == Some(&least) {
-                *source = &source[1..];
+        let sources = self.sources.get_mut(..self.used)?;
+        if let [only] = sources {
+            // The common case (no indexed key matched): nothing to merge.
+            let (&first, rest) = only.split_first()?;
+            *only = rest;
+            return Some(first as usize);
+        }
+        let least = sources.iter().filter_map(|s| s.first()).min().copied()?;
+        for source in sources.iter_mut() {
+            if let Some((&first, rest)) = source.split_first()
+                && first == least
+            {
+                *source = rest;
             }
         }
         Some(least as usize)
