@@ -4,6 +4,8 @@
 //! `failure_mode_allowed`, `disabled`), per policy. As in Envoy, a failed check that
 //! `failure_mode_allow` lets through counts as both `error` and `failure_mode_allowed`.
 
+use std::sync::Arc;
+
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -11,27 +13,28 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
-/// `{policy="..."}`.
+/// `{policy="..."}`. Built once per policy when the config is compiled: counting a check
+/// clones an `Arc`, never a `String`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PolicyLabel {
     /// The policy's name.
-    pub policy: String,
+    pub policy: Arc<str>,
 }
 
 /// `{route="...",status="..."}`; `route="-"` when no route matched.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
     /// The route's name.
-    pub route: String,
+    pub route: Arc<str>,
     /// The status the client got.
-    pub status: String,
+    pub status: u16,
 }
 
 /// `{route="..."}`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RouteLabel {
     /// The route's name.
-    pub route: String,
+    pub route: Arc<str>,
 }
 
 /// `{result="ok|error"}`.
@@ -174,7 +177,7 @@ impl Metrics {
     /// The policy label.
     pub fn policy(policy: &str) -> PolicyLabel {
         PolicyLabel {
-            policy: policy.to_owned(),
+            policy: Arc::from(policy),
         }
     }
 

@@ -9,16 +9,16 @@ use std::time::{Duration, Instant, SystemTime};
 
 use http::header::{self, HeaderName, HeaderValue};
 use http::request::Parts;
+use http::uri::{PathAndQuery, Scheme};
 use http::{Request, Response, StatusCode, Uri, Version};
 
 use crate::body::{self, BufferedBody, ProxyBody};
 use crate::config::{Config, Route};
-use crate::ext_authz::check_request::{authority, path_and_query};
 use crate::ext_authz::{
     AppendAction, CheckBody, CheckInput, ExtAuthz, FAILURE_MODE_ALLOWED_HEADER, Resolution,
 };
 use crate::headers;
-use crate::metrics::{Metrics, RequestLabels, RouteLabel};
+use crate::metrics::{RequestLabels, RouteLabel};
 use crate::redact;
 use crate::request::{self, CanonicalRequest};
 use crate::route::PathMatch;
@@ -44,10 +44,13 @@ pub struct Connection {
 #[derive(Debug, Default)]
 struct AuthzLog {
     outcome: &'static str,
-    policy: String,
+    policy: Option<Arc<str>>,
     latency: Duration,
     metadata: Vec<String>,
 }
+
+/// The route label of a request no route served.
+static NO_ROUTE: std::sync::LazyLock<Arc<str>> = std::sync::LazyLock::new(|| Arc::from("-"));
 
 /// Serves one request; never fails (errors become responses).
 pub async fn serve<B>(conn: Connection, req: Request<B>) -> Response<ProxyBody>
@@ -62,7 +65,8 @@ where
     let (mut parts, body) = req.into_parts();
     let method = parts.method.clone();
     // The target as the client spelled it: the log shows what was sent, not only what it became.
-    let path = path_and_query(&parts);
+    // (A `Uri` clone shares its bytes.)
+    let sent = parts.uri.clone();
     let scheme = if conn.tls.is_some() { "https" } else { "http" };
     // Before anything reads the request: from here on `parts` is the canonical request, the one
     // routing, every check and the upstream see.
@@ -78,7 +82,7 @@ where
         ..AuthzLog::default()
     };
     let mut upstream_latency = None;
-    let mut route_name = "-".to_owned();
+    let mut route_name: Option<Arc<str>> = None;
 
     let response = match &canonical {
         // No canonical form: 400, and no check is ever sent for it.
@@ -103,12 +107,13 @@ where
         }
     };
 
+    let route_label = route_name.unwrap_or_else(|| NO_ROUTE.clone());
     conn.shared
         .metrics
         .requests
         .get_or_create(&RequestLabels {
-            route: route_name.clone(),
-            status: response.status().as_u16().to_string(),
+            route: route_label.clone(),
+            status: response.status().as_u16(),
         })
         .inc();
     // Every value that came from the client, the config or an authorization server is escaped
@@ -116,14 +121,14 @@ where
     tracing::info!(
         target: "access_log",
         method = %redact::escape(method.as_str()),
-        path = %redact::path(&path),
+        path = %redact::path(sent.path_and_query().map_or("/", |pq| pq.as_str())),
         host = canonical.as_ref().map_or("-", |c| c.host.as_str()),
         canonical_path = %canonical.as_ref().map_or_else(|_| "-".into(), |c| redact::escape(&c.path)),
         rejected = canonical.as_ref().err().map(|r| r.reason()),
-        route = %redact::escape(&route_name),
+        route = %redact::escape(&route_label),
         status = response.status().as_u16(),
         authz = authz.outcome,
-        authz_policy = %redact::escape(&authz.policy),
+        authz_policy = %redact::escape(authz.policy.as_deref().unwrap_or_default()),
         authz_ms = authz.latency.as_secs_f64() * 1000.0,
         upstream_ms = upstream_latency.map(|d: Duration| d.as_secs_f64() * 1000.0),
         dynamic_metadata = %redact::escape(&authz.metadata.join(" ")),
@@ -142,7 +147,7 @@ struct HandleState<'a> {
     request_id: &'a str,
     authz: &'a mut AuthzLog,
     upstream_latency: &'a mut Option<Duration>,
-    route_name: &'a mut String,
+    route_name: &'a mut Option<Arc<str>>,
 }
 
 async fn handle(
@@ -172,14 +177,14 @@ async fn handle(
     else {
         return local_reply(StatusCode::NOT_FOUND, "");
     };
-    *state.route_name = route.name.clone();
+    *state.route_name = Some(route.label.clone());
 
     // Both levels must allow, gateway first; a route can switch the gateway level off.
     let gateway_level: &[Arc<ExtAuthz>] = if route.gateway_policies_disabled {
         for policy in &listener.policies {
             metrics
                 .ext_authz_disabled
-                .get_or_create(&Metrics::policy(&policy.policy))
+                .get_or_create(&policy.label)
                 .inc();
         }
         &[]
@@ -188,7 +193,7 @@ async fn handle(
     };
     let mut response_headers: Vec<(HeaderName, HeaderValue, AppendAction)> = Vec::new();
     for policy in gateway_level.iter().chain(route.policies.iter()) {
-        state.authz.policy = policy.policy.clone();
+        state.authz.policy = Some(policy.label.policy.clone());
         let check_body = match policy.with_request_body {
             None => None,
             Some(settings) => {
@@ -201,8 +206,6 @@ async fn handle(
                 }
             }
         };
-        let mut context_extensions = policy.context_extensions.clone();
-        context_extensions.extend(route.context_extensions.clone());
         let began = Instant::now();
         let resolution = policy
             .check(CheckInput {
@@ -211,7 +214,7 @@ async fn handle(
                 local: conn.local,
                 request_id: state.request_id,
                 time: state.time,
-                context_extensions,
+                context_extensions: [&policy.context_extensions, &route.context_extensions],
                 body: check_body,
                 scheme,
                 tls: conn.tls.as_deref(),
@@ -219,10 +222,10 @@ async fn handle(
             .await;
         let took = began.elapsed();
         state.authz.latency += took;
-        let label = Metrics::policy(&policy.policy);
+        let label = &policy.label;
         metrics
             .ext_authz_latency
-            .get_or_create(&label)
+            .get_or_create(label)
             .observe(took.as_secs_f64());
         let counter = match &resolution {
             Resolution::Allow(_) => &metrics.ext_authz_ok,
@@ -230,13 +233,13 @@ async fn handle(
             Resolution::FailureModeAllow { .. } => {
                 metrics
                     .ext_authz_failure_mode_allowed
-                    .get_or_create(&label)
+                    .get_or_create(label)
                     .inc();
                 &metrics.ext_authz_error
             }
             Resolution::Error { .. } => &metrics.ext_authz_error,
         };
-        counter.get_or_create(&label).inc();
+        counter.get_or_create(label).inc();
         match resolution {
             Resolution::Allow(mut allowed) => {
                 state.authz.outcome = "allowed";
@@ -279,7 +282,7 @@ async fn handle(
     metrics
         .upstream_latency
         .get_or_create(&RouteLabel {
-            route: route.name.clone(),
+            route: route.label.clone(),
         })
         .observe(took.as_secs_f64());
     match result {
@@ -368,28 +371,28 @@ async fn read_body_for_check(
     })
 }
 
+/// The request as sent upstream: the canonical head (its `host` header already the canonical
+/// authority), aimed at the backend. The path is the one checked, reused as parsed; only a
+/// prefix rewrite builds a new one.
 fn upstream_request(
     route: &Route,
     mut parts: Parts,
     body: BufferedBody,
 ) -> Result<Request<ProxyBody>, StatusCode> {
-    let original = path_and_query(&parts);
-    let path = match (&route.rewrite_prefix, &route.matcher.path) {
-        (Some(rewrite), PathMatch::Prefix(prefix)) => rewrite_prefix(&original, prefix, rewrite),
-        _ => original,
-    };
-    let host = authority(&parts);
-    let uri: Uri = match format!("http://{}{}", route.backend.authority, path).parse() {
-        Ok(u) => u,
-        Err(_) => return Err(StatusCode::BAD_REQUEST),
-    };
-    parts.uri = uri;
-    parts.version = Version::HTTP_11;
-    if let Ok(host) = HeaderValue::from_str(&host)
-        && !host.is_empty()
+    let mut uri = std::mem::take(&mut parts.uri).into_parts();
+    if let (Some(rewrite), PathMatch::Prefix(prefix)) = (&route.rewrite_prefix, &route.matcher.path)
     {
-        parts.headers.insert(header::HOST, host);
+        let original = uri.path_and_query.as_ref().map_or("/", |pq| pq.as_str());
+        let path = rewrite_prefix(original, prefix, rewrite);
+        uri.path_and_query = Some(path.parse().map_err(|_| StatusCode::BAD_REQUEST)?);
     }
+    if uri.path_and_query.is_none() {
+        uri.path_and_query = Some(PathAndQuery::from_static("/"));
+    }
+    uri.scheme = Some(Scheme::HTTP);
+    uri.authority = Some(route.backend.authority.clone());
+    parts.uri = Uri::from_parts(uri).map_err(|_| StatusCode::BAD_REQUEST)?;
+    parts.version = Version::HTTP_11;
     Ok(Request::from_parts(parts, body.into_body()))
 }
 

@@ -533,6 +533,7 @@ fn compile_route(
     let timeout = duration(&r.timeout, DEFAULT_ROUTE_TIMEOUT, errors);
     Some(Route {
         name: r.name.get_ref().clone(),
+        label: Arc::from(r.name.get_ref().as_str()),
         matcher: RouteMatch {
             hosts,
             path,
@@ -690,6 +691,7 @@ fn compile_ext_auth(
     });
     Some(ExtAuthz {
         policy: p.name.get_ref().clone(),
+        label: crate::metrics::Metrics::policy(p.name.get_ref()),
         backend: backend?,
         transport,
         timeout: duration(&ext.timeout, ext_authz::DEFAULT_TIMEOUT, errors),

@@ -59,6 +59,8 @@ pub struct Listener {
 pub struct Route {
     /// The route's name.
     pub name: String,
+    /// The name as metric label and log field, shared rather than copied per request.
+    pub label: Arc<str>,
     /// What a request must look like to take this route.
     pub matcher: crate::route::RouteMatch,
     /// Where the request goes.

@@ -64,7 +64,8 @@ fn size(input: &CheckInput<'_>) -> i64 {
 /// headers, and the partial-body marker when a body is attached.
 pub fn check_headers(input: &CheckInput<'_>, filter: &HeaderFilter) -> HashMap<String, String> {
     let parts = input.parts;
-    let mut headers = HashMap::new();
+    // The pseudo headers and the partial-body marker come on top of the request's own.
+    let mut headers = HashMap::with_capacity(parts.headers.keys_len() + 5);
     for name in parts.headers.keys() {
         if filter.allows(name)
             && let Some(value) = joined(&parts.headers, name)
@@ -95,13 +96,17 @@ pub fn build(
         Some(b) if b.pack_as_bytes => (String::new(), b.bytes.to_vec()),
         Some(b) => (String::from_utf8_lossy(&b.bytes).into_owned(), Vec::new()),
     };
+    let headers = check_headers(input, filter);
+    // The same strings as `:path` and `:authority`, copied rather than rebuilt from the head.
+    let path = headers.get(":path").cloned().unwrap_or_default();
+    let host = headers.get(":authority").cloned().unwrap_or_default();
     let http = attribute_context::HttpRequest {
         id: input.request_id.to_owned(),
         method: parts.method.as_str().to_owned(),
-        headers: check_headers(input, filter),
+        headers,
         header_map: None,
-        path: path_and_query(parts),
-        host: authority(parts),
+        path,
+        host,
         scheme: input.scheme.into(),
         query: String::new(),
         fragment: String::new(),
@@ -132,7 +137,12 @@ pub fn build(
                 time: Some(input.time.into()),
                 http: Some(http),
             }),
-            context_extensions: input.context_extensions.clone().into_iter().collect(),
+            context_extensions: input
+                .context_extensions
+                .iter()
+                .flat_map(|m| m.iter())
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
             ..AttributeContext::default()
         }),
     }

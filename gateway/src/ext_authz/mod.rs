@@ -47,6 +47,8 @@ pub const PARTIAL_BODY_HEADER: &str = "x-envoy-auth-partial-body";
 pub struct ExtAuthz {
     /// The policy's name, for logs.
     pub policy: String,
+    /// The metrics label, built once.
+    pub label: crate::metrics::PolicyLabel,
     /// The server to ask.
     pub backend: Arc<AuthzBackend>,
     /// How to ask it.
@@ -235,8 +237,8 @@ pub struct CheckInput<'a> {
     pub request_id: &'a str,
     /// When the request arrived.
     pub time: SystemTime,
-    /// The policy's context extensions with the route's merged over them.
-    pub context_extensions: BTreeMap<String, String>,
+    /// The policy's context extensions, then the route's (which win on a shared key).
+    pub context_extensions: [&'a BTreeMap<String, String>; 2],
     /// The body prefix, when the policy asked for it.
     pub body: Option<CheckBody>,
     /// `http` or `https` (a TLS listener).
