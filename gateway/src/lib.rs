@@ -22,6 +22,7 @@
 //! servers), [`reload`] (hot reload), [`admin`] and [`metrics`] (the admin port), [`redact`]
 //! (credentials out of logs), [`demo_backend`] (the OpenAI-style demo service).
 
+mod access_log;
 pub mod admin;
 pub mod body;
 pub mod config;
@@ -84,6 +85,8 @@ pub fn init_logging(format: LogFormat) -> LogGuard {
             64 * 1024,
             std::io::stderr(),
         ));
+    // The access log bypasses the formatter (see `access_log`) but shares the writer.
+    access_log::install(writer.clone(), format);
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()

@@ -12,6 +12,7 @@ use http::request::Parts;
 use http::uri::{PathAndQuery, Scheme};
 use http::{Request, Response, StatusCode, Uri, Version};
 
+use crate::access_log;
 use crate::body::{self, BufferedBody, ProxyBody};
 use crate::config::{Config, Route};
 use crate::ext_authz::{
@@ -88,7 +89,10 @@ where
         // No canonical form: 400, and no check is ever sent for it.
         Err(rejected) => local_reply(StatusCode::BAD_REQUEST, rejected.reason()),
         Ok(canonical) => {
-            handle(
+            // Boxed: the handle future (checks, upstream call) is several KiB, and kept inline it
+            // made every future that holds `serve` that much larger, moved by memcpy at each poll
+            // boundary that moves it (spawn, pinning in hyper's connection task).
+            Box::pin(handle(
                 &conn,
                 &config,
                 parts,
@@ -102,7 +106,7 @@ where
                     upstream_latency: &mut upstream_latency,
                     route_name: &mut route_name,
                 },
-            )
+            ))
             .await
         }
     };
@@ -117,27 +121,27 @@ where
         })
         .inc();
     // Every value that came from the client, the config or an authorization server is escaped
-    // (no forged log lines) and query values are redacted (credentials).
-    tracing::info!(
-        target: "access_log",
-        method = %redact::escape(method.as_str()),
-        path = %redact::path(sent.path_and_query().map_or("/", |pq| pq.as_str())),
-        host = canonical.as_ref().map_or("-", |c| c.host.as_str()),
-        canonical_path = %canonical.as_ref().map_or_else(|_| "-".into(), |c| redact::escape(&c.path)),
-        rejected = canonical.as_ref().err().map(|r| r.reason()),
-        route = %redact::escape(&route_label),
-        status = response.status().as_u16(),
-        authz = authz.outcome,
-        authz_policy = %redact::escape(authz.policy.as_deref().unwrap_or_default()),
-        authz_ms = authz.latency.as_secs_f64() * 1000.0,
-        upstream_ms = upstream_latency.map(|d: Duration| d.as_secs_f64() * 1000.0),
-        dynamic_metadata = %redact::escape(&authz.metadata.join(" ")),
-        duration_ms = started.elapsed().as_secs_f64() * 1000.0,
-        request_id = %redact::escape(&request_id),
-        peer = %conn.peer,
-        client = %canonical.as_ref().map_or(conn.peer, |c| c.client),
-        "request"
-    );
+    // (no forged log lines) and query values are redacted (credentials): see `access_log`.
+    if access_log::enabled() {
+        access_log::write(&access_log::Line {
+            method: method.as_str(),
+            path_and_query: sent.path_and_query().map_or("/", |pq| pq.as_str()),
+            host: canonical.as_ref().map_or("-", |c| c.host.as_str()),
+            canonical_path: canonical.as_ref().ok().map(|c| c.path.as_str()),
+            rejected: canonical.as_ref().err().map(|r| r.reason()),
+            route: &route_label,
+            status: response.status().as_u16(),
+            authz: authz.outcome,
+            authz_policy: authz.policy.as_deref().unwrap_or_default(),
+            authz_ms: authz.latency.as_secs_f64() * 1000.0,
+            upstream_ms: upstream_latency.map(|d: Duration| d.as_secs_f64() * 1000.0),
+            dynamic_metadata: &authz.metadata,
+            duration_ms: started.elapsed().as_secs_f64() * 1000.0,
+            request_id: &request_id,
+            peer: conn.peer,
+            client: canonical.as_ref().map_or(conn.peer, |c| c.client),
+        });
+    }
     response
 }
 

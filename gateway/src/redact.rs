@@ -48,18 +48,35 @@ fn needs_escape(c: char) -> bool {
 /// `path?k=v&flag` → `path?k=REDACTED&REDACTED`: parameter names stay (they help debugging),
 /// values never appear; the result is [`escape`]d.
 pub fn path(path_and_query: &str) -> String {
+    let mut out = Vec::with_capacity(path_and_query.len() + 16);
+    write_path(&mut out, path_and_query);
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// [`path`] appended to `out` without building intermediate strings (the access log's hot
+/// path). Escaping works character by character, so escaping the pieces equals escaping the
+/// joined result.
+pub fn write_path(out: &mut Vec<u8>, path_and_query: &str) {
     let Some((path, query)) = path_and_query.split_once('?') else {
-        return escape(path_and_query).into_owned();
+        out.extend_from_slice(escape(path_and_query).as_bytes());
+        return;
     };
-    let params: Vec<String> = query
-        .split('&')
-        .map(|param| match param.split_once('=') {
-            Some((key, _)) => format!("{key}={REDACTED}"),
-            None if param.is_empty() => String::new(),
-            None => REDACTED.to_owned(),
-        })
-        .collect();
-    escape(&format!("{path}?{}", params.join("&"))).into_owned()
+    out.extend_from_slice(escape(path).as_bytes());
+    out.push(b'?');
+    for (i, param) in query.split('&').enumerate() {
+        if i > 0 {
+            out.push(b'&');
+        }
+        match param.split_once('=') {
+            Some((key, _)) => {
+                out.extend_from_slice(escape(key).as_bytes());
+                out.push(b'=');
+                out.extend_from_slice(REDACTED.as_bytes());
+            }
+            None if param.is_empty() => {}
+            None => out.extend_from_slice(REDACTED.as_bytes()),
+        }
+    }
 }
 
 #[cfg(test)]
