@@ -52,6 +52,7 @@ pub use authorizer::{AuthorizeError, Authorizer, Checked, RuleEngine};
 pub use config::{Config, LoadError, ServerSection};
 pub use grpc::CheckService;
 pub use jwks::HttpJwks;
+pub use log::{LineFormat, write_decisions_to};
 pub use lookup::DatabaseLookup;
 pub use metrics::Metrics;
 pub use server::{ServeError, Server};

@@ -16,6 +16,10 @@ use rules::{Evaluation, Request};
 use crate::authorizer::AuthorizeError;
 use crate::metrics::Metrics;
 
+mod line;
+
+pub use line::{LineFormat, write_decisions_to};
+
 /// Logs and counts a decision (or the failure to make one) with the deciding rule and the
 /// latency. `path` is the request's path as logs may show it (already redacted).
 pub fn decision(
@@ -43,20 +47,25 @@ pub fn decision(
                 return;
             }
             let rule = escape(rule);
-            let shadow = escape(&shadow_summary(evaluation)).into_owned();
-            tracing::info!(
-            target: "authz::decision",
-            api,
-            request_id = %request_id,
-            method = %method,
-            host = %host,
-            path = %path,
-            outcome,
-            rule = %rule,
-            shadow,
-            latency_us,
-            "decision"
-            );
+            let shadow = if evaluation.shadow.is_empty() {
+                String::new()
+            } else {
+                escape(&shadow_summary(evaluation)).into_owned()
+            };
+            let fields = line::Fields {
+                api,
+                request_id: &request_id,
+                method: &method,
+                host: &host,
+                path: &path,
+                outcome,
+                rule: &rule,
+                shadow: &shadow,
+                latency_us,
+            };
+            if !line::write(&fields) {
+                via_tracing(&fields);
+            }
         }
         Err(error) => {
             metrics.check_failed(api, latency);
@@ -75,6 +84,24 @@ pub fn decision(
             );
         }
     }
+}
+
+/// The decision line through tracing's formatter: when no writer of our own is installed (the
+/// server as a library), or the terminal wants colours. [`line`] reproduces this layout.
+fn via_tracing(f: &line::Fields<'_>) {
+    tracing::info!(
+        target: "authz::decision",
+        api = f.api,
+        request_id = %f.request_id,
+        method = %f.method,
+        host = %f.host,
+        path = %f.path,
+        outcome = f.outcome,
+        rule = %f.rule,
+        shadow = f.shadow,
+        latency_us = f.latency_us,
+        "decision"
+    );
 }
 
 /// `rule:outcome` for each shadow rule that matched, comma-separated; empty when none did.

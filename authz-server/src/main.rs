@@ -208,7 +208,8 @@ async fn serve(config: Config, args: &ServeArgs) -> anyhow::Result<()> {
 }
 
 /// Logs go to stderr (stdout carries the `listening` lines); `RUST_LOG` filters, default `info`.
-/// A check formats its line and hands it to a writer thread (`tracing_appender::non_blocking`)
+/// A check formats its line (the decision line by our own writer, `log/line.rs`) and hands it
+/// to a writer thread (`tracing_appender::non_blocking`)
 /// instead of waiting on stderr; when that thread falls 128k lines behind, lines are dropped,
 /// never the check delayed. The returned guard flushes on drop.
 fn init_logging(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuard {
@@ -216,11 +217,23 @@ fn init_logging(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuar
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let (writer, guard) = tracing_appender::non_blocking(std::io::stderr());
+    let ansi = std::io::stderr().is_terminal();
+    // The per-check decision line skips tracing's formatter (most of its cost) and goes to the
+    // same writer thread in the same layout; on a colour terminal it keeps tracing's colours.
+    match format {
+        LogFormat::Text if !ansi => {
+            authz_server::write_decisions_to(writer.clone(), authz_server::LineFormat::Text)
+        }
+        LogFormat::Json => {
+            authz_server::write_decisions_to(writer.clone(), authz_server::LineFormat::Json)
+        }
+        LogFormat::Text => {}
+    }
     let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(writer);
     match format {
-        LogFormat::Text => logs.with_ansi(std::io::stderr().is_terminal()).init(),
+        LogFormat::Text => logs.with_ansi(ansi).init(),
         LogFormat::Json => logs.json().init(),
     }
     guard
