@@ -11,7 +11,6 @@
 //! protobuf decode of the same request, encode of a minimal answer. It honours
 //! `TOKIO_WORKER_THREADS` like the real server.
 
-use std::fmt::Write as _;
 use std::net::SocketAddr;
 
 use anyhow::{Context, bail};
@@ -20,6 +19,10 @@ use extauthz_proto::envoy::service::auth::v3::authorization_server::{
 };
 use extauthz_proto::{RpcStatus, v3};
 use prost::Message;
+
+#[path = "../benches/support/fixtures.rs"]
+mod fixtures;
+use fixtures::{envoy_like, many_rules};
 
 /// Answers every Check with a constant OK.
 struct Constant;
@@ -96,20 +99,6 @@ fn payload(case: &str) -> anyhow::Result<v3::CheckRequest> {
         "istio-deny" => &[],
         other => bail!("unknown case {other}: header, rules, istio-allow, istio-deny"),
     };
-    let headers = [
-        (":authority", "api.example.com"),
-        (":method", "POST"),
-        (":path", "/v1/chat/completions"),
-        (":scheme", "http"),
-        ("content-type", "application/json"),
-        ("user-agent", "curl/8.5.0"),
-        ("accept", "*/*"),
-        ("x-request-id", "7f1c2a9e-5d43-4a8b-9b1e-2f6c8d0a1b3c"),
-    ]
-    .iter()
-    .chain(extra)
-    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-    .collect();
     let peer = |address: &str, port: u32| v3::attribute_context::Peer {
         address: Some(v3::Address {
             address: Some(v3::address::Address::SocketAddress(v3::SocketAddress {
@@ -120,50 +109,15 @@ fn payload(case: &str) -> anyhow::Result<v3::CheckRequest> {
         }),
         ..Default::default()
     };
-    Ok(v3::CheckRequest {
-        attributes: Some(v3::AttributeContext {
-            source: Some(peer("192.168.7.9", 51234)),
-            destination: Some(peer("10.0.0.2", 8080)),
-            request: Some(v3::attribute_context::Request {
-                time: None,
-                http: Some(v3::attribute_context::HttpRequest {
-                    id: "12345678901234567890".into(),
-                    method: "POST".into(),
-                    path: "/v1/chat/completions".into(),
-                    host: "api.example.com".into(),
-                    scheme: "http".into(),
-                    protocol: "HTTP/1.1".into(),
-                    headers,
-                    ..Default::default()
-                }),
-            }),
-            ..Default::default()
-        }),
-    })
-}
-
-/// `count` rules, a mix of header, path, regex and CIDR conditions none of which the request
-/// meets, then the deciding header rule last.
-fn many_rules(count: usize) -> String {
-    let mut text = String::from("[default]\ndeny = { status = 403 }\n");
-    for i in 0..count.saturating_sub(1) {
-        let when = match i % 4 {
-            0 => format!("headers = [{{ name = \"x-tenant\", exact = \"tenant-{i}\" }}]"),
-            1 => format!("path = {{ exact = \"/svc/{i}/items\" }}"),
-            2 => format!("path = {{ regex = \"/r{i}/[a-z]+/[0-9]+\" }}"),
-            _ => format!(
-                "source_ip = [\"10.{}.{}.0/24\"]\nheaders = [{{ name = \"x-zone\", prefix = \"z{i}\" }}]",
-                i / 256,
-                i % 256
-            ),
-        };
-        let _ = write!(
-            text,
-            "\n[[rules]]\nname = \"r{i}\"\n[rules.when]\n{when}\n[rules.allow]\n"
-        );
+    // As Envoy fills them in: the connection's two ends, the request id and scheme.
+    let mut request = envoy_like(extra);
+    if let Some(attributes) = request.attributes.as_mut() {
+        attributes.source = Some(peer("192.168.7.9", 51234));
+        attributes.destination = Some(peer("10.0.0.2", 8080));
+        if let Some(http) = attributes.request.as_mut().and_then(|r| r.http.as_mut()) {
+            http.id = "12345678901234567890".into();
+            http.scheme = "http".into();
+        }
     }
-    text.push_str(
-        "\n[[rules]]\nname = \"team\"\n[rules.when]\nheaders = [{ name = \"x-team\", exact = \"platform\" }]\n[rules.allow]\nrequest_headers = [{ name = \"x-authz-rule\", value = \"{{rule.name}}\" }]\n",
-    );
-    text
+    Ok(request)
 }

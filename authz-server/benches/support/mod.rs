@@ -10,6 +10,12 @@ use extauthz_proto::envoy::service::auth::v3::authorization_client::Authorizatio
 use extauthz_proto::v3;
 use tonic::transport::Channel;
 
+// The benchmarks use the request, not the rule-set generator.
+#[allow(dead_code)]
+#[path = "fixtures.rs"]
+mod fixtures;
+pub use fixtures::envoy_like;
+
 /// Connections the load is spread over.
 const CONNECTIONS: u64 = 4;
 
@@ -19,40 +25,6 @@ pub fn env(name: &str, default: u64) -> u64 {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
-}
-
-/// A CheckRequest shaped like one Envoy sends for a small JSON POST, plus `extra` headers.
-pub fn envoy_like(extra: &[(&str, &str)]) -> v3::CheckRequest {
-    let headers = [
-        (":authority", "api.example.com"),
-        (":method", "POST"),
-        (":path", "/v1/chat/completions"),
-        (":scheme", "http"),
-        ("content-type", "application/json"),
-        ("user-agent", "curl/8.5.0"),
-        ("accept", "*/*"),
-        ("x-request-id", "7f1c2a9e-5d43-4a8b-9b1e-2f6c8d0a1b3c"),
-    ]
-    .iter()
-    .chain(extra)
-    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-    .collect();
-    v3::CheckRequest {
-        attributes: Some(v3::AttributeContext {
-            request: Some(v3::attribute_context::Request {
-                time: None,
-                http: Some(v3::attribute_context::HttpRequest {
-                    method: "POST".into(),
-                    path: "/v1/chat/completions".into(),
-                    host: "api.example.com".into(),
-                    protocol: "HTTP/1.1".into(),
-                    headers,
-                    ..Default::default()
-                }),
-            }),
-            ..Default::default()
-        }),
-    }
 }
 
 /// Checks per second over `seconds` (after a short warm-up), with `in_flight` calls
