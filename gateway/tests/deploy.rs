@@ -299,7 +299,8 @@ fn the_kubernetes_manifests_have_the_seeds_shape() {
         assert_eq!(s(doc, &["metadata", "name"]), "ext-authz");
         assert_eq!(s(doc, &["metadata", "labels", "app"]), "ext-authz");
     }
-    assert_eq!(s(deploy, &["spec", "replicas"]), 1);
+    // Two replicas (the HPA in ext-authz-scaling.yaml scales from there), not the seed's one.
+    assert_eq!(s(deploy, &["spec", "replicas"]), 2);
     assert_eq!(
         s(deploy, &["spec", "selector", "matchLabels", "app"]),
         "ext-authz"
@@ -316,10 +317,11 @@ fn the_kubernetes_manifests_have_the_seeds_shape() {
     assert_eq!(c["name"], "ext-authz");
     assert_eq!(c["image"], "extauthz:local", "our image, not Istio's");
     let ports = c["ports"].as_sequence().unwrap();
-    assert_eq!(ports.len(), 1);
+    assert_eq!(ports.len(), 3, "gRPC, HTTP mode, admin");
     assert_eq!(ports[0]["containerPort"], 9000);
+    // Probes on the admin port (tests/interop/test_kubernetes_manifests.py checks the paths).
     for probe in ["readinessProbe", "livenessProbe"] {
-        assert_eq!(s(c, &[probe, "grpc", "port"]), 9000, "{probe}");
+        assert_eq!(s(c, &[probe, "httpGet", "port"]), "admin", "{probe}");
     }
     assert_eq!(
         s(template, &["spec", "securityContext", "runAsNonRoot"]).as_bool(),
@@ -329,7 +331,8 @@ fn the_kubernetes_manifests_have_the_seeds_shape() {
     assert_eq!(service["apiVersion"], "v1");
     assert_eq!(service["kind"], "Service");
     let sports = s(service, &["spec", "ports"]).as_sequence().unwrap();
-    assert_eq!(sports.len(), 1);
+    // The seed's port first; the second is the HTTP mode's 8000.
+    assert_eq!(sports.len(), 2);
     let p = &sports[0];
     assert_eq!(
         (
@@ -378,7 +381,12 @@ fn the_kubernetes_manifests_have_the_seeds_shape() {
     let kustomization = &yaml_docs("deploy/kubernetes/kustomization.yaml")[0];
     assert_eq!(
         strings(&kustomization["resources"]),
-        ["ext-authz.yaml", "gateway-ext-auth-policy.yaml"]
+        [
+            "ext-authz-rules.yaml",
+            "ext-authz.yaml",
+            "ext-authz-scaling.yaml",
+            "gateway-ext-auth-policy.yaml"
+        ]
     );
 }
 
