@@ -73,6 +73,44 @@ pub fn from_v3(check: v3::CheckRequest, render_received: bool) -> Request {
     view
 }
 
+/// The proxy's request id (`attributes.request.http.id`) for the decision log, when the request
+/// carries no `x-request-id` header of its own (agentgateway sends the id, not the header). Empty
+/// otherwise, so a check from Envoy (which sends both) copies nothing.
+pub fn fallback_request_id_v3(check: &v3::CheckRequest) -> String {
+    let Some(http) = check
+        .attributes
+        .as_ref()
+        .and_then(|a| a.request.as_ref())
+        .and_then(|r| r.http.as_ref())
+    else {
+        return String::new();
+    };
+    let has_header = http.headers.contains_key("x-request-id")
+        || http.header_map.as_ref().is_some_and(|map| {
+            map.headers
+                .iter()
+                .any(|h| h.key.eq_ignore_ascii_case("x-request-id"))
+        });
+    if has_header {
+        String::new()
+    } else {
+        http.id.clone()
+    }
+}
+
+/// [`fallback_request_id_v3`] for a v2 check.
+pub fn fallback_request_id_v2(check: &v2::CheckRequest) -> String {
+    match check
+        .attributes
+        .as_ref()
+        .and_then(|a| a.request.as_ref())
+        .and_then(|r| r.http.as_ref())
+    {
+        Some(http) if !http.headers.contains_key("x-request-id") => http.id.clone(),
+        _ => String::new(),
+    }
+}
+
 /// The neutral view of a v2 check (see [`from_v3`]).
 pub fn from_v2(check: v2::CheckRequest, render_received: bool) -> Request {
     let Some(attributes) = check.attributes else {

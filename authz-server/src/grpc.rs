@@ -10,7 +10,7 @@ use tonic::{Response, Status};
 
 use crate::authorizer::{AuthorizeError, Authorizer, Checked};
 use crate::metrics::Metrics;
-use crate::{attributes, response};
+use crate::{attributes, deadline, response};
 
 /// Serves Check (v3 and v2) with one [`Authorizer`].
 pub struct CheckService<A> {
@@ -36,7 +36,14 @@ impl<A> Clone for CheckService<A> {
 
 impl<A: Authorizer> CheckService<A> {
     /// Builds the neutral request with `build`, decides it on one snapshot, logs and counts.
-    async fn decide<B>(&self, api: &'static str, build: B) -> Result<Evaluation, Status>
+    /// `proxy_request_id` is the check's `attributes.request.http.id`, logged when the request
+    /// carries no `x-request-id` (agentgateway sends the one, not the other).
+    async fn decide<B>(
+        &self,
+        api: &'static str,
+        proxy_request_id: &str,
+        build: B,
+    ) -> Result<Evaluation, Status>
     where
         B: FnOnce(bool) -> Request + Send,
     {
@@ -51,11 +58,23 @@ impl<A: Authorizer> CheckService<A> {
             &self.metrics,
             api,
             &request,
+            proxy_request_id,
             path_for_log,
             &evaluation,
             elapsed,
         );
         evaluation.map_err(rescue)
+    }
+
+    /// A check that arrived with a deadline that has passed is not evaluated ([`deadline`]).
+    fn expired(&self, api: &'static str, extensions: &http::Extensions) -> Result<(), Status> {
+        if deadline::passed(extensions) {
+            self.metrics.check_expired(api);
+            return Err(Status::deadline_exceeded(
+                "the caller's deadline passed before the check was evaluated",
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -70,9 +89,13 @@ impl<A: Authorizer> auth_v3::authorization_server::Authorization for CheckServic
         &self,
         request: tonic::Request<v3::CheckRequest>,
     ) -> Result<Response<v3::CheckResponse>, Status> {
-        let check = request.into_inner();
+        let (_, extensions, check) = request.into_parts();
+        self.expired("grpc.v3", &extensions)?;
+        let id = attributes::fallback_request_id_v3(&check);
         let evaluation = self
-            .decide("grpc.v3", |received| attributes::from_v3(check, received))
+            .decide("grpc.v3", &id, |received| {
+                attributes::from_v3(check, received)
+            })
             .await?;
         Ok(Response::new(response::to_v3(evaluation.decision)))
     }
@@ -84,9 +107,13 @@ impl<A: Authorizer> auth_v2::authorization_server::Authorization for CheckServic
         &self,
         request: tonic::Request<v2::CheckRequest>,
     ) -> Result<Response<v2::CheckResponse>, Status> {
-        let check = request.into_inner();
+        let (_, extensions, check) = request.into_parts();
+        self.expired("grpc.v2", &extensions)?;
+        let id = attributes::fallback_request_id_v2(&check);
         let evaluation = self
-            .decide("grpc.v2", |received| attributes::from_v2(check, received))
+            .decide("grpc.v2", &id, |received| {
+                attributes::from_v2(check, received)
+            })
             .await?;
         Ok(Response::new(response::to_v2(evaluation.decision)))
     }

@@ -72,7 +72,15 @@ where
         })
         .await;
     let elapsed = started.elapsed();
-    crate::log::decision(&metrics, "http", &view, path_for_log, &evaluation, elapsed);
+    crate::log::decision(
+        &metrics,
+        "http",
+        &view,
+        "",
+        path_for_log,
+        &evaluation,
+        elapsed,
+    );
     Ok(match evaluation {
         Ok(evaluation) => to_response(&evaluation.decision),
         Err(_) => plain(StatusCode::SERVICE_UNAVAILABLE, "authorizer unavailable"),

@@ -36,6 +36,7 @@ pub mod admin;
 pub mod attributes;
 pub mod authorizer;
 pub mod config;
+pub mod deadline;
 mod grpc;
 pub mod hooks;
 mod http_mode;

@@ -21,11 +21,13 @@ mod line;
 pub use line::{LineFormat, write_decisions_to};
 
 /// Logs and counts a decision (or the failure to make one) with the deciding rule and the
-/// latency. `path` is the request's path as logs may show it (already redacted).
+/// latency. `path` is the request's path as logs may show it (already redacted). The request id
+/// is the `x-request-id` header, else `proxy_request_id` (the check's own id field).
 pub fn decision(
     metrics: &Metrics,
     api: &'static str,
     request: &Request,
+    proxy_request_id: &str,
     path: String,
     evaluation: &Result<Evaluation, AuthorizeError>,
     latency: Duration,
@@ -34,7 +36,7 @@ pub fn decision(
     let path = escape(&path);
     let method = escape(&request.method);
     let host = escape(&request.host);
-    let request_id = escape(request.header("x-request-id").unwrap_or_default());
+    let request_id = escape(request.header("x-request-id").unwrap_or(proxy_request_id));
     match evaluation {
         Ok(evaluation) => {
             let outcome = evaluation.decision.outcome();

@@ -66,6 +66,7 @@ pub struct Metrics {
     registry: Registry,
     checks: Family<CheckLabels, Counter>,
     check_latency: Family<ApiLabels, Histogram>,
+    checks_expired: Family<ApiLabels, Counter>,
     shadow: Family<ShadowLabels, Counter>,
     config_synchronized: Gauge,
     reloads: Family<ResultLabels, Counter>,
@@ -96,6 +97,12 @@ impl Metrics {
             "authz_check_duration_seconds",
             "Time to decide one check, from request received to decision",
             check_latency.clone(),
+        );
+        let checks_expired = Family::<ApiLabels, Counter>::default();
+        registry.register(
+            "authz_checks_expired",
+            "Checks not evaluated because the caller's deadline (grpc-timeout) had passed on arrival",
+            checks_expired.clone(),
         );
         let shadow = Family::<ShadowLabels, Counter>::default();
         registry.register(
@@ -138,6 +145,7 @@ impl Metrics {
             registry,
             checks,
             check_latency,
+            checks_expired,
             shadow,
             config_synchronized,
             reloads,
@@ -175,6 +183,11 @@ impl Metrics {
         self.check_latency
             .get_or_create(&ApiLabels { api: labels.api })
             .observe(latency.as_secs_f64());
+    }
+
+    /// Counts a check answered `DEADLINE_EXCEEDED` without being evaluated.
+    pub fn check_expired(&self, api: &'static str) {
+        self.checks_expired.get_or_create(&ApiLabels { api }).inc();
     }
 
     /// Counts a shadow rule that matched.

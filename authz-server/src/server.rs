@@ -276,7 +276,10 @@ async fn serve_grpc<A: Authorizer>(
             oversized_is_resource_exhausted,
         ))
         .layer(tonic::service::InterceptorLayer::new(
-            move |request: tonic::Request<()>| too_many_headers(request, max_headers),
+            move |mut request: tonic::Request<()>| {
+                crate::deadline::stamp(&mut request);
+                too_many_headers(request, max_headers)
+            },
         ))
         .add_service(v3)
         .add_service(v2)
