@@ -10,7 +10,7 @@ use crate::authorizer::RuleEngine;
 use crate::config::{Config, ServerSection};
 use crate::metrics::Metrics;
 
-/// How often the file's modification time and size are compared.
+/// How often the file's fingerprint (mtime, size, inode) is compared.
 pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Watches `path` and reloads `engine` from it until the task is dropped.
@@ -19,7 +19,7 @@ pub struct Reloader {
     engine: RuleEngine,
     metrics: Arc<Metrics>,
     listening: ServerSection,
-    seen: Option<(SystemTime, u64)>,
+    seen: Option<Fingerprint>,
 }
 
 impl Reloader {
@@ -107,8 +107,30 @@ impl Reloader {
     }
 }
 
-/// Modification time and size: enough to notice an edit, a rename-over or a truncation.
-fn fingerprint(path: &Path) -> Option<(SystemTime, u64)> {
+/// What identifies the file's content on disk, following symlinks: modification time and size
+/// (an edit, a truncation), and on Unix the device and inode of the file the path resolves to. A
+/// Kubernetes ConfigMap volume updates by swapping a `..data` symlink to a new directory; the
+/// new file may keep the old one's size and even its mtime (a copy that preserves times), but it
+/// is always a different inode.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Fingerprint {
+    modified: SystemTime,
+    len: u64,
+    file: (u64, u64),
+}
+
+fn fingerprint(path: &Path) -> Option<Fingerprint> {
     let metadata = std::fs::metadata(path).ok()?;
-    Some((metadata.modified().ok()?, metadata.len()))
+    #[cfg(unix)]
+    let file = {
+        use std::os::unix::fs::MetadataExt;
+        (metadata.dev(), metadata.ino())
+    };
+    #[cfg(not(unix))]
+    let file = (0, 0);
+    Some(Fingerprint {
+        modified: metadata.modified().ok()?,
+        len: metadata.len(),
+        file,
+    })
 }
