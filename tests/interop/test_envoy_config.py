@@ -4,6 +4,8 @@ settings the README promises. The per-route snippet in deploy/envoy/README.md is
 
 from __future__ import annotations
 
+import subprocess
+
 import pytest
 import yaml
 from google.protobuf import json_format
@@ -15,9 +17,10 @@ from envoy.config.route.v3 import route_components_pb2
 from envoy.extensions.filters.http.ext_authz.v3 import ext_authz_pb2
 from envoy.extensions.filters.http.router.v3 import router_pb2  # noqa: F401  (registers Router)
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
-from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2  # noqa: F401
+from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
 from envoy.type.v3 import http_status_pb2
 
+from conftest import SERVER_BIN
 from deploy_support import DEPLOY, validated_blocks
 
 ENVOY = DEPLOY / "envoy"
@@ -134,10 +137,9 @@ def test_http_bootstrap_sends_the_headers_rules_need_and_passes_ours_on():
 
 
 def test_readme_per_route_snippet_is_a_valid_virtual_host():
-    blocks = list(validated_blocks(ENVOY / "README.md"))
-    assert blocks, "deploy/envoy/README.md has no validated-as block"
+    blocks = [b for b in validated_blocks(ENVOY / "README.md") if b[0] == "envoy.config.route.v3.VirtualHost"]
+    assert blocks, "deploy/envoy/README.md has no VirtualHost block"
     for type_name, code, line in blocks:
-        assert type_name == "envoy.config.route.v3.VirtualHost", f"README.md:{line}: unexpected {type_name}"
         vhost = parse(route_components_pb2.VirtualHost(), yaml.safe_load(code))
         flags = {r.match.path or r.match.prefix: per_route(r) for r in vhost.routes}
         assert flags["/healthz"].disabled is True
@@ -156,3 +158,18 @@ def test_a_misspelt_field_is_refused(field):
     hcm["http_filters"][0]["typed_config"][field] = True
     with pytest.raises(json_format.ParseError):
         parse(bootstrap_pb2.Bootstrap(), data)
+
+
+def test_readme_rule_snippet_is_a_valid_authz_server_config(tmp_path):
+    """The README's matching rule, with a default decision around it, passes `authz-server validate`."""
+    if not SERVER_BIN.is_file():
+        pytest.fail(f"{SERVER_BIN} does not exist; build it first (scripts/test does)")
+    blocks = [b for b in validated_blocks(ENVOY / "README.md") if b[0] == "authz-server-rules"]
+    assert blocks, "deploy/envoy/README.md has no authz-server-rules block"
+    for _, code, line in blocks:
+        assert "context_extensions" in code
+        config = tmp_path / f"readme-{line}.toml"
+        config.write_text('[default]\ndeny = { status = 403 }\n\n' + code)
+        done = subprocess.run([str(SERVER_BIN), "validate", str(config)], capture_output=True, text=True)
+        assert done.returncode == 0, f"README.md:{line}: {done.stdout}{done.stderr}"
+        assert ": ok (1 rules)" in done.stdout
