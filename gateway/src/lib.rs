@@ -30,6 +30,7 @@ pub mod demo_backend;
 pub mod ext_authz;
 pub mod headers;
 pub mod metrics;
+mod otel;
 pub mod proxy;
 pub mod redact;
 pub mod reload;
@@ -56,6 +57,8 @@ pub enum LogFormat {
 /// until the process is done serving).
 #[must_use = "dropping the guard stops the log writer"]
 pub struct LogGuard {
+    // Dropped first: the exporter flushes the spans still queued, then the log writer its lines.
+    _tracing: Option<telemetry::Tracing>,
     _writer: tracing_appender::non_blocking::WorkerGuard,
 }
 
@@ -63,6 +66,14 @@ pub struct LogGuard {
 /// make a request wait (the writer drains thousands of lines per millisecond, so only a stalled
 /// stderr fills it).
 const QUEUED_LINES: usize = 64 * 1024;
+
+impl Drop for LogGuard {
+    fn drop(&mut self) {
+        // The access-log lines still batched go to the writer before it stops (the fields,
+        // the writer's guard included, are dropped after this).
+        access_log::flush();
+    }
+}
 
 /// Logs to stderr, filtered by `RUST_LOG` (default `info`); stdout stays for `listening` lines.
 pub fn init_tracing() -> LogGuard {
@@ -76,6 +87,56 @@ pub fn init_tracing() -> LogGuard {
 /// every request) and never blocks on a slow reader of stderr.
 pub fn init_logging(format: LogFormat) -> LogGuard {
     use std::io::IsTerminal;
+    let (writer, guard, filter) = log_writer(format);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(writer);
+    let _ = match format {
+        LogFormat::Text => builder
+            .with_ansi(std::io::stderr().is_terminal())
+            .try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+    LogGuard {
+        _tracing: None,
+        _writer: guard,
+    }
+}
+
+/// [`init_logging`], and OpenTelemetry tracing when `otlp_endpoint` is set (the `telemetry`
+/// crate: spans exported over OTLP/gRPC in batches; see docs/tracing.md). With tracing on, the
+/// log filter moves from the subscriber to the log layer, so `RUST_LOG` decides log lines only
+/// and cannot silence the spans, and the log layer never sees the spans.
+pub fn init_logging_and_tracing(
+    format: LogFormat,
+    otlp_endpoint: Option<&str>,
+) -> Result<LogGuard, telemetry::StartError> {
+    use std::io::IsTerminal;
+    use tracing_subscriber::Layer as _;
+    let Some(endpoint) = otlp_endpoint else {
+        return Ok(init_logging(format));
+    };
+    let (writer, guard, filter) = log_writer(format);
+    let logs = tracing_subscriber::fmt::layer().with_writer(writer);
+    let logs = match format {
+        LogFormat::Text => logs.with_ansi(std::io::stderr().is_terminal()).boxed(),
+        LogFormat::Json => logs.json().boxed(),
+    };
+    let tracing = telemetry::install(logs, filter, endpoint, "gateway")?;
+    Ok(LogGuard {
+        _tracing: Some(tracing),
+        _writer: guard,
+    })
+}
+
+/// The background log writer (shared with the access log) and `RUST_LOG`'s filter.
+fn log_writer(
+    format: LogFormat,
+) -> (
+    tracing_appender::non_blocking::NonBlocking,
+    tracing_appender::non_blocking::WorkerGuard,
+    tracing_subscriber::EnvFilter,
+) {
     let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
         .buffered_lines_limit(QUEUED_LINES)
         .lossy(true)
@@ -89,14 +150,5 @@ pub fn init_logging(format: LogFormat) -> LogGuard {
     access_log::install(writer.clone(), format);
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(writer);
-    let _ = match format {
-        LogFormat::Text => builder
-            .with_ansi(std::io::stderr().is_terminal())
-            .try_init(),
-        LogFormat::Json => builder.json().try_init(),
-    };
-    LogGuard { _writer: guard }
+    (writer, guard, filter)
 }

@@ -78,6 +78,10 @@ where
         &config.listeners[conn.listener].canonical,
     );
     let request_id = ensure_request_id(&mut parts);
+    let span = match &canonical {
+        Ok(c) => crate::otel::request(&parts.headers, &method, &c.host, &c.path),
+        Err(_) => crate::otel::request(&parts.headers, &method, "-", "-"),
+    };
     let mut authz = AuthzLog {
         outcome: "none",
         ..AuthzLog::default()
@@ -92,7 +96,7 @@ where
             // Boxed: the handle future (checks, upstream call) is several KiB, and kept inline it
             // made every future that holds `serve` that much larger, moved by memcpy at each poll
             // boundary that moves it (spawn, pinning in hyper's connection task).
-            Box::pin(handle(
+            let handled = Box::pin(handle(
                 &conn,
                 &config,
                 parts,
@@ -106,12 +110,18 @@ where
                     upstream_latency: &mut upstream_latency,
                     route_name: &mut route_name,
                 },
-            ))
-            .await
+            ));
+            tracing::Instrument::instrument(handled, span.clone()).await
         }
     };
 
     let route_label = route_name.unwrap_or_else(|| NO_ROUTE.clone());
+    crate::otel::response(
+        &span,
+        &route_label,
+        response.status().as_u16(),
+        authz.outcome,
+    );
     conn.shared
         .metrics
         .requests
@@ -275,12 +285,18 @@ async fn handle(
         }
     }
 
-    let upstream_req = match upstream_request(&route, parts, body) {
+    let mut upstream_req = match upstream_request(&route, parts, body) {
         Ok(r) => r,
         Err(status) => return local_reply(status, "invalid path"),
     };
+    let span = crate::otel::upstream(&route.backend.name, upstream_req.headers_mut());
     let began = Instant::now();
-    let result = route.backend.send(upstream_req, route.timeout).await;
+    let result = tracing::Instrument::instrument(
+        route.backend.send(upstream_req, route.timeout),
+        span.clone(),
+    )
+    .await;
+    crate::otel::upstream_status(&span, result.as_ref().ok().map(|r| r.status().as_u16()));
     let took = began.elapsed();
     *state.upstream_latency = Some(took);
     metrics

@@ -44,6 +44,11 @@ enum Command {
         /// Log line format on stderr.
         #[arg(long, value_enum, default_value_t = LogFormat::Text)]
         log_format: LogFormat,
+        /// Export OpenTelemetry traces over OTLP/gRPC to this endpoint, e.g.
+        /// `http://collector:4317`; default `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`, then
+        /// `OTEL_EXPORTER_OTLP_ENDPOINT`. Unset: no tracing.
+        #[arg(long, value_name = "URL")]
+        otlp_endpoint: Option<String>,
         /// On SIGTERM/SIGINT, how long requests in flight may take to finish, e.g. `10s`.
         #[arg(long, value_parser = duration, default_value = "10s")]
         drain_timeout: Duration,
@@ -78,10 +83,19 @@ fn main() -> ExitCode {
             authz_url,
             admin,
             log_format,
+            otlp_endpoint,
             drain_timeout,
             reload_interval,
         } => {
-            let _log = gateway::init_logging(log_format);
+            let otlp_endpoint = telemetry::endpoint(otlp_endpoint.as_deref());
+            let _log = match gateway::init_logging_and_tracing(log_format, otlp_endpoint.as_deref())
+            {
+                Ok(guard) => guard,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
             let overrides = Overrides {
                 listen: listen
                     .into_iter()

@@ -78,6 +78,7 @@ async fn check_over_tonic(
 ) -> Verdict {
     let mut request = tonic::Request::new(request);
     request.set_timeout(timeout);
+    crate::otel::inject_current_metadata(request.metadata_mut());
     // Getting the channel may wait for the startup connect: it is inside the timeout too.
     let call = async {
         let mut client = AuthorizationClient::new(backend.channel().await)

@@ -176,6 +176,7 @@ impl H2Channel {
             HeaderValue::from_static("application/grpc"),
         );
         headers.insert(header::TE, HeaderValue::from_static("trailers"));
+        crate::otel::inject_current(headers);
         if let Ok(value) = HeaderValue::from_str(&format!("{}m", timeout.as_millis().max(1))) {
             headers.insert("grpc-timeout", value);
         }

@@ -152,6 +152,7 @@ fn auth_request(
         None => Bytes::new(),
     };
     headers.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+    crate::otel::inject_current(headers);
     request
         .body(body::full(body))
         .map_err(|e| format!("authorization request: {e}"))

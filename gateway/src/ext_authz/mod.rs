@@ -307,6 +307,13 @@ impl ExtAuthz {
     /// Asks the server and resolves its answer, failure mode included. Never waits longer than
     /// the policy's timeout.
     pub async fn check(&self, input: CheckInput<'_>) -> Resolution {
+        let span = crate::otel::ext_authz(self);
+        let resolution = tracing::Instrument::instrument(self.ask(input), span.clone()).await;
+        crate::otel::resolved(&span, &resolution);
+        resolution
+    }
+
+    async fn ask(&self, input: CheckInput<'_>) -> Resolution {
         let verdict = match &self.transport {
             Transport::Grpc => {
                 let request =
