@@ -191,6 +191,7 @@ impl<'a> Compiler<'a> {
             require,
             allow,
             deny,
+            rego,
         } = raw.get_ref();
         let name_ok = match name.get_ref().as_str() {
             "" => {
@@ -225,7 +226,10 @@ impl<'a> Compiler<'a> {
         self.identity_conditions = None;
         self.namespaces = available;
         let owner = format!("rule `{}`", name.get_ref());
-        let action = self.decision(&owner, name.span().start, allow, deny);
+        let (action, rego) = match rego {
+            None => (self.decision(&owner, name.span().start, allow, deny), None),
+            Some(rego) => self.rego(&owner, rego, allow, deny),
+        };
         self.namespaces = Namespaces::REQUEST;
         Some(Rule {
             name: name.get_ref().as_str().into(),
@@ -235,8 +239,45 @@ impl<'a> Compiler<'a> {
             lookup: optional(lookup)?,
             require: optional(require)?,
             action: action?,
+            rego: optional(rego)?,
         })
         .filter(|_| name_ok)
+    }
+
+    /// A `rego` rule: the policy compiled, and the fail-closed deny (403, `PERMISSION_DENIED`)
+    /// as the rule's action. The policy decides, so `allow` / `deny` may not be given too.
+    #[allow(clippy::type_complexity)]
+    fn rego(
+        &mut self,
+        owner: &str,
+        raw: &Spanned<crate::config::RawRego>,
+        allow: &Option<Spanned<crate::config::RawAllow>>,
+        deny: &Option<Spanned<crate::config::RawDeny>>,
+    ) -> (
+        Option<crate::action::Action>,
+        Option<Option<crate::rego::SharedPolicy>>,
+    ) {
+        if let Some(offset) = allow
+            .as_ref()
+            .map(|a| a.span().start)
+            .or_else(|| deny.as_ref().map(|d| d.span().start))
+        {
+            let message = format!(
+                "{owner}: a `rego` policy decides, so `allow` / `deny` cannot be given too"
+            );
+            self.errors.push(self.at.error(offset, message));
+        }
+        let action = self
+            .deny(&crate::config::RawDeny::default(), 403, 7)
+            .map(crate::action::Action::Deny);
+        let policy = match crate::rego::compile(&self.at, &self.base_dir, raw) {
+            Ok(policy) => Some(std::sync::Arc::new(policy)),
+            Err(errors) => {
+                self.errors.extend(errors);
+                None
+            }
+        };
+        (action, Some(policy))
     }
 
     /// Compiles a template, mapping an error inside it to its position in the file.

@@ -2,6 +2,7 @@
 //! reference for every field; [`crate::compile`] turns this into the compiled [`crate::RuleSet`].
 
 mod auth;
+mod rego;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -14,6 +15,7 @@ pub(crate) use auth::{
     RawClaimMatch, RawCredential, RawDatabase, RawDbMatch, RawJwt, RawKeyList, RawLookup,
     RawOnError, RawOnFailure, RawParam, RawSource,
 };
+pub(crate) use rego::RawRego;
 
 /// The whole policy document.
 #[derive(Debug, Deserialize)]
@@ -67,6 +69,9 @@ pub(crate) struct RawRule {
     pub allow: Option<Spanned<RawAllow>>,
     /// Deny with this response when the rule matches.
     pub deny: Option<Spanned<RawDeny>>,
+    /// A Rego policy that decides instead of `allow` / `deny` (see `docs/rules.md`, "Coming
+    /// from OPA-Envoy").
+    pub rego: Option<Spanned<RawRego>>,
 }
 
 /// A `when` table: every listed condition must hold.

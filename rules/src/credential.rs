@@ -2,7 +2,7 @@
 //! as SHA-256 digests and compared in constant time, or a JWT). Verification never leaks the
 //! credential: failure reasons name what was wrong, not the value.
 
-mod jwt;
+pub(crate) mod jwt;
 
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};

@@ -110,6 +110,18 @@ pub struct Evaluation {
     /// Shadow rules that matched before the deciding rule, with what they would have decided.
     /// They are counted and logged, never enforced.
     pub shadow: Vec<ShadowMatch>,
+    /// Why the deciding rule's Rego policy did not decide (the decision is then a deny).
+    pub failure: Option<PolicyFailure>,
+}
+
+/// A Rego policy that did not decide: undefined, an error, a wrong shape, over its limit.
+/// The check is denied; the server logs the reason and counts the kind.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicyFailure {
+    /// `undefined`, `error`, `invalid`, `limit` or `input`: a metric label.
+    pub kind: &'static str,
+    /// What happened, for the log (never request values beyond the policy's own message).
+    pub reason: String,
 }
 
 /// A shadow rule that matched: what it would have decided had it been enforced.
@@ -128,6 +140,7 @@ impl From<Decision> for Evaluation {
             decision,
             rule: None,
             shadow: Vec::new(),
+            failure: None,
         }
     }
 }

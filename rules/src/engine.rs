@@ -32,8 +32,10 @@ pub(crate) struct Rule {
     pub lookup: Option<LookupSpec>,
     /// Identity-level conditions checked after the lookup.
     pub require: Option<Condition>,
-    /// What the rule does when it matches.
+    /// What the rule does when it matches; for a `rego` rule, the fail-closed deny.
     pub action: Action,
+    /// A Rego policy that decides in place of `action` (see `crate::rego`).
+    pub rego: Option<crate::rego::SharedPolicy>,
 }
 
 /// A compiled policy: rules in file order plus the explicit default. Immutable, `Send + Sync`,
@@ -49,6 +51,8 @@ pub struct RuleSet {
     secret_segments: Vec<usize>,
     /// Finds the rules a request may match without trying the others.
     index: RuleIndex,
+    /// Whether some rule delegates to a Rego policy (which reads OPA-Envoy's attributes).
+    has_rego: bool,
 }
 
 /// The name `{{rule.name}}` renders and the trace shows when no rule matched.
@@ -70,7 +74,9 @@ impl RuleSet {
         secret_segments.sort_unstable();
         secret_segments.dedup();
         let index = RuleIndex::new(rules.iter().map(|rule| &rule.when));
+        let has_rego = rules.iter().any(|rule| rule.rego.is_some());
         Self {
+            has_rego,
             index,
             rules,
             default,
@@ -154,6 +160,7 @@ impl RuleSet {
                     }),
                     rule: None,
                     shadow: Vec::new(),
+                    failure: None,
                 }
             }
         }
@@ -214,6 +221,7 @@ impl RuleSet {
         };
         let request = request.as_ref();
         let mut shadow = Vec::new();
+        let mut failure = None;
         // Traced, every rule is tried so the trace shows why each one did not match; untraced,
         // only those the index cannot rule out (in the same order: see `crate::index`).
         let mut regex_hits = Vec::new();
@@ -231,10 +239,19 @@ impl RuleSet {
             if !when_holds(rule, request, &mut trace) {
                 continue;
             }
-            let Some(decision) = try_rule(rule, request, hooks, trace.as_deref_mut()).await else {
+            let Some(decision) = try_rule(
+                rule,
+                (raw, request),
+                hooks,
+                trace.as_deref_mut(),
+                &mut failure,
+            )
+            .await
+            else {
                 continue;
             };
             if rule.shadow {
+                failure = None;
                 // 6. A shadow rule's verdict is recorded, and evaluation goes on as if it had
                 //    not matched.
                 record(&mut trace, || TraceEntry::Shadow {
@@ -251,6 +268,7 @@ impl RuleSet {
                 decision,
                 rule: Some(rule.name.clone()),
                 shadow,
+                failure,
             };
         }
         let scope = Scope {
@@ -266,6 +284,7 @@ impl RuleSet {
             decision,
             rule: None,
             shadow,
+            failure: None,
         }
     }
 
@@ -304,6 +323,7 @@ impl RuleSet {
             decision,
             rule: None,
             shadow: Vec::new(),
+            failure: None,
         }
     }
 
@@ -384,6 +404,21 @@ impl RuleSet {
             }
         }
         urls
+    }
+
+    /// Whether some rule runs a Rego policy: the transport then renders
+    /// [`Request::opa_attributes`] from the message it received.
+    pub fn needs_opa_attributes(&self) -> bool {
+        self.has_rego
+    }
+
+    /// The Rego policy and data files the rules read at load, for a reloader to watch.
+    pub fn rego_files(&self) -> Vec<&std::path::Path> {
+        self.rules
+            .iter()
+            .filter_map(|rule| rule.rego.as_ref())
+            .flat_map(|policy| policy.files.iter().map(std::path::PathBuf::as_path))
+            .collect()
     }
 
     /// Whether some template uses `{{received}}`; the transport renders
@@ -468,9 +503,10 @@ fn record(trace: &mut Option<&mut Trace>, entry: impl FnOnce() -> TraceEntry) {
 /// rule's steps when traced.
 async fn try_rule(
     rule: &Rule,
-    request: &Request,
+    (raw, request): (&Request, &Request),
     hooks: &Hooks,
     mut trace: Option<&mut Trace>,
+    failure: &mut Option<crate::decision::PolicyFailure>,
 ) -> Option<Decision> {
     let mut identity = Identity::default();
     let mut verified = None;
@@ -543,6 +579,13 @@ async fn try_rule(
         if !held {
             return None;
         }
+    }
+    if let Some(policy) = &rule.rego {
+        // 5, for a `rego` rule: the policy decides (see `crate::rego::step`).
+        let decision =
+            crate::rego::step::decide(policy, &rule.name, raw, request, &identity, trace);
+        *failure = decision.1;
+        return Some(decision.0);
     }
     record(&mut trace, || TraceEntry::Matched {
         rule: rule.name.to_string(),

@@ -23,6 +23,7 @@ mod index;
 mod lookup;
 mod matcher;
 mod prepare;
+mod rego;
 pub mod request;
 mod template;
 pub mod trace;
@@ -31,8 +32,8 @@ pub use canonical::{EscapedSlashes, PathOptions};
 pub use compile::{MAX_NESTING, MAX_RULES, load};
 pub use credential::{MAX_CREDENTIAL_BYTES, MAX_STATIC_KEYS};
 pub use decision::{
-    Allow, AppendAction, Decision, Deny, Evaluation, Metadata, RequestHeader, ResponseHeader,
-    ShadowMatch,
+    Allow, AppendAction, Decision, Deny, Evaluation, Metadata, PolicyFailure, RequestHeader,
+    ResponseHeader, ShadowMatch,
 };
 pub use engine::RuleSet;
 pub use error::{ConfigError, ConfigErrors};
@@ -43,6 +44,7 @@ pub use hooks::{
 pub use lookup::{DatabaseSpec, MAX_PARAM_BYTES, MAX_PARAMS, MAX_SQL_BYTES};
 pub use matcher::REGEX_SIZE_LIMIT;
 pub use prepare::RequestOptions;
-pub use request::{Peer, Request, Transport};
+pub use rego::{DEFAULT_QUERY as DEFAULT_REGO_QUERY, DEFAULT_TIMEOUT as DEFAULT_REGO_TIMEOUT};
+pub use request::{OpaAttributes, Peer, Request, Transport};
 pub use template::MAX_RENDERED_BYTES;
 pub use trace::{Trace, TraceEntry};

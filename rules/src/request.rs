@@ -65,6 +65,32 @@ pub struct Request {
     /// A one-line description of everything received, rendered by the transport. Filled only when
     /// the rule set asks for it ([`crate::RuleSet::needs_received`]), because rendering costs.
     pub received: String,
+    /// The check's attributes as OPA-Envoy hands them to a Rego policy, rendered by the
+    /// transport from the message it received. Filled only when the rule set asks for it
+    /// ([`crate::RuleSet::needs_opa_attributes`]); when absent, a Rego rule builds them from
+    /// this view instead (HTTP mode, tests, custom authorizers).
+    pub opa_attributes: Option<Box<OpaAttributes>>,
+}
+
+/// `input.attributes` and `input.version` of OPA-Envoy's input document.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OpaAttributes {
+    /// The CheckRequest's `attributes`, as OPA-Envoy serializes them for this API version.
+    pub attributes: serde_json::Value,
+    /// `input.version.ext_authz`: `v3` or `v2`.
+    pub ext_authz: &'static str,
+    /// `input.version.encoding`: `protojson` (v3) or `encoding/json` (v2).
+    pub encoding: &'static str,
+}
+
+impl OpaAttributes {
+    /// The version of a v3 check, with no attributes: what an input built from the neutral
+    /// view declares.
+    pub const V3_SHAPE: OpaAttributes = OpaAttributes {
+        attributes: serde_json::Value::Null,
+        ext_authz: "v3",
+        encoding: "protojson",
+    };
 }
 
 impl Request {

@@ -67,6 +67,19 @@ pub enum TraceEntry {
         /// `allow` or `deny`.
         outcome: &'static str,
     },
+    /// Step 5 of a `rego` rule: the policy's result and what it decided.
+    Rego {
+        /// The rule.
+        rule: String,
+        /// The query evaluated.
+        query: String,
+        /// The query's value as compact JSON (`undefined` when it has none).
+        result: String,
+        /// The values of the rules in the query's package (compact JSON), when known.
+        rules: Option<String>,
+        /// `allow`, `deny`, or `deny (fail closed: <reason>)`.
+        outcome: String,
+    },
     /// No rule decided: the `[default]` table did.
     Default {
         /// `allow` or `deny`.
@@ -105,6 +118,19 @@ impl fmt::Display for TraceEntry {
             TraceEntry::Matched { rule } => write!(f, "rule {rule:?}: matched"),
             TraceEntry::Shadow { rule, outcome } => {
                 write!(f, "rule {rule:?} (shadow): would {outcome}; not enforced")
+            }
+            TraceEntry::Rego {
+                rule,
+                query,
+                result,
+                rules,
+                outcome,
+            } => {
+                write!(f, "rule {rule:?}: rego {query} = {result}: {outcome}")?;
+                if let Some(rules) = rules {
+                    write!(f, "; package rules: {rules}")?;
+                }
+                Ok(())
             }
             TraceEntry::Default { outcome } => write!(f, "default: {outcome}"),
             TraceEntry::Incomplete => {

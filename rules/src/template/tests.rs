@@ -25,6 +25,7 @@ fn request() -> Request {
         },
         context_extensions: BTreeMap::from([("tenant".into(), "acme".into())]),
         received: "everything".into(),
+        opa_attributes: None,
     }
 }
 
