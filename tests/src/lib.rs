@@ -13,6 +13,8 @@ use hyper_util::rt::TokioExecutor;
 use tokio::sync::oneshot;
 use tonic::transport::Channel;
 
+pub mod load;
+pub mod procs;
 pub mod security;
 
 /// An authz server running in this process until dropped.
