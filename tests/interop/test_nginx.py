@@ -16,8 +16,15 @@ from pathlib import Path
 import pytest
 
 from contract import DENY_BODY, OVERRIDE_HEADER, RECEIVED_HEADER, RESULT_HEADER
-from deploy_support import DEPLOY, require_tool
-from gateway_support import SEED_API_KEY, SEED_BODY, curl, start_authz_server, start_demo_backend
+from deploy_support import DEPLOY, REPO_ROOT, require_tool
+from gateway_support import (
+    AUTHZ_SERVER_BIN,
+    SEED_API_KEY,
+    SEED_BODY,
+    curl,
+    start_authz_server,
+    start_demo_backend,
+)
 
 SHIPPED = DEPLOY / "nginx" / "ext-authz.conf"
 JSON = "content-type:application/json"
@@ -192,3 +199,40 @@ def test_authz_server_down_fails_closed(stack, tmp_path):
         assert b"chat.completion" not in resp.body
     finally:
         nginx.stop()
+
+
+def test_api_keys_identity_reaches_the_backend_and_401_passes_back(tmp_path, stack):
+    """config/api-keys.toml behind nginx: the row's x-user-id/x-plan go upstream (auth_request_set),
+    a missing key's 401 and www-authenticate and an unknown key's 403 body come back as authz-server
+    wrote them."""
+    binary = require_tool("nginx", "Debian's nginx-light")
+    server_bin = str(AUTHZ_SERVER_BIN)
+    config = tmp_path / "api-keys.toml"
+    config.write_text((REPO_ROOT / "config" / "api-keys.toml").read_text())  # sqlite://keys.db beside it
+    database = f"sqlite://{tmp_path / 'keys.db'}"
+    subprocess.run([server_bin, "keys", "init", "--database", database], check=True, capture_output=True)
+    added = subprocess.run(
+        [server_bin, "keys", "add", "--database", database, "--subject", "alice", "--plan", "pro"],
+        check=True, capture_output=True, text=True,
+    )
+    key = added.stdout.strip().splitlines()[-1].strip()
+    authz = start_authz_server(tmp_path, config)
+    port = free_port()
+    nginx = Nginx(binary, render(tmp_path, authz.addr("http"), stack["backend"].addr(), port, True), port, tmp_path)
+    try:
+        allowed = nginx.seed_curl(f"x-ai-api-key: {key}", "x-user-id: mallory")
+        assert_reached_backend(allowed)
+        assert (allowed.backend_saw("x-user-id"), allowed.backend_saw("x-plan")) == ("alice", "pro")
+
+        missing = nginx.seed_curl()
+        assert missing.status == 401
+        assert missing.header("www-authenticate") == "ApiKey"  # once, as authz-server sent it
+        direct = curl(f"localhost:{authz.addr('http').rsplit(':', 1)[1]}/openai")
+        assert (missing.status, missing.body) == (direct.status, direct.body)
+
+        unknown = nginx.seed_curl("x-ai-api-key: not-a-key")
+        assert unknown.status == 403
+        assert unknown.body == b"unknown or revoked API key"
+    finally:
+        nginx.stop()
+        authz.stop()
