@@ -41,6 +41,7 @@ impl<A: Authorizer> CheckService<A> {
     async fn decide<B>(
         &self,
         api: &'static str,
+        span: tracing::Span,
         proxy_request_id: &str,
         build: B,
     ) -> Result<Evaluation, Status>
@@ -52,7 +53,7 @@ impl<A: Authorizer> CheckService<A> {
             request,
             evaluation,
             path_for_log,
-        } = self.authorizer.decide(build).await;
+        } = crate::otel::decide(&span, self.authorizer.decide(build)).await;
         let elapsed = started.elapsed();
         crate::log::decision(
             &self.metrics,
@@ -89,11 +90,12 @@ impl<A: Authorizer> auth_v3::authorization_server::Authorization for CheckServic
         &self,
         request: tonic::Request<v3::CheckRequest>,
     ) -> Result<Response<v3::CheckResponse>, Status> {
-        let (_, extensions, check) = request.into_parts();
+        let (metadata, extensions, check) = request.into_parts();
         self.expired("grpc.v3", &extensions)?;
+        let span = crate::otel::grpc_v3(&metadata, &check);
         let id = attributes::fallback_request_id_v3(&check);
         let evaluation = self
-            .decide("grpc.v3", &id, |received| {
+            .decide("grpc.v3", span, &id, |received| {
                 attributes::from_v3(check, received)
             })
             .await?;
@@ -107,11 +109,12 @@ impl<A: Authorizer> auth_v2::authorization_server::Authorization for CheckServic
         &self,
         request: tonic::Request<v2::CheckRequest>,
     ) -> Result<Response<v2::CheckResponse>, Status> {
-        let (_, extensions, check) = request.into_parts();
+        let (metadata, extensions, check) = request.into_parts();
         self.expired("grpc.v2", &extensions)?;
+        let span = crate::otel::grpc_v2(&metadata, &check);
         let id = attributes::fallback_request_id_v2(&check);
         let evaluation = self
-            .decide("grpc.v2", &id, |received| {
+            .decide("grpc.v2", span, &id, |received| {
                 attributes::from_v2(check, received)
             })
             .await?;

@@ -41,6 +41,7 @@ where
 {
     let started = Instant::now();
     let (parts, body) = request.into_parts();
+    let span = crate::otel::http_check(&parts.headers);
     let reading = tokio::time::timeout(READ_TIMEOUT, Limited::new(body, MAX_BODY_BYTES).collect());
     let body = match reading.await {
         Ok(Ok(collected)) => collected.to_bytes(),
@@ -62,15 +63,17 @@ where
         request: view,
         evaluation,
         path_for_log,
-    } = authorizer
-        .decide(|render_received| {
+    } = crate::otel::decide(
+        &span,
+        authorizer.decide(|render_received| {
             let mut view = neutral_request(&parts, &body, source, destination);
             if render_received {
                 view.received = received_line(&parts, &body);
             }
             view
-        })
-        .await;
+        }),
+    )
+    .await;
     let elapsed = started.elapsed();
     crate::log::decision(
         &metrics,

@@ -195,7 +195,9 @@ impl HttpJwks {
     /// ends, whether or not anyone still waits for it.
     fn spawn_fetch(&self, url: &str, state: Arc<UrlState>) {
         let (this, url) = (self.clone(), url.to_owned());
-        tokio::spawn(async move {
+        // A child of the check that started it (when tracing is on); it may outlive that check.
+        let span = crate::otel::jwks_fetch(&url);
+        let fetching = async move {
             let started = Instant::now();
             let timeout = this.settings.fetch_timeout;
             let fetched = match tokio::time::timeout(timeout, this.fetch(&url)).await {
@@ -211,13 +213,15 @@ impl HttpJwks {
                         last.failure = None;
                     }
                     Err(reason) => {
+                        crate::otel::failed(&tracing::Span::current(), "jwks fetch");
                         tracing::warn!(url, "JWKS fetch failed: {reason}");
                         last.failure = Some(reason);
                     }
                 }
             }
             state.done.send_modify(|count| *count += 1);
-        });
+        };
+        tokio::spawn(tracing::Instrument::instrument(fetching, span));
     }
 
     /// The answer the cache gives without fetching, or `None` when a fetch is due (or one is
@@ -291,7 +295,20 @@ impl JwksSource for HttpJwks {
         url: &'a str,
         refresh: bool,
     ) -> BoxFuture<'a, Result<Arc<JwkSet>, JwksError>> {
-        Box::pin(self.get(url, refresh))
+        if !telemetry::enabled() {
+            return Box::pin(self.get(url, refresh));
+        }
+        let span = crate::otel::jwks(url);
+        Box::pin(tracing::Instrument::instrument(
+            async move {
+                let answer = self.get(url, refresh).await;
+                if answer.is_err() {
+                    crate::otel::failed(&tracing::Span::current(), "jwks");
+                }
+                answer
+            },
+            span,
+        ))
     }
 }
 

@@ -47,6 +47,7 @@ pub mod metrics;
 pub mod reload;
 mod response;
 pub mod server;
+mod otel;
 pub mod tls;
 
 pub use authorizer::{AuthorizeError, Authorizer, Checked, RuleEngine};

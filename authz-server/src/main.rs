@@ -53,6 +53,11 @@ struct ServeArgs {
     /// Seconds requests in flight get to finish after SIGTERM/SIGINT.
     #[arg(long, value_name = "SECONDS", default_value_t = 10)]
     drain_timeout: u64,
+    /// Export OpenTelemetry traces over OTLP/gRPC to this endpoint, e.g.
+    /// `http://collector:4317`; default `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`, then
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT`. Unset: no tracing.
+    #[arg(long, value_name = "URL")]
+    otlp_endpoint: Option<String>,
     /// Log lines as human-readable text or one JSON object per line.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -145,7 +150,8 @@ fn report(result: anyhow::Result<()>) -> ExitCode {
 #[tokio::main]
 async fn serve(config: Config, args: &ServeArgs) -> anyhow::Result<()> {
     // Dropped when serving ends (after the drain): the log thread writes what it holds first.
-    let _flush_logs_on_exit = init_logging(args.log_format);
+    let endpoint = telemetry::endpoint(args.otlp_endpoint.as_deref());
+    let _flush_on_exit = init_logging(args.log_format, endpoint.as_deref())?;
     let grpc = args.grpc_addr.or(config.server.grpc);
     let http = args.http_addr.or(config.server.http);
     anyhow::ensure!(
@@ -212,7 +218,10 @@ async fn serve(config: Config, args: &ServeArgs) -> anyhow::Result<()> {
 /// to a writer thread (`tracing_appender::non_blocking`)
 /// instead of waiting on stderr; when that thread falls 128k lines behind, lines are dropped,
 /// never the check delayed. The returned guard flushes on drop.
-fn init_logging(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuard {
+///
+/// With `otlp_endpoint`, spans are exported too (see docs/tracing.md); `RUST_LOG` then filters
+/// the log layer only, so it cannot silence the spans, and the log layer never sees them.
+fn init_logging(format: LogFormat, otlp_endpoint: Option<&str>) -> anyhow::Result<FlushOnExit> {
     use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
@@ -229,6 +238,19 @@ fn init_logging(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuar
         }
         LogFormat::Text => {}
     }
+    if let Some(endpoint) = otlp_endpoint {
+        use tracing_subscriber::Layer as _;
+        let logs = tracing_subscriber::fmt::layer().with_writer(writer);
+        let logs = match format {
+            LogFormat::Text => logs.with_ansi(ansi).boxed(),
+            LogFormat::Json => logs.json().boxed(),
+        };
+        let tracing = telemetry::install(logs, filter, endpoint, "authz-server")?;
+        return Ok(FlushOnExit {
+            _tracing: Some(tracing),
+            _logs: guard,
+        });
+    }
     let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(writer);
@@ -236,7 +258,17 @@ fn init_logging(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuar
         LogFormat::Text => logs.with_ansi(ansi).init(),
         LogFormat::Json => logs.json().init(),
     }
-    guard
+    Ok(FlushOnExit {
+        _tracing: None,
+        _logs: guard,
+    })
+}
+
+/// Held until serving ends (after the drain). Dropped in field order: the exporter sends the
+/// spans still queued, then the log thread writes the lines it holds.
+struct FlushOnExit {
+    _tracing: Option<telemetry::Tracing>,
+    _logs: tracing_appender::non_blocking::WorkerGuard,
 }
 
 /// The built-in config has no file to re-read; SIGHUP must not kill the process either.

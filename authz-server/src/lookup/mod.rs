@@ -124,6 +124,7 @@ impl DatabaseLookup {
     }
 
     fn count(&self, database: &str, result: &'static str) {
+        crate::otel::lookup_cache(result);
         if let Some(metrics) = self.shared.metrics.get() {
             metrics.lookup_cache(database, result);
         }
@@ -258,7 +259,20 @@ impl DatabaseLookup {
 
 impl Lookup for DatabaseLookup {
     fn lookup<'a>(&'a self, query: LookupQuery<'a>) -> BoxFuture<'a, Answer> {
-        Box::pin(self.answer(query))
+        if !telemetry::enabled() {
+            return Box::pin(self.answer(query));
+        }
+        let span = crate::otel::lookup(query.database);
+        Box::pin(tracing::Instrument::instrument(
+            async move {
+                let answer = self.answer(query).await;
+                if let Err(error) = &answer {
+                    crate::otel::failed(&tracing::Span::current(), error_kind(error));
+                }
+                answer
+            },
+            span,
+        ))
     }
 }
 
