@@ -117,6 +117,12 @@ impl RuleEngine {
         Self::with_hooks(rules, hooks)
     }
 
+    /// The Rego policy and data files the rules in force read, for the reloader to watch.
+    pub fn rego_files(&self) -> Vec<std::path::PathBuf> {
+        let rules = self.rules.load();
+        rules.rego_files().into_iter().map(Into::into).collect()
+    }
+
     /// Publishes a new rule set; checks already running finish on the old one. The hooks stay:
     /// `[databases]` opened at start keep serving, and a changed `[databases]` table takes
     /// effect on restart.

@@ -44,6 +44,19 @@ pub fn decision(
             for shadow in &evaluation.shadow {
                 metrics.shadow_match(&shadow.rule, shadow.outcome);
             }
+            if let (Some(failure), Some(rule)) = (&evaluation.failure, &evaluation.rule) {
+                // Fail closed, and say why: the policy's own message, never request values.
+                metrics.rego_failure(rule, failure.kind);
+                tracing::warn!(
+                    target: "authz::decision",
+                    api,
+                    request_id = %request_id,
+                    rule = %escape(rule),
+                    kind = failure.kind,
+                    "rego policy did not decide, denied: {}",
+                    escape(&failure.reason)
+                );
+            }
             let rule = evaluation.rule.as_deref().unwrap_or("default");
             if !tracing::enabled!(target: "authz::decision", tracing::Level::INFO) {
                 return;

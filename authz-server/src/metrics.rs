@@ -48,6 +48,13 @@ struct ShadowLabels {
     outcome: &'static str,
 }
 
+/// Labels of a Rego policy that did not decide.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RegoFailureLabels {
+    rule: Arc<str>,
+    kind: &'static str,
+}
+
 /// Labels of a lookup cache answer.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct CacheLabels {
@@ -73,6 +80,7 @@ pub struct Metrics {
     lookup_cache: Family<CacheLabels, Counter>,
     database_errors: Family<DatabaseLabels, Counter>,
     jwks_errors: Counter,
+    rego_failures: Family<RegoFailureLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -141,7 +149,14 @@ impl Metrics {
             "JWKS documents that could not be fetched or parsed",
             jwks_errors.clone(),
         );
+        let rego_failures = Family::<RegoFailureLabels, Counter>::default();
+        registry.register(
+            "authz_rego_failures",
+            "Rego policies that did not decide (undefined, error, invalid, limit, input); each was a deny",
+            rego_failures.clone(),
+        );
         Self {
+            rego_failures,
             registry,
             checks,
             check_latency,
@@ -223,6 +238,16 @@ impl Metrics {
         self.database_errors
             .get_or_create(&DatabaseLabels {
                 database: database.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Counts a Rego policy that did not decide, by rule and kind.
+    pub fn rego_failure(&self, rule: &Arc<str>, kind: &'static str) {
+        self.rego_failures
+            .get_or_create(&RegoFailureLabels {
+                rule: rule.clone(),
+                kind,
             })
             .inc();
     }

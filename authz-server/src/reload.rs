@@ -1,4 +1,5 @@
-//! Hot reload: the config file is re-read when it changes on disk or on SIGHUP. A new config is
+//! Hot reload: the config file is re-read when it or a Rego policy or data file its rules read
+//! changes on disk, or on SIGHUP. A new config is
 //! parsed, validated and compiled completely before it replaces the old one; one that fails is
 //! logged with every error, and the last good rules keep serving.
 
@@ -19,7 +20,8 @@ pub struct Reloader {
     engine: RuleEngine,
     metrics: Arc<Metrics>,
     listening: ServerSection,
-    seen: Option<Fingerprint>,
+    /// The config's fingerprint, then those of the Rego files the rules in force read.
+    seen: Vec<Option<Fingerprint>>,
 }
 
 impl Reloader {
@@ -30,7 +32,7 @@ impl Reloader {
         metrics: Arc<Metrics>,
         listening: ServerSection,
     ) -> Self {
-        let seen = fingerprint(&path);
+        let seen = fingerprints(&path, &engine);
         Self {
             path,
             engine,
@@ -59,15 +61,16 @@ impl Reloader {
             let hangup_received = std::future::pending::<Option<()>>();
             tokio::select! {
                 _ = ticks.tick() => {
-                    let now = fingerprint(&self.path);
+                    let now = fingerprints(&self.path, &self.engine);
                     if now != self.seen {
-                        self.seen = now;
                         self.reload("file changed");
+                        // The rules now in force may read other Rego files.
+                        self.seen = fingerprints(&self.path, &self.engine);
                     }
                 }
                 _ = hangup_received => {
-                    self.seen = fingerprint(&self.path);
                     self.reload("SIGHUP");
+                    self.seen = fingerprints(&self.path, &self.engine);
                 }
             }
         }
@@ -117,6 +120,13 @@ struct Fingerprint {
     modified: SystemTime,
     len: u64,
     file: (u64, u64),
+}
+
+/// The config's fingerprint, then each Rego policy and data file's the engine's rules read.
+fn fingerprints(config: &Path, engine: &RuleEngine) -> Vec<Option<Fingerprint>> {
+    std::iter::once(fingerprint(config))
+        .chain(engine.rego_files().iter().map(|file| fingerprint(file)))
+        .collect()
 }
 
 fn fingerprint(path: &Path) -> Option<Fingerprint> {
