@@ -93,14 +93,12 @@ fn pg_throwaway(command: &str, dir: &std::path::Path) -> std::process::Output {
 }
 
 impl Throwaway {
-    /// One under `AUTHZ_TEST_RUN_DIR`, or `None` (with the reason printed) when there is no
+    /// One under `AUTHZ_TEST_RUN_DIR` (or the temp dir), or `None` (with the reason printed) when there is no
     /// PostgreSQL for tests; fails instead under `AUTHZ_TEST_STRICT=1`.
     fn start(test: &str) -> Option<Throwaway> {
-        let Some(base) = std::env::var_os("AUTHZ_TEST_RUN_DIR")
-            .filter(|_| std::env::var("AUTHZ_TEST_POSTGRES_URL").is_ok_and(|url| !url.is_empty()))
-        else {
+        if !std::env::var("AUTHZ_TEST_POSTGRES_URL").is_ok_and(|url| !url.is_empty()) {
             let why = format!(
-                "SKIPPED {test}: AUTHZ_TEST_POSTGRES_URL/AUTHZ_TEST_RUN_DIR unset (scripts/test starts a throwaway PostgreSQL and sets them)"
+                "SKIPPED {test}: AUTHZ_TEST_POSTGRES_URL is unset (scripts/test starts a throwaway PostgreSQL and sets it)"
             );
             assert!(
                 std::env::var_os("AUTHZ_TEST_STRICT").is_none(),
@@ -108,8 +106,12 @@ impl Throwaway {
             );
             println!("{why}");
             return None;
-        };
-        let dir = PathBuf::from(base).join(format!("pg-faults-{}", std::process::id()));
+        }
+        // Where scripts/test keeps its throwaway servers, or the system temp dir.
+        let base = std::env::var_os("AUTHZ_TEST_RUN_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(std::env::temp_dir);
+        let dir = base.join(format!("pg-faults-{}", std::process::id()));
         let output = pg_throwaway("start", &dir);
         let url = String::from_utf8(output.stdout)
             .expect("UTF-8 URL")
