@@ -69,10 +69,10 @@ fn endpoint_from(flag: Option<&str>, var: impl Fn(&str) -> Option<String>) -> Op
 
 /// Why tracing could not start.
 #[derive(Debug, thiserror::Error)]
-#[error("OpenTelemetry exporter for {endpoint}: {source}")]
+#[error("OpenTelemetry exporter for {endpoint}: {reason}")]
 pub struct StartError {
     endpoint: String,
-    source: StartFailure,
+    reason: StartFailure,
 }
 
 /// What failed when tracing started.
@@ -117,9 +117,9 @@ pub fn start<S>(
 where
     S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
 {
-    let failed = |source: StartFailure| StartError {
+    let failed = |reason: StartFailure| StartError {
         endpoint: endpoint.to_owned(),
-        source,
+        reason,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
@@ -127,14 +127,21 @@ where
         .enable_all()
         .build()
         .map_err(|e| failed(StartFailure::Runtime(e)))?;
-    let exporter = {
+    let built = {
         // The channel's connection task is spawned on the export runtime.
         let _inside = runtime.enter();
         opentelemetry_otlp::SpanExporter::builder()
             .with_tonic()
             .with_endpoint(endpoint)
             .build()
-            .map_err(|e| failed(StartFailure::Exporter(e)))?
+    };
+    let exporter = match built {
+        Ok(exporter) => exporter,
+        Err(e) => {
+            // Dropping a runtime inside another one panics; this may run inside the binary's.
+            runtime.shutdown_background();
+            return Err(failed(StartFailure::Exporter(e)));
+        }
     };
     let mut resource = opentelemetry_sdk::Resource::builder();
     if std::env::var_os("OTEL_SERVICE_NAME").is_none() {

@@ -80,3 +80,19 @@ fn a_malformed_traceparent_starts_a_new_trace() {
     let cx = extract(&Headers(&headers));
     assert!(!cx.span().span_context().is_valid());
 }
+
+// Inside the binary's runtime, as authz-server starts it: a bad endpoint is an error, not a
+// panic (dropping the export runtime there would be one), and tracing stays off.
+#[tokio::test]
+async fn a_bad_endpoint_is_an_error_inside_a_runtime() {
+    let started = start::<tracing_subscriber::Registry>("not a url", "test");
+    let Err(error) = started else {
+        panic!("a malformed endpoint started an exporter");
+    };
+    assert!(
+        error
+            .to_string()
+            .starts_with("OpenTelemetry exporter for not a url: ")
+    );
+    assert!(!enabled());
+}
