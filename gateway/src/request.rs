@@ -164,6 +164,7 @@ fn canonical_authority(
     // The authority is read under the scheme that comes with it — an absolute-form target's or
     // HTTP/2's `:scheme` (they may differ from the listener's: `http://` over TLS) — so its
     // default port is the one removed.
+    let listener_scheme = scheme;
     let scheme = match parts.uri.scheme_str() {
         None => scheme,
         Some(s) if s.eq_ignore_ascii_case("http") => "http",
@@ -171,7 +172,14 @@ fn canonical_authority(
         Some(_) => return Err(Rejected::UnsupportedScheme),
     };
     let canonical = |raw: &str| -> Result<String, Rejected> {
-        let host = canonical::canonical_host(raw, scheme, options)?;
+        let mut host = canonical::canonical_host(raw, scheme, options)?;
+        // The head is rewritten to origin-form, so everything after this step (the check's
+        // `scheme`, `authz-server`'s own canonical host, a second pass) reads the authority
+        // under the listener's scheme: its default port goes too, or `https://a:80` on a plain
+        // listener would be `a:80` here and `a` to them (found by fuzz/canonical_request).
+        if scheme != listener_scheme {
+            host = canonical::canonical_host(&host, listener_scheme, options)?;
+        }
         if host.is_empty() {
             return Err(Rejected::MissingHost);
         }

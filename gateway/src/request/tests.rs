@@ -288,6 +288,26 @@ fn an_absolute_form_target_supplies_the_authority() {
         .err(),
         Some(Rejected::UnsupportedScheme)
     );
+    // Neither scheme's default port survives when the target's scheme is not the listener's:
+    // the rewritten head is read under the listener's scheme from here on (the check, the
+    // rule engine, a second pass), and must read the same. Found by fuzz/canonical_request.
+    for (uri, version, listener) in [
+        ("https://Amplj:80/x", Version::HTTP_2, "http"),
+        ("https://amplj:80/x", Version::HTTP_11, "http"),
+        ("http://amplj:443/x", Version::HTTP_11, "https"),
+    ] {
+        let mut p = parts("GET", uri, version, &[]);
+        let peer = PEER.parse().unwrap();
+        let options = CanonicalOptions::default();
+        let c = canonicalise(&mut p, peer, listener, &options).unwrap();
+        assert_eq!(c.host, "amplj", "{uri} on an {listener} listener");
+        assert_eq!(p.headers[header::HOST], "amplj");
+        let again = canonicalise(&mut p, peer, listener, &options).unwrap();
+        assert_eq!(again.host, c.host, "{uri}: canonical twice");
+    }
+    // Another port stays.
+    let (c, _) = run("https://amplj:8443/x", &[], &CanonicalOptions::default()).unwrap();
+    assert_eq!(c.host, "amplj:8443");
     // The target's authority is enough without a Host field.
     let (c, p) = run(
         "http://admin.example.com/x",
