@@ -195,7 +195,10 @@ fn text(buf: &mut Vec<u8>, l: &Line<'_>) {
     metadata(buf, l.dynamic_metadata);
     let _ = write!(buf, " duration_ms={:?} request_id=", l.duration_ms);
     escaped(buf, l.request_id);
-    let _ = write!(buf, " peer={} client={}", l.peer, l.client);
+    buf.extend_from_slice(b" peer=");
+    socket(buf, l.peer);
+    buf.extend_from_slice(b" client=");
+    socket(buf, l.client);
 }
 
 /// JSON fields as tracing-subscriber's JSON formatter writes them: every `%` value a string,
@@ -238,10 +241,10 @@ fn json(buf: &mut Vec<u8>, l: &Line<'_>) {
     let _ = serde_json::to_writer(&mut *buf, &l.duration_ms);
     string(buf, "request_id", &|b| escaped(b, l.request_id));
     string(buf, "peer", &|b| {
-        let _ = write!(b, "{}", l.peer);
+        socket(b, l.peer);
     });
     string(buf, "client", &|b| {
-        let _ = write!(b, "{}", l.client);
+        socket(b, l.client);
     });
 }
 
@@ -285,6 +288,33 @@ fn date_prefix(secs: u64) -> String {
     )
 }
 
+/// `addr` as `Display` writes it (IPv4 without the formatting machinery).
+fn socket(buf: &mut Vec<u8>, addr: SocketAddr) {
+    match addr {
+        SocketAddr::V4(v4) => {
+            buf.extend_from_slice(
+                crate::headers::ip_string(std::net::IpAddr::V4(*v4.ip())).as_bytes(),
+            );
+            buf.push(b':');
+            let mut digits = [0u8; 5];
+            let mut n = v4.port();
+            let mut at = digits.len();
+            loop {
+                at -= 1;
+                digits[at] = b'0' + (n % 10) as u8;
+                n /= 10;
+                if n == 0 {
+                    break;
+                }
+            }
+            buf.extend_from_slice(&digits[at..]);
+        }
+        SocketAddr::V6(_) => {
+            let _ = write!(buf, "{addr}");
+        }
+    }
+}
+
 /// The line as a `tracing` event, for a subscriber we did not install.
 fn via_tracing(l: &Line<'_>) {
     let path = redact::path(l.path_and_query);
@@ -315,6 +345,24 @@ fn via_tracing(l: &Line<'_>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn socket_addresses_are_what_display_writes() {
+        for addr in [
+            "127.0.0.1:0",
+            "10.0.0.1:9",
+            "192.168.100.200:80",
+            "255.255.255.255:65535",
+            "1.2.3.4:10000",
+            "[::1]:8080",
+            "[2001:db8::1]:443",
+        ] {
+            let addr: SocketAddr = addr.parse().unwrap();
+            let mut buf = Vec::new();
+            socket(&mut buf, addr);
+            assert_eq!(String::from_utf8(buf).unwrap(), addr.to_string());
+        }
+    }
 
     #[test]
     fn timestamps_match_tracing_subscriber() {

@@ -142,6 +142,7 @@ impl Gateway {
         let admin = self
             .admin
             .map(|socket| tokio::spawn(crate::admin::serve(socket, self.shared.clone())));
+        let pacer = tokio::spawn(timer_pacer());
 
         tokio::select! {
             () = shutdown => {}
@@ -165,8 +166,27 @@ impl Gateway {
         if let Some(admin) = admin {
             admin.abort();
         }
+        pacer.abort();
         tracing::info!(?drained, "drained");
         Ok(drained)
+    }
+}
+
+/// How often [`timer_pacer`] ticks: shorter than the ext_authz timeout (200 ms by default).
+const PACER_PERIOD: Duration = Duration::from_millis(100);
+
+/// Keeps a timer due within [`PACER_PERIOD`] at all times, so that arming a check's timeout
+/// (every request with a policy) is never the runtime's earliest deadline. Tokio wakes its
+/// driver (an `eventfd` write, then one more `epoll_wait`) whenever a timer is armed earlier
+/// than the deadline the driver last promised to wake at — even when no thread is parked —
+/// which cost two syscalls per checked request (strace, one request in flight). Ten ticks a
+/// second cost nothing measurable; a timeout shorter than the period still works, with the
+/// extra wake-up.
+async fn timer_pacer() {
+    let mut tick = tokio::time::interval(PACER_PERIOD);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
     }
 }
 

@@ -152,7 +152,7 @@ fn peer(addr: SocketAddr) -> attribute_context::Peer {
     attribute_context::Peer {
         address: Some(Address {
             address: Some(address::Address::SocketAddress(SocketAddress {
-                address: addr.ip().to_string(),
+                address: crate::headers::ip_string(addr.ip()),
                 port_specifier: Some(socket_address::PortSpecifier::PortValue(u32::from(
                     addr.port(),
                 ))),

@@ -31,7 +31,9 @@ pub async fn check(backend: &AuthzBackend, request: CheckRequest, timeout: Durat
         };
     }
     let Some(h2c) = backend.h2c() else {
-        return check_over_tonic(backend, request, timeout).await;
+        // Boxed: tonic's call future is large, and inline it would make the h2c path's future
+        // (moved whole at every move) as large.
+        return Box::pin(check_over_tonic(backend, request, timeout)).await;
     };
     let message = Bytes::from(prost::Message::encode_to_vec(&request));
     // Connecting (at startup, or after the connection ended) is inside the timeout too.

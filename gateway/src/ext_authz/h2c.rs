@@ -17,7 +17,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use ::http::uri::{Authority, Uri};
+use ::http::uri::{Authority, PathAndQuery, Scheme, Uri};
 use ::http::{HeaderValue, Method, Request, StatusCode, header};
 use bytes::{BufMut, Bytes, BytesMut};
 use h2::client::SendRequest;
@@ -149,20 +149,27 @@ impl H2Channel {
         timeout: Duration,
         max_response_bytes: usize,
     ) -> Result<Reply, CallError> {
+        // Connecting is the cold path, boxed: its futures (TCP connect, the h2 handshake with
+        // its codec) are kilobytes, and inline they would be part of every call's future,
+        // which is moved whole (memcpy) each time it is moved.
+        let live = match self.live() {
+            Some(sender) => sender,
+            None => Box::pin(self.connect()).await?,
+        };
         // A connection that ended since it was last used fails here, before anything was
         // sent: forget it and try once more on a fresh one.
-        let mut sender = match self.connect().await?.ready().await {
+        let mut sender = match live.ready().await {
             Ok(sender) => sender,
             Err(e) => {
                 tracing::debug!(error = %e, "ext_authz connection gone; reconnecting");
                 self.forget();
-                self.connect().await?.ready().await?
+                Box::pin(async { Ok::<_, CallError>(self.connect().await?.ready().await?) }).await?
             }
         };
         let uri = Uri::builder()
-            .scheme("http")
+            .scheme(Scheme::HTTP)
             .authority(self.authority.clone())
-            .path_and_query(path)
+            .path_and_query(PathAndQuery::from_static(path))
             .build()
             .map_err(|e| CallError::Protocol(e.to_string()))?;
         let mut request = Request::builder()

@@ -320,8 +320,18 @@ impl ExtAuthz {
                     check_request::build(&input, &self.headers, self.include_peer_certificate);
                 grpc::check(&self.backend, request, self.timeout).await
             }
+            // Boxed: the HTTP transport's future (hyper-util's client call) is several times the
+            // gRPC one's; inline, it made every check's future that large, and a future is
+            // moved by memcpy whole, whichever transport it runs.
             Transport::Http(settings) => {
-                http::check(&self.backend, settings, &self.headers, &input, self.timeout).await
+                Box::pin(http::check(
+                    &self.backend,
+                    settings,
+                    &self.headers,
+                    &input,
+                    self.timeout,
+                ))
+                .await
             }
         };
         let verdict = match verdict {
