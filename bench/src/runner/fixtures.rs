@@ -332,3 +332,74 @@ fn is_root() -> bool {
             == Some("0")
     })
 }
+
+/// A typical RBAC decision written twice, for a side-by-side run: roles from an HS256 bearer
+/// JWT (`roles` claim), each role granting methods on paths; the token (role `user`) may POST
+/// /v1/chat/completions (the benchmark's request) by the third grant of four.
+pub struct Rbac {
+    /// The decision as TOML rules: a `jwt` credential and a `require` on `roles` per grant.
+    pub toml: String,
+    /// The same decision as a Rego policy (written into the run's directory) in OPA-Envoy's
+    /// form, served by a `rego` rule.
+    pub rego: String,
+    /// A token valid for a day.
+    pub token: String,
+}
+
+/// The [`Rbac`] pair; writes `rbac.rego` into `dir`.
+pub fn rbac(dir: &Path) -> anyhow::Result<Rbac> {
+    let secret = "bench-rbac-secret-0123456789abcdef-01234";
+    let credential = format!(
+        "credential = {{ from = {{ header = \"authorization\", scheme = \"Bearer\" }}, jwt = {{ algorithms = [\"HS256\"], secret = \"{secret}\" }} }}"
+    );
+    let grants = [
+        ("guest-models", "GET", "/v1/models", "guest"),
+        ("user-models", "GET", "/v1/models", "user"),
+        ("user-chat", "POST", "/v1/chat/", "user"),
+        ("admin", "POST", "/v1/", "admin"),
+    ];
+    let mut toml = "[default]\ndeny = { status = 403 }\n".to_owned();
+    for (name, method, prefix, role) in grants {
+        toml.push_str(&format!(
+            "\n[[rules]]\nname = \"{name}\"\nwhen = {{ method = \"{method}\", path = {{ prefix = \"{prefix}\" }} }}\n{credential}\nrequire = {{ claims = [{{ name = \"roles\", contains = \"{role}\" }}] }}\nallow = {{}}\n"
+        ));
+    }
+    let policy = format!(
+        r#"package envoy.authz
+
+import rego.v1
+
+default allow := false
+
+grants := {{
+	"guest": [{{"methods": ["GET"], "path": "/v1/models*"}}],
+	"user": [{{"methods": ["GET"], "path": "/v1/models*"}}, {{"methods": ["POST"], "path": "/v1/chat/*"}}],
+	"admin": [{{"methods": ["GET", "POST"], "path": "/v1/**"}}],
+}}
+
+claims := payload if {{
+	[scheme, encoded] := split(input.attributes.request.http.headers.authorization, " ")
+	lower(scheme) == "bearer"
+	[valid, _, payload] := io.jwt.decode_verify(encoded, {{"secret": "{secret}", "alg": "HS256"}})
+	valid
+}}
+
+allow if {{
+	some role in claims.roles
+	some grant in grants[role]
+	input.attributes.request.http.method in grant.methods
+	glob.match(grant.path, ["/"], input.attributes.request.http.path)
+}}
+"#
+    );
+    std::fs::write(dir.join("rbac.rego"), policy)?;
+    let rego = "[default]\ndeny = { status = 403 }\n\n[[rules]]\nname = \"rbac\"\nrego = { files = [\"rbac.rego\"], query = \"data.envoy.authz.allow\" }\n".to_owned();
+    let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
+    let claims = serde_json::json!({ "sub": "alice", "roles": ["user"], "exp": now + 86_400 });
+    let token = jsonwebtoken::encode(
+        &Header::new(Algorithm::HS256),
+        &claims,
+        &EncodingKey::from_secret(secret.as_bytes()),
+    )?;
+    Ok(Rbac { toml, rego, token })
+}

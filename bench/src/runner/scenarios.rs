@@ -219,6 +219,9 @@ pub fn setup(options: &Options, dir: &Path) -> anyhow::Result<Setup> {
         )?;
         jwt.push((scheme.algorithm, index, scheme.token));
     }
+    let rbac = fixtures::rbac(dir).context("the RBAC policy pair")?;
+    let rbac_toml = s.authz("authz-rbac-toml", Some(&rbac.toml), vec![])?;
+    let rbac_rego = s.authz("authz-rbac-rego", Some(&rbac.rego), vec![])?;
 
     let c = options.concurrency;
 
@@ -326,6 +329,22 @@ pub fn setup(options: &Options, dir: &Path) -> anyhow::Result<Setup> {
             s.addr(*index, "grpc")?,
             "v3",
             vec![pair("authorization", &format!("Bearer {token}"))],
+            0,
+        ));
+    }
+    // The same RBAC decision (roles from a JWT, method and path grants) as TOML rules and as
+    // an OPA-Envoy Rego policy, side by side.
+    for (name, index) in [
+        ("rbac, TOML rules", rbac_toml),
+        ("rbac, Rego policy", rbac_rego),
+    ] {
+        scenarios.push(grpc(
+            name,
+            "authz",
+            index,
+            s.addr(index, "grpc")?,
+            "v3",
+            vec![pair("authorization", &format!("Bearer {}", rbac.token))],
             0,
         ));
     }
