@@ -19,16 +19,106 @@ fn write_temp(name: &str, text: &str) -> std::path::PathBuf {
 
 #[test]
 fn validate_accepts_the_shipped_configs() {
+    // Every authz-server config under config/ (the gateway's own configs aside).
+    let mut checked = Vec::new();
+    for entry in std::fs::read_dir(repo_file("config")).expect("config/") {
+        let path = entry.expect("entry").path();
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default();
+        if !name.ends_with(".toml") || name.starts_with("gateway") {
+            continue;
+        }
+        let output = Command::new(BIN)
+            .arg("validate")
+            .arg(&path)
+            .output()
+            .expect("runs");
+        assert!(
+            output.status.success(),
+            "{name}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert!(String::from_utf8_lossy(&output.stdout).contains(": ok ("));
+        checked.push(name.to_owned());
+    }
+    checked.sort();
+    assert_eq!(
+        checked,
+        [
+            "api-keys.toml",
+            "istio-ext-authz.toml",
+            "jwt.toml",
+            "opa-envoy-example.toml"
+        ]
+    );
+}
+
+#[test]
+fn validate_reports_rego_errors_and_explain_shows_the_policy_result() {
+    let policy = write_temp(
+        "broken.rego",
+        "package envoy.authz\nimport rego.v1\n\nallow if {\n  input.x ==\n}\n",
+    );
+    let config = write_temp(
+        "rego.toml",
+        "[default]\ndeny = {}\n\n[[rules]]\nname = \"opa\"\nrego = { files = [\"broken.rego\"] }\n",
+    );
     let output = Command::new(BIN)
-        .args(["validate", &repo_file("config/istio-ext-authz.toml")])
+        .arg("validate")
+        .arg(&config)
         .output()
         .expect("runs");
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
+        stderr.contains(&format!("{}:6:1: ", policy.display())),
+        "{stderr}"
     );
-    assert!(String::from_utf8_lossy(&output.stdout).contains(": ok ("));
+
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs();
+    let token = jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &serde_json::json!({ "roles": ["guest"], "iss": "https://issuer.example", "exp": now + 60 }),
+        &jsonwebtoken::EncodingKey::from_secret(b"demo-secret-change-me-0123456789abcdef"),
+    )
+    .expect("signs");
+    let explain = |method: &str| {
+        Command::new(BIN)
+            .args([
+                "explain",
+                "--config",
+                &repo_file("config/opa-envoy-example.toml"),
+            ])
+            .args(["-X", method, "--path", "/people/7"])
+            .args(["-H", &format!("authorization: Bearer {token}")])
+            .output()
+            .expect("runs")
+    };
+    let output = explain("GET");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(0), "{stdout}");
+    assert!(
+        stdout.contains("decision: allow (rule: opa-envoy)"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(
+            "rule \"opa-envoy\": rego data.envoy.authz.allow = true: allow; package rules: {"
+        ),
+        "{stdout}"
+    );
+    let output = explain("DELETE");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains("rego data.envoy.authz.allow = false: deny"),
+        "{stdout}"
+    );
 }
 
 #[test]
