@@ -46,6 +46,37 @@ pub fn canonical_host(raw: &str, scheme: &str, options: &HostOptions) -> Result<
     })
 }
 
+/// Whether `raw` is already canonical, i.e. [`canonical_host`] would return it unchanged: a
+/// lower-case DNS name or IPv4 address (no trailing dot), optionally with a port that stays (no
+/// leading zero, not the scheme's default, not stripped by `options`). One scan without
+/// allocating; `false` (IPv6 literals, anything else) only means "take the full algorithm".
+pub fn is_canonical_host(raw: &str, scheme: &str, options: &HostOptions) -> bool {
+    let (name, port) = match raw.split_once(':') {
+        Some((name, port)) => (name, Some(port)),
+        None => (raw, None),
+    };
+    let name_ok = raw.is_empty()
+        || (!name.starts_with('.')
+            && !name.ends_with('.')
+            && !name.contains("..")
+            && !name.is_empty()
+            && name.bytes().all(|b| {
+                b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'-' | b'_' | b'.')
+            }));
+    let port_ok = match port {
+        None => true,
+        Some(port) => {
+            !options.strip_any_port
+                && (port == "0" || !port.starts_with('0'))
+                && port.bytes().all(|b| b.is_ascii_digit())
+                && port
+                    .parse::<u16>()
+                    .is_ok_and(|port| !is_default_port(scheme, port))
+        }
+    };
+    name_ok && port_ok
+}
+
 /// The name part of an authority, without its port: `a.example:8080` → `a.example`,
 /// `[::1]:80` → `[::1]`. What routing and the rule engine's `host` matcher compare, because
 /// backends pick a virtual host by name whatever port the client wrote.

@@ -21,5 +21,7 @@
 mod host;
 mod path;
 
-pub use host::{HostError, HostOptions, canonical_host, host_name};
-pub use path::{EscapedSlashes, PathError, PathOptions, canonical_path, split_target};
+pub use host::{HostError, HostOptions, canonical_host, host_name, is_canonical_host};
+pub use path::{
+    EscapedSlashes, PathError, PathOptions, canonical_path, is_canonical_path, split_target,
+};

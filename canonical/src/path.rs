@@ -99,6 +99,46 @@ pub fn canonical_path(raw: &str, options: &PathOptions) -> Result<String, PathEr
     Ok(remove_dot_segments(&merged))
 }
 
+/// Whether `raw` (no query) is already canonical under `options`, i.e. [`canonical_path`] would
+/// return it unchanged: it starts with `/`, every byte may appear raw in a path (no `%`, no
+/// `\`, nothing outside ASCII), no `.` or `..` segment, and no `//` when slashes are merged.
+/// One scan without allocating, for the common case of a proxy sending a clean path; `false`
+/// only means "take the full algorithm".
+pub fn is_canonical_path(raw: &str, options: &PathOptions) -> bool {
+    let bytes = raw.as_bytes();
+    if bytes.first() != Some(&b'/') {
+        return false;
+    }
+    let mut segment_start = 1;
+    for (i, &b) in bytes.iter().enumerate().skip(1) {
+        if b == b'/' {
+            let segment = bytes.get(segment_start..i).unwrap_or_default();
+            if is_dot_segment(segment) || (options.merge_slashes && segment.is_empty()) {
+                return false;
+            }
+            segment_start = i + 1;
+        } else if !PATH_CHARS[usize::from(b)] {
+            return false;
+        }
+    }
+    !is_dot_segment(bytes.get(segment_start..).unwrap_or_default())
+}
+
+fn is_dot_segment(segment: &[u8]) -> bool {
+    matches!(segment, b"." | b"..")
+}
+
+/// [`is_path_char`] as a table, for [`is_canonical_path`]'s scan.
+static PATH_CHARS: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        table[b] = is_path_char(b as u8);
+        b += 1;
+    }
+    table
+};
+
 /// Step 1: one pass over the bytes, deciding each escape and each raw byte.
 fn decode(raw: &str, slashes: EscapedSlashes) -> Result<String, PathError> {
     let bytes = raw.as_bytes();
@@ -176,12 +216,12 @@ fn is_control(byte: u8) -> bool {
 }
 
 /// RFC 3986 unreserved: `ALPHA / DIGIT / "-" / "." / "_" / "~"`.
-fn is_unreserved(byte: u8) -> bool {
+const fn is_unreserved(byte: u8) -> bool {
     byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~')
 }
 
 /// What may appear raw in a path: `pchar` (unreserved, sub-delims, `:`, `@`) and `/`.
-fn is_path_char(byte: u8) -> bool {
+const fn is_path_char(byte: u8) -> bool {
     is_unreserved(byte)
         || matches!(
             byte,

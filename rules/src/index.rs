@@ -1,15 +1,19 @@
 //! Which rules can match a request, found without trying each one.
 //!
 //! A rule's `when` is a conjunction; when one of its top-level conditions is an exact path, an
-//! exact host, a case-sensitive exact header value or a path regex, that condition is
-//! *necessary*: a request that fails it cannot match the rule. Such a rule is filed under that
-//! key (hash maps for exact values, one [`RegexSet`] pass for path regexes), every other rule
+//! exact host, a case-sensitive exact header value, a list of source networks or a path regex,
+//! that condition is *necessary*: a request that fails it cannot match the rule. Such a rule is
+//! filed under that key (hash maps for exact values and for networks, one per prefix length;
+//! one [`RegexSet`] pass for path regexes), every other rule
 //! is a candidate for every request, and the candidates of a request are yielded in file order
 //! — so precedence ([`crate::RuleSet::evaluate_traced`]) is unchanged: the index only skips
 //! rules whose `when` would not hold, and each candidate is still tried in full.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
+use std::net::IpAddr;
+
+use ipnet::IpNet;
 
 use regex::{RegexSet, RegexSetBuilder};
 
@@ -20,8 +24,9 @@ use crate::request::Request;
 /// or to "always a candidate". Bounds the sources merged per request.
 const MAX_HEADER_NAMES: usize = 5;
 
-/// The sources merged per request: always, path, host, path regexes, and the header names.
-const MAX_SOURCES: usize = 4 + MAX_HEADER_NAMES;
+/// The sources merged per request: always, path, host, source networks, path regexes, and the
+/// header names.
+const MAX_SOURCES: usize = 5 + MAX_HEADER_NAMES;
 
 /// Combined compiled size allowed for the path regex set; over it, those rules are simply
 /// always candidates.
@@ -40,6 +45,17 @@ pub(crate) struct RuleIndex {
     headers: Vec<(String, HashMap<String, Vec<u32>>)>,
     /// Path regexes, one pattern per rule, and the rule of each pattern (ascending).
     path_regexes: Option<(RegexSet, Vec<u32>)>,
+    /// Rules whose `source_ip` networks are known, by prefix length: the network address (host
+    /// bits zero) to rules, one table per address family and prefix length in use.
+    source_nets: Vec<NetTable>,
+}
+
+/// Networks of one address family and prefix length, by network address, to rules.
+#[derive(Debug, Clone)]
+struct NetTable {
+    v6: bool,
+    prefix_len: u8,
+    rules: HashMap<IpAddr, Vec<u32>>,
 }
 
 /// The key a rule is filed under.
@@ -47,6 +63,7 @@ enum Key<'c> {
     Path(&'c str),
     Host(&'c str),
     Header(&'c str, &'c str),
+    SourceIp(&'c [IpNet]),
     PathRegex(String),
 }
 
@@ -70,6 +87,11 @@ impl RuleIndex {
                         }
                     };
                     file(&mut index.headers[slot].1, value, position);
+                }
+                Some(Key::SourceIp(nets)) => {
+                    for net in nets {
+                        index.file_net(net, position);
+                    }
                 }
                 Some(Key::PathRegex(pattern)) => regexes.push((pattern, position)),
                 None => index.always.push(position),
@@ -99,14 +121,81 @@ impl RuleIndex {
             && self.hosts.is_empty()
             && self.headers.is_empty()
             && self.path_regexes.is_none()
+            && self.source_nets.is_empty()
+    }
+
+    /// Files a rule under one of its source networks.
+    fn file_net(&mut self, net: &IpNet, position: u32) {
+        let (v6, prefix_len) = (matches!(net, IpNet::V6(_)), net.prefix_len());
+        let slot = match self
+            .source_nets
+            .iter()
+            .position(|t| t.v6 == v6 && t.prefix_len == prefix_len)
+        {
+            Some(slot) => slot,
+            None => {
+                self.source_nets.push(NetTable {
+                    v6,
+                    prefix_len,
+                    rules: HashMap::new(),
+                });
+                self.source_nets.len() - 1
+            }
+        };
+        let rules = self.source_nets[slot]
+            .rules
+            .entry(net.network())
+            .or_default();
+        // A rule listing overlapping networks is filed once per network; kept ascending.
+        if rules.last() != Some(&position) {
+            rules.push(position);
+        }
+    }
+
+    /// Appends the rules filed under a network holding `ip` (or, for an IPv4 client seen
+    /// through a dual-stack socket as `::ffff:a.b.c.d`, its IPv4 address: see the `source_ip`
+    /// condition), ascending and each once.
+    fn source_candidates(&self, ip: Option<IpAddr>, hits: &mut Vec<u32>) {
+        let Some(ip) = ip else {
+            return;
+        };
+        let start = hits.len();
+        let mapped = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4),
+            IpAddr::V4(_) => None,
+        };
+        for table in &self.source_nets {
+            for address in [Some(ip), mapped].into_iter().flatten() {
+                if table.v6 != address.is_ipv6() {
+                    continue;
+                }
+                let Ok(net) = IpNet::new(address, table.prefix_len) else {
+                    continue;
+                };
+                if let Some(rules) = table.rules.get(&net.network()) {
+                    hits.extend_from_slice(rules);
+                }
+            }
+        }
+        if let Some(found) = hits.get_mut(start..) {
+            found.sort_unstable();
+        }
+        let mut kept = start;
+        for i in start..hits.len() {
+            if kept == start || hits[kept - 1] != hits[i] {
+                hits[kept] = hits[i];
+                kept += 1;
+            }
+        }
+        hits.truncate(kept);
     }
 
     /// The positions of the rules that may match `request` (already canonical), ascending.
-    /// `regex_hits` holds the path regex matches while the candidates are read.
+    /// `hits` holds the path regex and source network matches while the candidates are read.
     pub(crate) fn candidates<'i>(
         &'i self,
         request: &Request,
-        regex_hits: &'i mut Vec<u32>,
+        hits: &'i mut Vec<u32>,
     ) -> Candidates<'i> {
         let mut candidates = Candidates {
             sources: [&[]; MAX_SOURCES],
@@ -139,15 +228,22 @@ impl RuleIndex {
                 add(rules);
             }
         }
+        hits.clear();
         if let Some((set, positions)) = &self.path_regexes {
-            regex_hits.clear();
-            regex_hits.extend(
+            hits.extend(
                 set.matches(path)
                     .iter()
                     .filter_map(|i| positions.get(i).copied()),
             );
-            let hits: &'i Vec<u32> = regex_hits;
-            add(hits.as_slice());
+        }
+        let regex_count = hits.len();
+        self.source_candidates(request.source.ip, hits);
+        let hits: &'i Vec<u32> = hits;
+        let (regex_hits, source_hits) = hits.split_at(regex_count);
+        for found in [regex_hits, source_hits] {
+            if !found.is_empty() {
+                add(found);
+            }
         }
         candidates
     }
@@ -228,7 +324,7 @@ fn popular_header_names<'c>(whens: impl Iterator<Item = &'c Condition>) -> Vec<&
 }
 
 /// The key a rule is filed under: the first exact path, else exact host, else exact header on
-/// an indexed name, else path regex, among its top-level conditions.
+/// an indexed name, else source networks, else path regex, among its top-level conditions.
 fn key<'c>(when: &'c Condition, header_names: &[&str]) -> Option<Key<'c>> {
     let mut found: Vec<&'c Condition> = Vec::new();
     conjuncts(when, &mut found);
@@ -257,6 +353,13 @@ fn key<'c>(when: &'c Condition, header_names: &[&str]) -> Option<Key<'c>> {
         .find(|(name, _)| header_names.contains(name));
     if let Some((name, value)) = header {
         return Some(Key::Header(name, value));
+    }
+    let nets = conditions().find_map(|c| match c {
+        Condition::SourceIp(nets) => Some(nets.as_slice()),
+        _ => None,
+    });
+    if let Some(nets) = nets {
+        return Some(Key::SourceIp(nets));
     }
     conditions().find_map(|c| match c {
         Condition::Path(m) => match m.op() {

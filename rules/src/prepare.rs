@@ -70,8 +70,14 @@ pub(crate) fn prepare<'r>(
     options: &RequestOptions,
 ) -> Result<Cow<'r, Request>, Unusable> {
     let path = path(request, options)?;
-    let host = canonical::canonical_host(&request.host, &request.scheme, &HostOptions::default())
-        .map_err(Unusable::Host)?;
+    let host_options = HostOptions::default();
+    let host = if canonical::is_canonical_host(&request.host, &request.scheme, &host_options) {
+        Cow::Borrowed(request.host.as_str())
+    } else {
+        let host = canonical::canonical_host(&request.host, &request.scheme, &host_options)
+            .map_err(Unusable::Host)?;
+        Cow::Owned(host)
+    };
     let client = match request.transport {
         Transport::Http if !options.trusted_proxies.is_empty() => {
             Some(client_ip(request, &options.trusted_proxies))
@@ -86,7 +92,7 @@ pub(crate) fn prepare<'r>(
     }
     let mut prepared = request.clone();
     prepared.path = path.into_owned();
-    prepared.host = host;
+    prepared.host = host.into_owned();
     if let Some(ip) = client
         && ip != request.source.ip
     {
@@ -114,6 +120,10 @@ pub(crate) fn path<'r>(
         return Ok(Cow::Borrowed(target));
     }
     let (raw_path, query) = canonical::split_target(target).map_err(Unusable::Path)?;
+    // What proxies send is nearly always canonical already: one scan, nothing copied.
+    if canonical::is_canonical_path(raw_path, &options.path) {
+        return Ok(Cow::Borrowed(target));
+    }
     let path = canonical::canonical_path(raw_path, &options.path).map_err(Unusable::Path)?;
     Ok(match query {
         None if path == raw_path => Cow::Borrowed(target),

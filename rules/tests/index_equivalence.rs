@@ -1,5 +1,6 @@
 //! The rule index never changes a decision: over random rule sets (2,000 and 200 rules of
-//! header, path, host, regex, CIDR, `any`/`not` and shadow rules) and random requests, the
+//! header, path, host, regex, CIDR (IPv4 and IPv6, several prefix lengths, overlapping lists,
+//! IPv4-mapped clients), `any`/`not` and shadow rules) and random requests, the
 //! untraced evaluation — which tries only the rules the index cannot rule out — decides exactly
 //! as the traced one, which tries every rule in file order (a plain linear scan).
 
@@ -19,7 +20,7 @@ fn random_when(rng: &mut StdRng) -> String {
             rng.gen_range(0..40)
         )
     };
-    match rng.gen_range(0..12) {
+    match rng.gen_range(0..13) {
         0 | 1 => format!("headers = [{}]", header(rng)),
         2 => format!("path = {{ exact = \"/p{}\" }}", rng.gen_range(0..150)),
         3 => format!("path = {{ regex = \"/r{}/[a-z]+\" }}", rng.gen_range(0..30)),
@@ -27,7 +28,14 @@ fn random_when(rng: &mut StdRng) -> String {
             "host = {{ exact = \"h{}.example.com\" }}",
             rng.gen_range(0..20)
         ),
-        5 => format!("source_ip = [\"10.{}.0.0/16\"]", rng.gen_range(0..8)),
+        5 => format!("source_ip = [{}]", random_nets(rng)),
+        // As the benchmark's mix: a network and a header prefix (the network is the key).
+        12 => format!(
+            "source_ip = [{}], headers = [{{ name = \"x-h{}\", prefix = \"v{}\" }}]",
+            random_nets(rng),
+            rng.gen_range(0..4),
+            rng.gen_range(0..5)
+        ),
         6 => format!(
             "path = {{ exact = \"/p{}\" }}, headers = [{}]",
             rng.gen_range(0..150),
@@ -58,6 +66,28 @@ fn random_when(rng: &mut StdRng) -> String {
             rng.gen_range(0..150)
         ),
     }
+}
+
+/// One to three networks (IPv4 and IPv6, prefix lengths from /0 to /128, overlapping).
+fn random_nets(rng: &mut StdRng) -> String {
+    let count = rng.gen_range(1..=3);
+    let nets: Vec<String> = (0..count)
+        .map(|_| match rng.gen_range(0..7) {
+            0 => format!("\"10.{}.0.0/16\"", rng.gen_range(0..8)),
+            1 => format!("\"10.{}.1.0/24\"", rng.gen_range(0..8)),
+            2 => format!("\"10.{}.1.2/32\"", rng.gen_range(0..8)),
+            3 => "\"10.0.0.0/8\"".to_owned(),
+            4 => format!("\"fd00:{}::/32\"", rng.gen_range(0..4)),
+            5 => format!("\"fd00:{}::7/128\"", rng.gen_range(0..4)),
+            _ => if rng.gen_bool(0.5) {
+                "\"0.0.0.0/0\""
+            } else {
+                "\"::/0\""
+            }
+            .to_owned(),
+        })
+        .collect();
+    nets.join(", ")
 }
 
 fn random_rule_set(rng: &mut StdRng, count: usize) -> RuleSet {
@@ -114,11 +144,15 @@ fn random_request(rng: &mut StdRng) -> Request {
             request.headers.insert(format!("x-h{name}"), value);
         }
     }
-    request.source.ip = Some(
-        format!("10.{}.1.2", rng.gen_range(0..10))
-            .parse()
-            .expect("an address"),
-    );
+    let source = match rng.gen_range(0..10) {
+        0 => format!("::ffff:10.{}.1.2", rng.gen_range(0..10)),
+        1 => format!("fd00:{}::7", rng.gen_range(0..5)),
+        2 => format!("fd00:{}::8", rng.gen_range(0..5)),
+        3 => String::new(),
+        4 => format!("10.{}.9.9", rng.gen_range(0..10)),
+        _ => format!("10.{}.1.2", rng.gen_range(0..10)),
+    };
+    request.source.ip = source.parse().ok();
     request
 }
 

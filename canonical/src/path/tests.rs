@@ -114,6 +114,25 @@ fn what_has_no_canonical_form() {
 }
 
 #[test]
+fn clean_paths_are_seen_as_canonical_at_once() {
+    let options = PathOptions::default();
+    assert!(is_canonical_path("/v1/chat/completions", &options));
+    assert!(is_canonical_path("/", &options));
+    assert!(is_canonical_path("/a/b/", &options));
+    assert!(is_canonical_path("/a.b/..c/.d", &options));
+    for changed in [
+        "", "a", "//a", "/a//b", "/./a", "/a/..", "/a/.", "/%61", "/a b", "/é", "/a\\b",
+    ] {
+        assert!(!is_canonical_path(changed, &options), "{changed:?}");
+    }
+    let keep = PathOptions {
+        merge_slashes: false,
+        ..options
+    };
+    assert!(is_canonical_path("//a//b", &keep));
+}
+
+#[test]
 fn targets_split_at_the_first_question_mark() {
     assert_eq!(split_target("/a?b=1?c").unwrap(), ("/a", Some("b=1?c")));
     assert_eq!(split_target("/a").unwrap(), ("/a", None));
@@ -188,6 +207,35 @@ proptest! {
             prop_assert!(!upper.contains("%2E"), "{} keeps an encoded dot", path);
             if options.escaped_slashes != EscapedSlashes::Keep {
                 prop_assert!(!upper.contains("%2F") && !upper.contains("%5C") && !path.contains('\\'));
+            }
+        }
+    }
+
+    /// The quick check never says "canonical" of a path the algorithm would change, and says it
+    /// of every result of the algorithm that is plain ASCII path characters.
+    #[test]
+    fn the_quick_check_agrees_with_the_algorithm(raw in tricky_path(), options in any_options()) {
+        let full = canonical_path(&raw, &options);
+        if is_canonical_path(&raw, &options) {
+            prop_assert_eq!(full.as_deref(), Ok(raw.as_str()));
+        }
+        if let Ok(path) = full
+            && !path.contains('%')
+        {
+            prop_assert!(is_canonical_path(&path, &options), "{} not seen as canonical", path);
+        }
+    }
+
+    #[test]
+    fn the_quick_host_check_agrees(raw in "[a-zA-Z0-9.:_\\-]{0,12}", scheme in "(http|https|)") {
+        for strip_any_port in [false, true] {
+            let options = crate::HostOptions { strip_any_port };
+            let full = crate::canonical_host(&raw, &scheme, &options);
+            if crate::is_canonical_host(&raw, &scheme, &options) {
+                prop_assert_eq!(full.as_deref(), Ok(raw.as_str()));
+            }
+            if let Ok(host) = full {
+                prop_assert!(crate::is_canonical_host(&host, &scheme, &options), "{}", host);
             }
         }
     }
