@@ -104,7 +104,23 @@ name = "r"
 allw = {}
 "##,
         &[
-            r##"policy.toml:5:1: unknown field `allw`, expected one of `name`, `shadow`, `when`, `credential`, `lookup`, `require`, `allow`, `deny`"##,
+            r##"policy.toml:5:1: unknown field `allw`, expected one of `name`, `shadow`, `when`, `credential`, `lookup`, `require`, `allow`, `deny`, `rego`"##,
+        ],
+    ),
+    (
+        "rego with allow, a bad query and a bad budget",
+        r##"[default]
+deny = {}
+[[rules]]
+name = "r"
+allow = {}
+rego = { files = ["p.rego"], query = "allow", timeout_ms = 0 }
+"##,
+        &[
+            r##"policy.toml:5:9: rule `r`: a `rego` policy decides, so `allow` / `deny` cannot be given too"##,
+            r##"policy.toml:6:19: cannot read `p.rego`: No such file or directory (os error 2)"##,
+            r##"policy.toml:6:38: `query` must name a rule as `data.<package>.<rule>` (e.g. `data.envoy.authz.allow`), not "allow""##,
+            r##"policy.toml:6:60: `timeout_ms` must be 1..=10000"##,
         ],
     ),
     (
