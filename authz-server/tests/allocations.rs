@@ -2,8 +2,9 @@
 //! through the in-process [`CheckService`] (the neutral request built from the decoded message,
 //! the rules, the response, metrics and the decision log call; no network, no log subscriber).
 //! The figures are printed (`cargo test -p authz-server --test allocations -- --nocapture`);
-//! the bounds are generous, to catch a regression (a copy per header, a string per rule tried),
-//! not to pin today's number.
+//! each bound is today's figure plus two, to catch a regression (a copy per header, a string per
+//! rule tried) without pinning the exact number: 8 for one header rule, 14 for the Istio allow
+//! with the attribute dump, 9 for 200 rules.
 
 use std::alloc::System;
 use std::sync::Arc;
@@ -77,21 +78,21 @@ fn allocations_per_check_stay_bounded() {
             Config::parse("header.toml", HEADER_RULE).expect("config"),
             envoy_like(&[("x-team", "platform")]),
             0,
-            30.0,
+            10.0,
         ),
         (
             "istio default, allow (attribute dump rendered)",
             Config::builtin().expect("built-in config"),
             envoy_like(&[("x-ext-authz", "allow")]),
             0,
-            40.0,
+            16.0,
         ),
         (
             "200 rules, the deciding one last",
             Config::parse("rules200.toml", &many_rules(200)).expect("config"),
             envoy_like(&[("x-team", "platform")]),
             0,
-            30.0,
+            11.0,
         ),
     ];
     for (name, config, request, code, bound) in cases {

@@ -233,7 +233,10 @@ impl Template {
         let out = self.render(scope);
         // Every control character's UTF-8 has a byte below 0x20, 0x7F, or 0xC2 (C1 controls,
         // U+0080..U+009F): a byte scan rules most values out before the character scan.
-        let suspect = out.bytes().any(|b| b < 0x20 || b == 0x7F || b == 0xC2);
+        // Folded without an early exit, so the scan is vectorised.
+        let suspect = out.bytes().fold(false, |seen, b| {
+            seen | (b < 0x20) | (b == 0x7F) | (b == 0xC2)
+        });
         if suspect && out.chars().any(char::is_control) {
             out.chars()
                 .map(|c| if c.is_control() { ' ' } else { c })

@@ -16,7 +16,27 @@ use prost_reflect::{DescriptorPool, DynamicMessage};
 
 /// The v3 attributes as one line.
 pub(super) fn v3(attributes: &v3::AttributeContext) -> String {
-    let mut text = Text::default();
+    let http = attributes.request.as_ref().and_then(|r| r.http.as_ref());
+    let mut text = Text::sized(http.map_or(0, |http| {
+        let v3::attribute_context::HttpRequest {
+            id,
+            method,
+            headers,
+            path,
+            host,
+            scheme,
+            protocol,
+            body,
+            raw_body,
+            ..
+        } = http;
+        [id, method, path, host, scheme, protocol, body]
+            .iter()
+            .map(|s| s.len())
+            .sum::<usize>()
+            + raw_body.len()
+            + map_size(headers)
+    }));
     if text.context_v3(attributes).is_some() {
         text.out
     } else {
@@ -26,7 +46,25 @@ pub(super) fn v3(attributes: &v3::AttributeContext) -> String {
 
 /// The v2 attributes as one line.
 pub(super) fn v2(attributes: &v2::AttributeContext) -> String {
-    let mut text = Text::default();
+    let http = attributes.request.as_ref().and_then(|r| r.http.as_ref());
+    let mut text = Text::sized(http.map_or(0, |http| {
+        let v2::attribute_context::HttpRequest {
+            id,
+            method,
+            headers,
+            path,
+            host,
+            scheme,
+            protocol,
+            body,
+            ..
+        } = http;
+        [id, method, path, host, scheme, protocol, body]
+            .iter()
+            .map(|s| s.len())
+            .sum::<usize>()
+            + map_size(headers)
+    }));
     if text.context_v2(attributes).is_some() {
         text.out
     } else {
@@ -43,7 +81,22 @@ struct Text {
     first: bool,
 }
 
+/// Bytes a map's entries take in the line (`{key:"..",value:".."},` each), before escapes.
+fn map_size(map: &HashMap<String, String>) -> usize {
+    map.iter().map(|(k, v)| k.len() + v.len() + 20).sum()
+}
+
 impl Text {
+    /// A writer whose buffer holds the whole line at once in the usual case (no escapes):
+    /// `http_bytes` of request fields plus room for the field names, the addresses and the
+    /// punctuation. The line is then written without growing the buffer.
+    fn sized(http_bytes: usize) -> Self {
+        Text {
+            out: String::with_capacity(http_bytes + 384),
+            first: false,
+        }
+    }
+
     fn name(&mut self, name: &str) {
         if !std::mem::replace(&mut self.first, false) {
             self.out.push(',');
@@ -368,10 +421,16 @@ fn empty_metadata_v3(metadata: &extauthz_proto::envoy::config::core::v3::Metadat
 }
 
 /// A text-format string literal, escaped as prost-reflect does (octal for bytes outside
-/// printable ASCII).
+/// printable ASCII). Runs of bytes that need no escape are found with a table and copied whole.
 fn quoted(out: &mut String, bytes: &[u8]) {
     out.push('"');
-    for &byte in bytes {
+    let mut rest = bytes;
+    while let Some(at) = rest.iter().position(|&b| !PLAIN[usize::from(b)]) {
+        let (run, tail) = rest.split_at(at);
+        push_ascii(out, run);
+        let Some((&byte, tail)) = tail.split_first() else {
+            break;
+        };
         match byte {
             b'\t' => out.push_str("\\t"),
             b'\r' => out.push_str("\\r"),
@@ -379,13 +438,32 @@ fn quoted(out: &mut String, bytes: &[u8]) {
             b'\\' => out.push_str("\\\\"),
             b'\'' => out.push_str("\\'"),
             b'"' => out.push_str("\\\""),
-            b'\x20'..=b'\x7e' => out.push(char::from(byte)),
             _ => {
                 let _ = write!(out, "\\{byte:03o}");
             }
         }
+        rest = tail;
     }
+    push_ascii(out, rest);
     out.push('"');
+}
+
+/// Bytes written as they are inside a string literal: printable ASCII but `\`, `'` and `"`.
+static PLAIN: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0x20;
+    while b <= 0x7e {
+        table[b] = !matches!(b as u8, b'\\' | b'\'' | b'"');
+        b += 1;
+    }
+    table
+};
+
+/// Appends bytes known to be printable ASCII (so valid UTF-8; checked all the same).
+fn push_ascii(out: &mut String, run: &[u8]) {
+    if let Ok(run) = std::str::from_utf8(run) {
+        out.push_str(run);
+    }
 }
 
 /// Our own descriptors, for the shapes written by reflection.
