@@ -53,7 +53,11 @@ impl<A: Authorizer> CheckService<A> {
             request,
             evaluation,
             path_for_log,
-        } = crate::otel::decide(&span, self.authorizer.decide(build)).await;
+        } = if span.is_none() {
+            self.authorizer.decide(build).await
+        } else {
+            crate::otel::decide(span, self.authorizer.decide(build)).await
+        };
         let elapsed = started.elapsed();
         crate::log::decision(
             &self.metrics,
@@ -92,7 +96,7 @@ impl<A: Authorizer> auth_v3::authorization_server::Authorization for CheckServic
     ) -> Result<Response<v3::CheckResponse>, Status> {
         let (metadata, extensions, check) = request.into_parts();
         self.expired("grpc.v3", &extensions)?;
-        let span = crate::otel::grpc_v3(&metadata, &check);
+        let span = crate::otel::grpc_v3(metadata, &check);
         let id = attributes::fallback_request_id_v3(&check);
         let evaluation = self
             .decide("grpc.v3", span, &id, |received| {
@@ -111,7 +115,7 @@ impl<A: Authorizer> auth_v2::authorization_server::Authorization for CheckServic
     ) -> Result<Response<v2::CheckResponse>, Status> {
         let (metadata, extensions, check) = request.into_parts();
         self.expired("grpc.v2", &extensions)?;
-        let span = crate::otel::grpc_v2(&metadata, &check);
+        let span = crate::otel::grpc_v2(metadata, &check);
         let id = attributes::fallback_request_id_v2(&check);
         let evaluation = self
             .decide("grpc.v2", span, &id, |received| {

@@ -59,21 +59,22 @@ where
         }
         Err(_) => return Ok(plain(StatusCode::REQUEST_TIMEOUT, "request body too slow")),
     };
+    let build = |render_received| {
+        let mut view = neutral_request(&parts, &body, source, destination);
+        if render_received {
+            view.received = received_line(&parts, &body);
+        }
+        view
+    };
     let Checked {
         request: view,
         evaluation,
         path_for_log,
-    } = crate::otel::decide(
-        &span,
-        authorizer.decide(|render_received| {
-            let mut view = neutral_request(&parts, &body, source, destination);
-            if render_received {
-                view.received = received_line(&parts, &body);
-            }
-            view
-        }),
-    )
-    .await;
+    } = if span.is_none() {
+        authorizer.decide(build).await
+    } else {
+        crate::otel::decide(span, authorizer.decide(build)).await
+    };
     let elapsed = started.elapsed();
     crate::log::decision(
         &metrics,

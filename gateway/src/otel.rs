@@ -24,6 +24,15 @@ use tracing::field::Empty;
 
 use crate::ext_authz::{ExtAuthz, Resolution, Transport};
 
+/// `future` inside `span`, boxed: only on the traced path, so the untraced caller's future
+/// keeps its size (a larger future is copied, at thousands of instructions per request).
+pub fn traced<'a, T>(
+    span: Span,
+    future: impl Future<Output = T> + Send + 'a,
+) -> std::pin::Pin<Box<dyn Future<Output = T> + Send + 'a>> {
+    Box::pin(tracing::Instrument::instrument(future, span))
+}
+
 /// The span of one request through the gateway, parented by the client's trace context.
 pub fn request(headers: &HeaderMap, method: &http::Method, host: &str, path: &str) -> Span {
     if !telemetry::enabled() {

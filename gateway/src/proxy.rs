@@ -111,7 +111,11 @@ where
                     route_name: &mut route_name,
                 },
             ));
-            tracing::Instrument::instrument(handled, span.clone()).await
+            if span.is_none() {
+                handled.await
+            } else {
+                crate::otel::traced(span.clone(), handled).await
+            }
         }
     };
 
@@ -291,11 +295,15 @@ async fn handle(
     };
     let span = crate::otel::upstream(&route.backend.name, upstream_req.headers_mut());
     let began = Instant::now();
-    let result = tracing::Instrument::instrument(
-        route.backend.send(upstream_req, route.timeout),
-        span.clone(),
-    )
-    .await;
+    let result = if span.is_none() {
+        route.backend.send(upstream_req, route.timeout).await
+    } else {
+        crate::otel::traced(
+            span.clone(),
+            route.backend.send(upstream_req, route.timeout),
+        )
+        .await
+    };
     crate::otel::upstream_status(&span, result.as_ref().ok().map(|r| r.status().as_u16()));
     let took = began.elapsed();
     *state.upstream_latency = Some(took);
