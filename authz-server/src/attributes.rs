@@ -6,19 +6,27 @@ use std::net::IpAddr;
 use extauthz_proto::{v2, v3};
 use rules::{Peer, Request, Transport};
 
+use crate::authorizer::Renders;
+
+mod opa;
 mod received;
 
 /// The neutral view of a v3 check, moving the strings out of the decoded message rather than
-/// copying them. `render_received` asks for the one-line attribute dump (written before the
-/// message is taken apart, and only then).
-pub fn from_v3(check: v3::CheckRequest, render_received: bool) -> Request {
+/// copying them. `renders` asks for the one-line attribute dump and for the attributes in
+/// OPA-Envoy's shape (each written before the message is taken apart, and only then).
+pub fn from_v3(check: v3::CheckRequest, renders: Renders) -> Request {
     let Some(attributes) = check.attributes else {
         return Request::default();
     };
-    let received = if render_received {
+    let received = if renders.received {
         received::v3(&attributes)
     } else {
         String::new()
+    };
+    let opa_attributes = if renders.opa_attributes {
+        opa::v3(&attributes)
+    } else {
+        None
     };
     let v3::AttributeContext {
         source,
@@ -35,6 +43,7 @@ pub fn from_v3(check: v3::CheckRequest, render_received: bool) -> Request {
         destination: destination.map(peer_v3).unwrap_or_default(),
         context_extensions: context_extensions.into_iter().collect(),
         received,
+        opa_attributes,
         ..Request::default()
     };
     if let Some(http) = request.and_then(|r| r.http) {
@@ -111,12 +120,13 @@ pub fn fallback_request_id_v2(check: &v2::CheckRequest) -> String {
     }
 }
 
-/// The neutral view of a v2 check (see [`from_v3`]).
-pub fn from_v2(check: v2::CheckRequest, render_received: bool) -> Request {
+/// The neutral view of a v2 check (see [`from_v3`]). A Rego policy's `input.attributes` is
+/// built from this view in the v3 shape (OPA-Envoy's `encoding/json` form of v2 is not written).
+pub fn from_v2(check: v2::CheckRequest, renders: Renders) -> Request {
     let Some(attributes) = check.attributes else {
         return Request::default();
     };
-    let received = if render_received {
+    let received = if renders.received {
         received::v2(&attributes)
     } else {
         String::new()

@@ -30,6 +30,26 @@ pub struct AuthorizeError(pub String);
 ///     }
 /// }
 /// ```
+/// What a transport renders into the [`Request`] besides the neutral view; each costs, so only
+/// what the authorizer will read.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Renders {
+    /// [`Request::received`]: the one-line dump of the attributes (`{{received}}`).
+    pub received: bool,
+    /// [`Request::opa_attributes`]: the attributes as OPA-Envoy hands them to a Rego policy.
+    pub opa_attributes: bool,
+}
+
+impl Renders {
+    /// What `rules` reads.
+    pub fn for_rules(rules: &RuleSet) -> Self {
+        Renders {
+            received: rules.needs_received(),
+            opa_attributes: rules.needs_opa_attributes(),
+        }
+    }
+}
+
 pub trait Authorizer: Send + Sync + 'static {
     /// Decides `request`. An `Err` is reported to the proxy as an error, never as an allow.
     fn check(
@@ -40,6 +60,12 @@ pub trait Authorizer: Send + Sync + 'static {
     /// Whether [`Request::received`] should be rendered before [`Authorizer::check`]; rendering
     /// the one-line dump of the attributes costs, so it is skipped unless asked for.
     fn needs_received(&self) -> bool {
+        false
+    }
+
+    /// Whether [`Request::opa_attributes`] should be rendered (a Rego policy reads them); off
+    /// unless asked for, like [`Authorizer::needs_received`].
+    fn needs_opa_attributes(&self) -> bool {
         false
     }
 
@@ -54,16 +80,20 @@ pub trait Authorizer: Send + Sync + 'static {
     }
 
     /// One check from start to end, against one view of the authorizer's state: `build` makes
-    /// the request (told whether to render [`Request::received`]), then it is decided and its
+    /// the request (told what to render besides the neutral view), then it is decided and its
     /// path made fit for the log. The default calls [`Authorizer::needs_received`],
+    /// [`Authorizer::needs_opa_attributes`],
     /// [`Authorizer::check`] and [`Authorizer::path_for_log`] in turn; the rule engine
     /// overrides it so that a reload between those steps cannot mix two rule sets.
     fn decide<B>(&self, build: B) -> impl Future<Output = Checked> + Send
     where
-        B: FnOnce(bool) -> Request + Send,
+        B: FnOnce(Renders) -> Request + Send,
     {
         async move {
-            let request = build(self.needs_received());
+            let request = build(Renders {
+                received: self.needs_received(),
+                opa_attributes: self.needs_opa_attributes(),
+            });
             let evaluation = self.check(&request).await;
             let path_for_log = self.path_for_log(&request);
             Checked {
@@ -146,6 +176,10 @@ impl Authorizer for RuleEngine {
         self.rules.load().needs_received()
     }
 
+    fn needs_opa_attributes(&self) -> bool {
+        self.rules.load().needs_opa_attributes()
+    }
+
     fn path_for_log(&self, request: &Request) -> String {
         self.rules.load().path_for_log(request)
     }
@@ -154,11 +188,11 @@ impl Authorizer for RuleEngine {
     /// log's path all come from the rule set loaded here.
     fn decide<B>(&self, build: B) -> impl Future<Output = Checked> + Send
     where
-        B: FnOnce(bool) -> Request + Send,
+        B: FnOnce(Renders) -> Request + Send,
     {
         let rules = self.rules.load_full();
         async move {
-            let request = build(rules.needs_received());
+            let request = build(Renders::for_rules(&rules));
             let evaluation = Ok(rules.evaluate(&request, &self.hooks).await);
             let path_for_log = rules.path_for_log(&request);
             Checked {

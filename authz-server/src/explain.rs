@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use authz_server::Renders;
 use authz_server::attributes::{from_v3, joined_headers};
 use clap::Args;
 use extauthz_proto::v3;
@@ -76,7 +77,7 @@ pub fn run(rules: &RuleSet, args: &ExplainArgs) -> ExitCode {
             ..Default::default()
         }),
     };
-    let mut request = from_v3(check, rules.needs_received());
+    let mut request = from_v3(check, Renders::for_rules(rules));
     if args.transport == "http" {
         request.transport = Transport::Http;
     }

@@ -8,7 +8,7 @@ use extauthz_proto::{v2, v3};
 use rules::{Evaluation, Request};
 use tonic::{Response, Status};
 
-use crate::authorizer::{AuthorizeError, Authorizer, Checked};
+use crate::authorizer::{AuthorizeError, Authorizer, Checked, Renders};
 use crate::metrics::Metrics;
 use crate::{attributes, deadline, response};
 
@@ -46,7 +46,7 @@ impl<A: Authorizer> CheckService<A> {
         build: B,
     ) -> Result<Evaluation, Status>
     where
-        B: FnOnce(bool) -> Request + Send,
+        B: FnOnce(Renders) -> Request + Send,
     {
         let started = Instant::now();
         let Checked {
@@ -99,8 +99,8 @@ impl<A: Authorizer> auth_v3::authorization_server::Authorization for CheckServic
         let span = crate::otel::grpc_v3(metadata, &check);
         let id = attributes::fallback_request_id_v3(&check);
         let evaluation = self
-            .decide("grpc.v3", span, &id, |received| {
-                attributes::from_v3(check, received)
+            .decide("grpc.v3", span, &id, |renders| {
+                attributes::from_v3(check, renders)
             })
             .await?;
         Ok(Response::new(response::to_v3(evaluation.decision)))
@@ -118,8 +118,8 @@ impl<A: Authorizer> auth_v2::authorization_server::Authorization for CheckServic
         let span = crate::otel::grpc_v2(metadata, &check);
         let id = attributes::fallback_request_id_v2(&check);
         let evaluation = self
-            .decide("grpc.v2", span, &id, |received| {
-                attributes::from_v2(check, received)
+            .decide("grpc.v2", span, &id, |renders| {
+                attributes::from_v2(check, renders)
             })
             .await?;
         Ok(Response::new(response::to_v2(evaluation.decision)))

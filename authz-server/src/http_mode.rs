@@ -15,7 +15,7 @@ use rules::{Decision, Peer, Request, Transport};
 
 use crate::attributes::joined_headers;
 use crate::authorizer::Authorizer;
-use crate::authorizer::Checked;
+use crate::authorizer::{Checked, Renders};
 use crate::metrics::Metrics;
 
 /// The largest body we read from a replayed request; a proxy forwarding more gets 413.
@@ -59,9 +59,11 @@ where
         }
         Err(_) => return Ok(plain(StatusCode::REQUEST_TIMEOUT, "request body too slow")),
     };
-    let build = |render_received| {
+    // HTTP mode has no CheckRequest to render for a Rego policy (OPA-Envoy serves gRPC only):
+    // the policy's input is built from the neutral view.
+    let build = |renders: Renders| {
         let mut view = neutral_request(&parts, &body, source, destination);
-        if render_received {
+        if renders.received {
             view.received = received_line(&parts, &body);
         }
         view

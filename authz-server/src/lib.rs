@@ -44,13 +44,13 @@ pub mod jwks;
 mod log;
 pub mod lookup;
 pub mod metrics;
+mod otel;
 pub mod reload;
 mod response;
 pub mod server;
-mod otel;
 pub mod tls;
 
-pub use authorizer::{AuthorizeError, Authorizer, Checked, RuleEngine};
+pub use authorizer::{AuthorizeError, Authorizer, Checked, Renders, RuleEngine};
 pub use config::{Config, LoadError, ServerSection};
 pub use grpc::CheckService;
 pub use jwks::HttpJwks;

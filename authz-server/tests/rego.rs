@@ -312,3 +312,82 @@ async fn editing_the_rego_file_reloads_the_rules() {
     assert_eq!(status, 200, "the edited policy is in force");
     watching.abort();
 }
+
+/// Over gRPC v3 a policy reads the attributes as the proxy sent them, fields the neutral view
+/// does not keep included (`request.http.id`, `size`, `request.time`, `source.labels`,
+/// `metadataContext`), in protojson's shapes (64-bit integers as strings, RFC 3339 times).
+#[tokio::test]
+async fn a_policy_reads_every_attribute_envoy_sent_in_protojson_shape() {
+    let policy = r#"package envoy.authz
+import rego.v1
+
+default allow := false
+
+allow if {
+    http := input.attributes.request.http
+    http.id == "req-7"
+    http.size == "42"
+    input.attributes.request.time == "2023-11-14T22:13:20Z"
+    input.attributes.source.labels.app == "billing"
+    input.attributes.metadataContext.filterMetadata["envoy.filters.http.jwt_authn"].sub == "alice"
+    input.attributes.contextExtensions.route == "r1"
+    input.version == {"ext_authz": "v3", "encoding": "protojson"}
+}
+"#;
+    let config = "[default]\ndeny = { status = 418 }\n\n[[rules]]\nname = \"opa\"\nrego = { files = [\"authz.rego\"] }\n";
+    let dir = dir_with(
+        "rego-attributes",
+        &[("authz.rego", policy), ("rules.toml", config)],
+    );
+    let loaded = Config::load(&dir.join("rules.toml")).unwrap_or_else(|e| panic!("{e}"));
+    let server = start_engine(RuleEngine::connect(loaded.rules, None).await).await;
+    let mut client = client(&server).await;
+
+    let request = |id: &str| v3::CheckRequest {
+        attributes: Some(v3::AttributeContext {
+            source: Some(v3::attribute_context::Peer {
+                labels: [("app".to_owned(), "billing".to_owned())].into(),
+                ..Default::default()
+            }),
+            request: Some(v3::attribute_context::Request {
+                time: Some(prost_types::Timestamp {
+                    seconds: 1_700_000_000,
+                    nanos: 0,
+                }),
+                http: Some(v3::attribute_context::HttpRequest {
+                    id: id.to_owned(),
+                    method: "GET".into(),
+                    path: "/".into(),
+                    size: 42,
+                    ..Default::default()
+                }),
+            }),
+            context_extensions: [("route".to_owned(), "r1".to_owned())].into(),
+            metadata_context: Some(extauthz_proto::envoy::config::core::v3::Metadata {
+                filter_metadata: [(
+                    "envoy.filters.http.jwt_authn".to_owned(),
+                    prost_types::Struct {
+                        fields: [(
+                            "sub".to_owned(),
+                            prost_types::Value {
+                                kind: Some(prost_types::value::Kind::StringValue("alice".into())),
+                            },
+                        )]
+                        .into(),
+                    },
+                )]
+                .into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+    };
+    for (id, want) in [("req-7", 0), ("req-8", 7)] {
+        let response = client
+            .check(request(id))
+            .await
+            .expect("answers")
+            .into_inner();
+        assert_eq!(response.status.map_or(-1, |s| s.code), want, "id {id}");
+    }
+}

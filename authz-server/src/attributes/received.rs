@@ -467,7 +467,7 @@ fn push_ascii(out: &mut String, run: &[u8]) {
 }
 
 /// Our own descriptors, for the shapes written by reflection.
-static DESCRIPTORS: LazyLock<Option<DescriptorPool>> =
+pub(super) static DESCRIPTORS: LazyLock<Option<DescriptorPool>> =
     LazyLock::new(|| DescriptorPool::decode(extauthz_proto::FILE_DESCRIPTOR_SET).ok());
 
 /// The attributes in protobuf text format through reflection: encode, decode as a dynamic

@@ -4,6 +4,11 @@ use extauthz_proto::v3;
 
 use super::*;
 
+const RENDER_RECEIVED: Renders = Renders {
+    received: true,
+    opa_attributes: false,
+};
+
 fn socket(address: &str, port: u32) -> Option<v3::Address> {
     Some(v3::Address {
         address: Some(v3::address::Address::SocketAddress(v3::SocketAddress {
@@ -49,7 +54,7 @@ fn v3_request_fields_reach_the_neutral_view() {
             body: "{}".into(),
             ..Default::default()
         }),
-        false,
+        Renders::default(),
     );
     assert_eq!(request.transport, Transport::Grpc);
     assert_eq!(request.method, "POST");
@@ -81,7 +86,7 @@ fn pseudo_headers_fill_a_missing_request_line() {
             ]),
             ..Default::default()
         }),
-        false,
+        Renders::default(),
     );
     assert_eq!(
         (
@@ -107,7 +112,7 @@ fn header_map_is_used_and_duplicates_are_joined() {
             }),
             ..Default::default()
         }),
-        false,
+        Renders::default(),
     );
     assert_eq!(request.header("x-a"), Some("1,2"));
     assert_eq!(request.header("x-b"), Some("3"));
@@ -115,7 +120,7 @@ fn header_map_is_used_and_duplicates_are_joined() {
 
 #[test]
 fn empty_check_request_is_an_empty_view() {
-    let request = from_v3(v3::CheckRequest::default(), true);
+    let request = from_v3(v3::CheckRequest::default(), RENDER_RECEIVED);
     assert_eq!(request.method, "");
     assert!(request.headers.is_empty());
     assert_eq!(request.source.principal, "");
@@ -129,7 +134,7 @@ fn received_is_one_line_of_text_format() {
             headers: HashMap::from([("x-ext-authz".to_owned(), "allow".to_owned())]),
             ..Default::default()
         }),
-        true,
+        RENDER_RECEIVED,
     );
     assert!(!request.received.contains('\n'), "{}", request.received);
     assert!(
@@ -167,7 +172,7 @@ fn v2_request_fields_reach_the_neutral_view() {
             ..Default::default()
         }),
     };
-    let request = from_v2(check, true);
+    let request = from_v2(check, RENDER_RECEIVED);
     assert_eq!(request.method, "PUT");
     assert_eq!(request.path, "/v2");
     assert_eq!(request.header("x-ext-authz"), Some("allow"));
