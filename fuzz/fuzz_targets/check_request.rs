@@ -13,6 +13,7 @@
 
 mod common;
 
+use authz_server::Renders;
 use extauthz_proto::{v2, v3};
 use libfuzzer_sys::fuzz_target;
 use prost::Message;
@@ -25,9 +26,9 @@ fn istio_would_allow(request: &Request) -> bool {
     }
 }
 
-fn check(request_for: impl Fn(bool) -> Request) {
+fn check(request_for: impl Fn(Renders) -> Request) {
     let [(_, istio), (_, rich)] = common::rule_sets();
-    let request = request_for(istio.needs_received());
+    let request = request_for(Renders::for_rules(istio));
     let evaluation = common::decide(istio, &request);
     if evaluation.decision.is_allow() {
         assert!(
@@ -35,7 +36,7 @@ fn check(request_for: impl Fn(bool) -> Request) {
             "the Istio policy allowed a request Istio denies: {request:?}"
         );
     }
-    let request = request_for(rich.needs_received());
+    let request = request_for(Renders::for_rules(rich));
     let evaluation = common::decide(rich, &request);
     if let Decision::Allow(allow) = &evaluation.decision {
         for (name, value) in &allow.query_parameters_to_set {
@@ -49,9 +50,9 @@ fn check(request_for: impl Fn(bool) -> Request) {
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(message) = v3::CheckRequest::decode(data) {
-        check(|received| authz_server::attributes::from_v3(message.clone(), received));
+        check(|renders| authz_server::attributes::from_v3(message.clone(), renders));
     }
     if let Ok(message) = v2::CheckRequest::decode(data) {
-        check(|received| authz_server::attributes::from_v2(message.clone(), received));
+        check(|renders| authz_server::attributes::from_v2(message.clone(), renders));
     }
 });
