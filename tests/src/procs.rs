@@ -242,3 +242,22 @@ pub fn write_atomically(path: &Path, text: &str) {
     std::fs::write(&tmp, text).expect("writes the temp file");
     std::fs::rename(&tmp, path).expect("renames over the config");
 }
+
+/// Runs `authz-server keys <args>` (the binary at `bin`) and returns what it printed, trimmed;
+/// panics with its stderr when it fails.
+pub fn authz_keys(bin: &Path, args: &[&str]) -> String {
+    let output = Command::new(bin)
+        .arg("keys")
+        .args(args)
+        .output()
+        .expect("runs authz-server keys");
+    assert!(
+        output.status.success(),
+        "keys {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout)
+        .expect("UTF-8")
+        .trim()
+        .to_owned()
+}

@@ -14,7 +14,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use e2e::load::{Load, Sample, quantile};
-use e2e::procs::{Process, binaries, scratch_dir};
+use e2e::procs::{Process, authz_keys, binaries, scratch_dir};
 use extauthz_proto::v3::CheckRequest;
 use extauthz_proto::v3::authorization_client::AuthorizationClient;
 use extauthz_proto::v3::check_response::HttpResponse;
@@ -133,23 +133,6 @@ impl Drop for Throwaway {
     }
 }
 
-fn keys(bin: &std::path::Path, args: &[&str]) -> String {
-    let output = Command::new(bin)
-        .arg("keys")
-        .args(args)
-        .output()
-        .expect("runs authz-server keys");
-    assert!(
-        output.status.success(),
-        "keys {args:?}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8(output.stdout)
-        .expect("UTF-8")
-        .trim()
-        .to_owned()
-}
-
 /// What one check decided.
 #[derive(Debug, Clone, PartialEq)]
 enum Decision {
@@ -251,8 +234,8 @@ async fn postgres_stopped_and_restarted_under_load() {
         return;
     };
     let url = pg.url.clone();
-    keys(&authz_bin, &["init", "--database", &url]);
-    let alice_key = keys(
+    authz_keys(&authz_bin, &["init", "--database", &url]);
+    let alice_key = authz_keys(
         &authz_bin,
         &[
             "add",
@@ -264,11 +247,11 @@ async fn postgres_stopped_and_restarted_under_load() {
             "pro",
         ],
     );
-    let revoked_key = keys(
+    let revoked_key = authz_keys(
         &authz_bin,
         &["add", "--database", &url, "--subject", "mallory"],
     );
-    keys(
+    authz_keys(
         &authz_bin,
         &["revoke", "--database", &url, "--subject", "mallory"],
     );

@@ -19,11 +19,10 @@
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
-use std::process::Command;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use e2e::load::{Answer, Load, get, http_client, median, quantile};
-use e2e::procs::{Process, binaries, open_fds, rss_kib, scratch_dir, write_atomically};
+use e2e::procs::{Process, authz_keys, binaries, open_fds, rss_kib, scratch_dir, write_atomically};
 
 const JWT_SECRET: &str = "soak-secret-0123456789abcdef-0123456789";
 
@@ -120,23 +119,6 @@ fn jwt() -> String {
     .expect("signs")
 }
 
-fn keys(bin: &std::path::Path, args: &[&str]) -> String {
-    let output = Command::new(bin)
-        .arg("keys")
-        .args(args)
-        .output()
-        .expect("runs authz-server keys");
-    assert!(
-        output.status.success(),
-        "keys {args:?}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8(output.stdout)
-        .expect("UTF-8")
-        .trim()
-        .to_owned()
-}
-
 /// Worker kinds, two workers each.
 const KINDS: [&str; 4] = ["allow", "deny", "jwt", "db"];
 
@@ -192,8 +174,8 @@ async fn soak_mixed_load_with_reloads_shows_no_upward_trend() {
 
     let keys_db = dir.join("keys.db").display().to_string();
     let db_url = format!("sqlite://{keys_db}");
-    keys(&authz_bin, &["init", "--database", &db_url]);
-    let alice_key = keys(
+    authz_keys(&authz_bin, &["init", "--database", &db_url]);
+    let alice_key = authz_keys(
         &authz_bin,
         &["add", "--database", &db_url, "--subject", "alice"],
     );
