@@ -120,7 +120,7 @@ async fn main() {
     ];
     println!(
         "check_throughput: {rounds} rounds x {seconds}s, {in_flight} in flight over 4 HTTP/2 connections, {} cores",
-        std::thread::available_parallelism().map_or(0, |n| n.get())
+        std::thread::available_parallelism().map_or(0, std::num::NonZero::get)
     );
     println!(
         "{:<50} {:>12} {:>12} {:>8}",

@@ -106,7 +106,7 @@ async fn main() {
 
     println!(
         "lookup_throughput: {rounds} rounds x {seconds}s, {in_flight} in flight over 4 HTTP/2 connections, {} cores",
-        std::thread::available_parallelism().map_or(0, |n| n.get())
+        std::thread::available_parallelism().map_or(0, std::num::NonZero::get)
     );
     let (mut header_rates, mut lookup_rates) = (Vec::new(), Vec::new());
     for _ in 0..rounds {

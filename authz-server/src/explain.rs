@@ -11,7 +11,7 @@ use rules::{Decision, RuleSet, Transport};
 
 /// A request described on the command line.
 #[derive(Args)]
-pub struct ExplainArgs {
+pub(crate) struct ExplainArgs {
     /// The rule config; the built-in default when absent.
     #[arg(long, short)]
     pub config: Option<PathBuf>,
@@ -39,7 +39,7 @@ pub struct ExplainArgs {
 }
 
 /// Prints the decision, the deciding rule and the trace. Exit 0 on allow, 1 on deny.
-pub fn run(rules: &RuleSet, args: &ExplainArgs) -> ExitCode {
+pub(crate) fn run(rules: &RuleSet, args: &ExplainArgs) -> ExitCode {
     let mut headers: Vec<(String, String)> = Vec::new();
     for header in &args.headers {
         let Some((name, value)) = header.split_once(':') else {

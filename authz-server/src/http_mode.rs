@@ -19,16 +19,16 @@ use crate::authorizer::{Checked, Renders};
 use crate::metrics::Metrics;
 
 /// The largest body we read from a replayed request; a proxy forwarding more gets 413.
-pub const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
+pub(crate) const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
 
 /// Longest a client may take to send a request's headers, and then its body.
-pub const READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+pub(crate) const READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// The header through which HTTP mode asks the proxy to remove upstream request headers.
 const HEADERS_TO_REMOVE: &str = "x-envoy-auth-headers-to-remove";
 
 /// Answers one replayed request.
-pub async fn handle<A: Authorizer, B>(
+pub(crate) async fn handle<A: Authorizer, B>(
     authorizer: Arc<A>,
     metrics: Arc<Metrics>,
     request: http::Request<B>,
@@ -109,7 +109,7 @@ fn neutral_request(
     let host = parts
         .uri
         .authority()
-        .map(|a| a.to_string())
+        .map(std::string::ToString::to_string)
         .or_else(|| headers.get("host").cloned())
         .unwrap_or_default();
     Request {
@@ -118,7 +118,7 @@ fn neutral_request(
         path: parts
             .uri
             .path_and_query()
-            .map(|p| p.to_string())
+            .map(std::string::ToString::to_string)
             .unwrap_or_else(|| "/".to_owned()),
         host,
         // The proxy's connection to us says nothing of the client's scheme; only an
@@ -176,7 +176,7 @@ fn received_line(parts: &http::request::Parts, body: &Bytes) -> String {
     let path = parts
         .uri
         .path_and_query()
-        .map(|p| p.as_str())
+        .map(http::uri::PathAndQuery::as_str)
         .unwrap_or("/");
     format!(
         "{} {host}{path}, headers: map[{}], body: [{}]",

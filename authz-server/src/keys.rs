@@ -12,7 +12,7 @@ use sha2::{Digest, Sha256};
 
 /// Manages API keys in a database.
 #[derive(Args)]
-pub struct KeysArgs {
+pub(crate) struct KeysArgs {
     #[command(subcommand)]
     command: KeysCommand,
 }
@@ -69,7 +69,7 @@ const CREATE_TABLE: &str = "CREATE TABLE IF NOT EXISTS api_keys (
 const CREATE_INDEX: &str = "CREATE INDEX IF NOT EXISTS api_keys_subject ON api_keys (subject)";
 
 /// Runs one `keys` command; exit 0 on success, 1 on failure (or when nothing was revoked).
-pub fn run(args: KeysArgs) -> ExitCode {
+pub(crate) fn run(args: KeysArgs) -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

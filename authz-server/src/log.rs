@@ -23,7 +23,7 @@ pub use line::{LineFormat, write_decisions_to};
 /// Logs and counts a decision (or the failure to make one) with the deciding rule and the
 /// latency. `path` is the request's path as logs may show it (already redacted). The request id
 /// is the `x-request-id` header, else `proxy_request_id` (the check's own id field).
-pub fn decision(
+pub(crate) fn decision(
     metrics: &Metrics,
     api: &'static str,
     request: &Request,
@@ -132,7 +132,7 @@ fn shadow_summary(evaluation: &Evaluation) -> String {
 /// `value` safe for one log line: control characters (C0, DEL, C1, and the Unicode line and
 /// paragraph separators) become `\n`, `\r`, `\t` or `\u{..}`, and `\` becomes `\\` so an
 /// escape in the value cannot pass for one of ours. Borrowed when nothing needs escaping.
-pub fn escape(value: &str) -> Cow<'_, str> {
+pub(crate) fn escape(value: &str) -> Cow<'_, str> {
     let needs = |c: char| c == '\\' || c.is_control() || matches!(c, '\u{2028}' | '\u{2029}');
     if !value.chars().any(needs) {
         return Cow::Borrowed(value);

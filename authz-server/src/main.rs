@@ -231,10 +231,10 @@ fn init_logging(format: LogFormat, otlp_endpoint: Option<&str>) -> anyhow::Resul
     // same writer thread in the same layout; on a colour terminal it keeps tracing's colours.
     match format {
         LogFormat::Text if !ansi => {
-            authz_server::write_decisions_to(writer.clone(), authz_server::LineFormat::Text)
+            authz_server::write_decisions_to(writer.clone(), authz_server::LineFormat::Text);
         }
         LogFormat::Json => {
-            authz_server::write_decisions_to(writer.clone(), authz_server::LineFormat::Json)
+            authz_server::write_decisions_to(writer.clone(), authz_server::LineFormat::Json);
         }
         LogFormat::Text => {}
     }

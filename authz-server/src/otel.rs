@@ -31,7 +31,7 @@ use crate::authorizer::{AuthorizeError, Checked};
 
 /// The server span of one v3 gRPC check, parented as the module doc says; `Span::none()` when
 /// tracing is off.
-pub fn grpc_v3(metadata: MetadataMap, check: &v3::CheckRequest) -> Span {
+pub(crate) fn grpc_v3(metadata: MetadataMap, check: &v3::CheckRequest) -> Span {
     if !telemetry::enabled() {
         return Span::none();
     }
@@ -45,7 +45,7 @@ pub fn grpc_v3(metadata: MetadataMap, check: &v3::CheckRequest) -> Span {
 }
 
 /// [`grpc_v3`] for a v2 check.
-pub fn grpc_v2(metadata: MetadataMap, check: &v2::CheckRequest) -> Span {
+pub(crate) fn grpc_v2(metadata: MetadataMap, check: &v2::CheckRequest) -> Span {
     if !telemetry::enabled() {
         return Span::none();
     }
@@ -75,7 +75,7 @@ fn grpc_parent(
 }
 
 /// The server span of one HTTP-mode check, parented by the replayed request's `traceparent`.
-pub fn http_check(headers: &http::HeaderMap) -> Span {
+pub(crate) fn http_check(headers: &http::HeaderMap) -> Span {
     if !telemetry::enabled() {
         return Span::none();
     }
@@ -107,7 +107,10 @@ fn check_span(api: &'static str, rpc_system: &'static str, parent: telemetry::Co
 /// Call it only when `check` is a real span (tracing on): the traced future is boxed so that
 /// the caller's future, which holds the untraced path inline, does not grow (a larger check
 /// future is copied, at a cost measured in thousands of instructions per check).
-pub fn decide<'a, F>(check: Span, deciding: F) -> Pin<Box<dyn Future<Output = Checked> + Send + 'a>>
+pub(crate) fn decide<'a, F>(
+    check: Span,
+    deciding: F,
+) -> Pin<Box<dyn Future<Output = Checked> + Send + 'a>>
 where
     F: Future<Output = Checked> + Send + 'a,
 {
@@ -151,7 +154,7 @@ fn summary(evaluation: &Result<Evaluation, AuthorizeError>) -> (&str, &'static s
 
 /// The span of one database lookup, under the current span (the rule evaluation). `database`
 /// is the config's name for it, never its URL (which can hold a password).
-pub fn lookup(database: &str) -> Span {
+pub(crate) fn lookup(database: &str) -> Span {
     if !telemetry::enabled() {
         return Span::none();
     }
@@ -168,14 +171,14 @@ pub fn lookup(database: &str) -> Span {
 
 /// Records how the lookup cache answered (`hit`, `miss`, `coalesced`, `stale`) on the current
 /// lookup span.
-pub fn lookup_cache(result: &'static str) {
+pub(crate) fn lookup_cache(result: &'static str) {
     if telemetry::enabled() {
         Span::current().record("authz.lookup.cache", result);
     }
 }
 
 /// Marks `span` failed with `kind` (a fixed word, never a database's message).
-pub fn failed(span: &Span, kind: &'static str) {
+pub(crate) fn failed(span: &Span, kind: &'static str) {
     if !span.is_none() {
         span.record("error.type", kind);
         span.record("otel.status_code", "ERROR");
@@ -184,7 +187,7 @@ pub fn failed(span: &Span, kind: &'static str) {
 
 /// The span of one JWKS lookup (cache or fetch), under the current span. The URL is shown
 /// without user info and query.
-pub fn jwks(url: &str) -> Span {
+pub(crate) fn jwks(url: &str) -> Span {
     if !telemetry::enabled() {
         return Span::none();
     }
@@ -198,7 +201,7 @@ pub fn jwks(url: &str) -> Span {
 }
 
 /// The span of one JWKS document fetch (the HTTP GET), a child of the current span.
-pub fn jwks_fetch(url: &str) -> Span {
+pub(crate) fn jwks_fetch(url: &str) -> Span {
     if !telemetry::enabled() {
         return Span::none();
     }

@@ -43,7 +43,7 @@ pub(crate) fn deny_codes(deny: &Deny) -> (i32, u16) {
 // `OkHttpResponse.dynamic_metadata` is deprecated in favour of `CheckResponse.dynamic_metadata`,
 // which is the one we fill; the old field is only named to be left empty.
 #[allow(deprecated)]
-pub fn to_v3(decision: Decision) -> v3::CheckResponse {
+pub(crate) fn to_v3(decision: Decision) -> v3::CheckResponse {
     match decision {
         Decision::Allow(allow) => {
             let rules::Allow {
@@ -103,7 +103,7 @@ pub fn to_v3(decision: Decision) -> v3::CheckResponse {
 
 /// The v2 answer. The v2 API has no header removal, query rewriting, response headers or
 /// dynamic metadata, so those parts of an allow are not sent to a v2 client.
-pub fn to_v2(decision: Decision) -> v2::CheckResponse {
+pub(crate) fn to_v2(decision: Decision) -> v2::CheckResponse {
     let header = |key: String, value: String, append: bool| v2::HeaderValueOption {
         header: Some(v2::HeaderValue { key, value }),
         append: append.then_some(true),

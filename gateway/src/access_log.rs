@@ -217,11 +217,11 @@ fn json(buf: &mut Vec<u8>, l: &Line<'_>) {
     string(buf, "path", &|b| path(b, l.path_and_query));
     string(buf, "host", &|b| b.extend_from_slice(l.host.as_bytes()));
     string(buf, "canonical_path", &|b| {
-        escaped(b, l.canonical_path.unwrap_or("-"))
+        escaped(b, l.canonical_path.unwrap_or("-"));
     });
     if let Some(rejected) = l.rejected {
         string(buf, "rejected", &|b| {
-            b.extend_from_slice(rejected.as_bytes())
+            b.extend_from_slice(rejected.as_bytes());
         });
     }
     string(buf, "route", &|b| escaped(b, l.route));
@@ -235,7 +235,7 @@ fn json(buf: &mut Vec<u8>, l: &Line<'_>) {
         let _ = serde_json::to_writer(&mut *buf, &ms);
     }
     string(buf, "dynamic_metadata", &|b| {
-        metadata(b, l.dynamic_metadata)
+        metadata(b, l.dynamic_metadata);
     });
     buf.extend_from_slice(b",\"duration_ms\":");
     let _ = serde_json::to_writer(&mut *buf, &l.duration_ms);

@@ -161,7 +161,10 @@ impl Body for Replay {
     fn is_end_stream(&self) -> bool {
         self.buffered.is_empty()
             && self.trailers.is_none()
-            && self.rest.as_ref().is_none_or(|r| r.is_end_stream())
+            && self
+                .rest
+                .as_ref()
+                .is_none_or(hyper::body::Body::is_end_stream)
     }
 
     fn size_hint(&self) -> SizeHint {

@@ -26,7 +26,7 @@ use crate::ext_authz::{ExtAuthz, Resolution, Transport};
 
 /// `future` inside `span`, boxed: only on the traced path, so the untraced caller's future
 /// keeps its size (a larger future is copied, at thousands of instructions per request).
-pub fn traced<'a, T>(
+pub(crate) fn traced<'a, T>(
     span: Span,
     future: impl Future<Output = T> + Send + 'a,
 ) -> std::pin::Pin<Box<dyn Future<Output = T> + Send + 'a>> {
@@ -34,7 +34,7 @@ pub fn traced<'a, T>(
 }
 
 /// The span of one request through the gateway, parented by the client's trace context.
-pub fn request(headers: &HeaderMap, method: &http::Method, host: &str, path: &str) -> Span {
+pub(crate) fn request(headers: &HeaderMap, method: &http::Method, host: &str, path: &str) -> Span {
     if !telemetry::enabled() {
         return Span::none();
     }
@@ -55,7 +55,7 @@ pub fn request(headers: &HeaderMap, method: &http::Method, host: &str, path: &st
 }
 
 /// Records the outcome of a request on its span.
-pub fn response(span: &Span, route: &str, status: u16, authz: &'static str) {
+pub(crate) fn response(span: &Span, route: &str, status: u16, authz: &'static str) {
     if span.is_none() {
         return;
     }
@@ -68,7 +68,7 @@ pub fn response(span: &Span, route: &str, status: u16, authz: &'static str) {
 }
 
 /// The client span of one ext_authz check, a child of the current (request) span.
-pub fn ext_authz(policy: &ExtAuthz) -> Span {
+pub(crate) fn ext_authz(policy: &ExtAuthz) -> Span {
     if !telemetry::enabled() {
         return Span::none();
     }
@@ -89,7 +89,7 @@ pub fn ext_authz(policy: &ExtAuthz) -> Span {
 }
 
 /// Records how a check resolved on its span.
-pub fn resolved(span: &Span, resolution: &Resolution) {
+pub(crate) fn resolved(span: &Span, resolution: &Resolution) {
     if span.is_none() {
         return;
     }
@@ -110,14 +110,14 @@ pub fn resolved(span: &Span, resolution: &Resolution) {
 
 /// Writes the current span's context (the ext_authz client span, during a check) into an
 /// outgoing request's headers.
-pub fn inject_current(headers: &mut HeaderMap) {
+pub(crate) fn inject_current(headers: &mut HeaderMap) {
     if telemetry::enabled() {
         telemetry::inject(&Span::current().context(), headers);
     }
 }
 
 /// [`inject_current`] for a tonic call's metadata.
-pub fn inject_current_metadata(metadata: &mut tonic::metadata::MetadataMap) {
+pub(crate) fn inject_current_metadata(metadata: &mut tonic::metadata::MetadataMap) {
     if telemetry::enabled() {
         let mut headers = std::mem::take(metadata).into_headers();
         telemetry::inject(&Span::current().context(), &mut headers);
@@ -127,7 +127,7 @@ pub fn inject_current_metadata(metadata: &mut tonic::metadata::MetadataMap) {
 
 /// The client span of the call to the backend, a child of the current (request) span; its
 /// context replaces the trace headers in `headers`.
-pub fn upstream(backend: &str, headers: &mut HeaderMap) -> Span {
+pub(crate) fn upstream(backend: &str, headers: &mut HeaderMap) -> Span {
     if !telemetry::enabled() {
         return Span::none();
     }
@@ -144,7 +144,7 @@ pub fn upstream(backend: &str, headers: &mut HeaderMap) -> Span {
 }
 
 /// Records the backend's answer (or its failure) on the upstream span.
-pub fn upstream_status(span: &Span, status: Option<u16>) {
+pub(crate) fn upstream_status(span: &Span, status: Option<u16>) {
     if span.is_none() {
         return;
     }

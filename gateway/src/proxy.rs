@@ -142,7 +142,10 @@ where
             path_and_query: sent.path_and_query().map_or("/", |pq| pq.as_str()),
             host: canonical.as_ref().map_or("-", |c| c.host.as_str()),
             canonical_path: canonical.as_ref().ok().map(|c| c.path.as_str()),
-            rejected: canonical.as_ref().err().map(|r| r.reason()),
+            rejected: canonical
+                .as_ref()
+                .err()
+                .map(super::request::Rejected::reason),
             route: &route_label,
             status: response.status().as_u16(),
             authz: authz.outcome,

@@ -376,7 +376,11 @@ fn the_kubernetes_manifests_have_the_seeds_shape() {
         s(service, &["metadata", "namespace"])
     );
     assert_eq!(s(ext, &["backendRef", "port"]), &p["port"]);
-    assert!(ext["grpc"].as_mapping().is_some_and(|m| m.is_empty()));
+    assert!(
+        ext["grpc"]
+            .as_mapping()
+            .is_some_and(serde_yaml::Mapping::is_empty)
+    );
 
     let kustomization = &yaml_docs("deploy/kubernetes/kustomization.yaml")[0];
     assert_eq!(

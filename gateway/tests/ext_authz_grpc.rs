@@ -455,7 +455,7 @@ async fn a_malformed_denied_response_is_still_a_deny_under_failure_mode_allow() 
     assert_eq!(resp.headers["content-type"], "text/plain");
     assert!(!resp.headers.contains_key("x-newline"));
     assert!(!resp.headers.contains_key("x-nul"));
-    let mut names: Vec<&str> = resp.headers.keys().map(|n| n.as_str()).collect();
+    let mut names: Vec<&str> = resp.headers.keys().map(http::HeaderName::as_str).collect();
     names.sort();
     assert_eq!(
         names,

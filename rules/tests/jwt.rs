@@ -37,7 +37,7 @@ fn now() -> i64 {
 }
 
 fn pem_line(pem: &str) -> String {
-    format!("public_key_pem = '''\n{}'''", pem)
+    format!("public_key_pem = '''\n{pem}'''")
 }
 
 /// One RSA key per run: generating RSA keys is slow in debug builds.

@@ -10,7 +10,7 @@ const PARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
 fn no_endpoint_means_off() {
     let env: HashMap<&str, &str> = HashMap::new();
     assert_eq!(
-        endpoint_from(None, |k| env.get(k).map(|v| v.to_string())),
+        endpoint_from(None, |k| env.get(k).map(std::string::ToString::to_string)),
         None
     );
 }
@@ -22,7 +22,7 @@ fn the_flag_beats_the_traces_variable_which_beats_the_generic_one() {
         ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "http://traces:4317"),
     ]);
     let get = |env: &HashMap<&str, &str>, flag| {
-        endpoint_from(flag, |k| env.get(k).map(|v| v.to_string()))
+        endpoint_from(flag, |k| env.get(k).map(std::string::ToString::to_string))
     };
     assert_eq!(
         get(&env, Some("http://flag:4317")).as_deref(),

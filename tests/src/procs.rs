@@ -165,7 +165,7 @@ impl Drop for Process {
 /// Open file descriptors of `pid` (entries of `/proc/PID/fd`).
 pub fn open_fds(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .map(|d| d.count())
+        .map(std::iter::Iterator::count)
         .unwrap_or(0)
 }
 

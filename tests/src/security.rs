@@ -85,7 +85,11 @@ fn answer(
         .and_then(|h| h.to_str().ok())
         .unwrap_or_default()
         .to_owned();
-    let mut header_names: Vec<String> = req.headers().keys().map(|k| k.to_string()).collect();
+    let mut header_names: Vec<String> = req
+        .headers()
+        .keys()
+        .map(std::string::ToString::to_string)
+        .collect();
     header_names.sort();
     header_names.dedup();
     let forwarded_for = req

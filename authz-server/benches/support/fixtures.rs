@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 use extauthz_proto::v3;
 
 /// A CheckRequest shaped like one Envoy sends for a small JSON POST, plus `extra` headers.
-pub fn envoy_like(extra: &[(&str, &str)]) -> v3::CheckRequest {
+pub(crate) fn envoy_like(extra: &[(&str, &str)]) -> v3::CheckRequest {
     let headers = [
         (":authority", "api.example.com"),
         (":method", "POST"),
@@ -42,7 +42,7 @@ pub fn envoy_like(extra: &[(&str, &str)]) -> v3::CheckRequest {
 
 /// `count` rules, a mix of header, path, regex and CIDR conditions none of which the request
 /// meets, then the deciding header rule last.
-pub fn many_rules(count: usize) -> String {
+pub(super) fn many_rules(count: usize) -> String {
     let mut text = String::from("[default]\ndeny = { status = 403 }\n");
     for i in 0..count.saturating_sub(1) {
         let when = match i % 4 {

@@ -14,13 +14,13 @@ use tonic::transport::Channel;
 #[allow(dead_code)]
 #[path = "fixtures.rs"]
 mod fixtures;
-pub use fixtures::envoy_like;
+pub(crate) use fixtures::envoy_like;
 
 /// Connections the load is spread over.
 const CONNECTIONS: u64 = 4;
 
 /// A numeric knob from the environment (`ROUNDS`, `SECONDS`, `IN_FLIGHT`).
-pub fn env(name: &str, default: u64) -> u64 {
+pub(crate) fn env(name: &str, default: u64) -> u64 {
     std::env::var(name)
         .ok()
         .and_then(|v| v.parse().ok())
@@ -30,7 +30,7 @@ pub fn env(name: &str, default: u64) -> u64 {
 /// Checks per second over `seconds` (after a short warm-up), with `in_flight` calls
 /// outstanding. Every answer must carry gRPC status `expected_code`, so a misconfigured
 /// benchmark cannot measure the wrong path.
-pub async fn measure(
+pub(crate) async fn measure(
     address: SocketAddr,
     request: &v3::CheckRequest,
     expected_code: i32,
@@ -79,7 +79,7 @@ pub async fn measure(
 }
 
 /// The middle value.
-pub fn median(mut values: Vec<f64>) -> f64 {
-    values.sort_by(|a, b| a.total_cmp(b));
+pub(crate) fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
     values[values.len() / 2]
 }

@@ -106,7 +106,7 @@ mod tests {
         let proxies: Vec<String> = options
             .trusted_proxies
             .iter()
-            .map(|n| n.to_string())
+            .map(std::string::ToString::to_string)
             .collect();
         assert_eq!(proxies, ["10.0.0.0/8", "::1/128"]);
         let defaults = Config::parse("t.toml", "[default]\ndeny = {}\n").expect("loads");

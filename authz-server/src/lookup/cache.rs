@@ -20,7 +20,7 @@ pub(crate) struct CacheKey {
 }
 
 impl CacheKey {
-    pub fn of(query: &LookupQuery<'_>) -> Self {
+    pub(super) fn of(query: &LookupQuery<'_>) -> Self {
         Self {
             database: query.database.to_owned(),
             sql: query.sql.to_owned(),
@@ -38,12 +38,12 @@ pub(crate) struct Cached {
 
 impl Cached {
     /// How long ago the database gave this answer.
-    pub fn age(&self, now: Instant) -> Duration {
+    pub(super) fn age(&self, now: Instant) -> Duration {
         now.saturating_duration_since(self.stored)
     }
 
     /// The TTL that applies: hits and misses are cached for different times.
-    pub fn ttl(&self, cache_ttl: Duration, negative_ttl: Duration) -> Duration {
+    pub(super) fn ttl(&self, cache_ttl: Duration, negative_ttl: Duration) -> Duration {
         if self.answer.is_some() {
             cache_ttl
         } else {
@@ -67,19 +67,19 @@ struct Entries {
 }
 
 impl AnswerCache {
-    pub fn new(capacity: usize) -> Self {
+    pub(super) fn new(capacity: usize) -> Self {
         Self {
             capacity: capacity.max(1),
             inner: Mutex::new(Entries::default()),
         }
     }
 
-    pub fn get(&self, key: &CacheKey) -> Option<Cached> {
+    pub(super) fn get(&self, key: &CacheKey) -> Option<Cached> {
         let entries = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
         entries.by_key.get(key).map(|(_, cached)| cached.clone())
     }
 
-    pub fn insert(&self, key: CacheKey, cached: Cached) {
+    pub(super) fn insert(&self, key: CacheKey, cached: Cached) {
         let mut entries = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
         let Entries {
             by_key,
@@ -100,7 +100,7 @@ impl AnswerCache {
         }
     }
 
-    pub fn len(&self) -> usize {
+    pub(super) fn len(&self) -> usize {
         let entries = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
         entries.by_key.len()
     }

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use authz_server::lookup::{Database, OpenMode};
 
 /// The PostgreSQL that `scripts/test` started, or `None` after printing why `test` is skipped.
-pub fn postgres_url(test: &str) -> Option<String> {
+pub(crate) fn postgres_url(test: &str) -> Option<String> {
     match std::env::var("AUTHZ_TEST_POSTGRES_URL") {
         Ok(url) if !url.is_empty() => Some(url),
         _ => {
@@ -37,7 +37,7 @@ fn unique(prefix: &str) -> String {
 }
 
 /// A new, empty database on the server at `base` (a URL naming any database); its URL.
-pub async fn fresh_postgres_database(base: &str) -> String {
+pub(crate) async fn fresh_postgres_database(base: &str) -> String {
     let name = unique("authz_t");
     let admin = Database::open(base, 1, OpenMode::Existing).expect("PostgreSQL URL");
     admin
@@ -50,7 +50,7 @@ pub async fn fresh_postgres_database(base: &str) -> String {
 }
 
 /// A path for a new temporary file (not created).
-pub fn temp_path(name: &str) -> PathBuf {
+pub(crate) fn temp_path(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join("authz-server-tests");
     std::fs::create_dir_all(&dir).expect("temp dir");
     let path = dir.join(unique(name));
@@ -59,7 +59,7 @@ pub fn temp_path(name: &str) -> PathBuf {
 }
 
 /// Runs statements against a database, panicking with the statement on failure.
-pub async fn run_sql(url: &str, statements: &[&str]) {
+pub(crate) async fn run_sql(url: &str, statements: &[&str]) {
     let database = Database::open(url, 1, OpenMode::Create).expect("database URL");
     for sql in statements {
         database
@@ -71,7 +71,7 @@ pub async fn run_sql(url: &str, statements: &[&str]) {
 }
 
 /// The rows of a query, as text.
-pub async fn query_rows(url: &str, sql: &str) -> Vec<rules::Row> {
+pub(crate) async fn query_rows(url: &str, sql: &str) -> Vec<rules::Row> {
     let database = Database::open(url, 1, OpenMode::Existing).expect("database URL");
     let rows = database
         .rows(sql, &[])
@@ -83,7 +83,7 @@ pub async fn query_rows(url: &str, sql: &str) -> Vec<rules::Row> {
 
 /// A PostgreSQL server of a test's own (scripts/pg-throwaway), which the test may stop and
 /// start; destroyed on drop.
-pub struct Throwaway {
+pub(crate) struct Throwaway {
     dir: PathBuf,
     /// Its `authz_test` database.
     pub url: String,
@@ -95,7 +95,7 @@ fn pg_throwaway() -> String {
 
 impl Throwaway {
     /// Starts one under `AUTHZ_TEST_RUN_DIR` (or the system temp dir).
-    pub fn start() -> Self {
+    pub(crate) fn start() -> Self {
         let base = std::env::var_os("AUTHZ_TEST_RUN_DIR")
             .map(PathBuf::from)
             .unwrap_or_else(std::env::temp_dir);
@@ -127,12 +127,12 @@ impl Throwaway {
     }
 
     /// Stops the server (the database "goes down"); its data stays.
-    pub fn halt(&self) {
+    pub(crate) fn halt(&self) {
         self.run("halt");
     }
 
     /// Starts it again on the same port.
-    pub fn resume(&self) {
+    pub(crate) fn resume(&self) {
         self.run("resume");
     }
 }
@@ -147,7 +147,7 @@ impl Drop for Throwaway {
 }
 
 /// An authz server running in this test until dropped, with hooks connected as `serve` does.
-pub struct Running {
+pub(crate) struct Running {
     /// The gRPC address.
     pub grpc: std::net::SocketAddr,
     /// The HTTP-mode address.
@@ -158,7 +158,7 @@ pub struct Running {
 impl Running {
     /// A server a test bound itself (e.g. with its own `Authorizer`), stopped on drop through
     /// `stop`.
-    pub fn at(
+    pub(crate) fn at(
         grpc: std::net::SocketAddr,
         http: std::net::SocketAddr,
         stop: tokio::sync::oneshot::Sender<()>,
@@ -174,7 +174,7 @@ impl Running {
 /// Sends `request` as raw bytes (exactly as written: nothing is normalised on the way) to an
 /// HTTP-mode listener and returns the whole reply; the request should ask for
 /// `connection: close`. Fails after 5 s.
-pub async fn http_raw(address: std::net::SocketAddr, request: &[u8]) -> String {
+pub(crate) async fn http_raw(address: std::net::SocketAddr, request: &[u8]) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let exchange = async {
         let mut stream = tokio::net::TcpStream::connect(address)
@@ -191,7 +191,7 @@ pub async fn http_raw(address: std::net::SocketAddr, request: &[u8]) -> String {
 }
 
 /// [`http_raw`] for a request written as text.
-pub async fn http_get(address: std::net::SocketAddr, request: &str) -> String {
+pub(crate) async fn http_get(address: std::net::SocketAddr, request: &str) -> String {
     http_raw(address, request.as_bytes()).await
 }
 
@@ -204,14 +204,14 @@ impl Drop for Running {
 }
 
 /// Compiles `config` (panicking with every error) and serves it on loopback ports.
-pub async fn start(config: &str) -> Running {
+pub(crate) async fn start(config: &str) -> Running {
     let config = authz_server::Config::parse("test.toml", config)
         .unwrap_or_else(|e| panic!("test config loads: {e}"));
     start_engine(authz_server::RuleEngine::connect(config.rules, None).await).await
 }
 
 /// Serves an engine on loopback ports.
-pub async fn start_engine(engine: authz_server::RuleEngine) -> Running {
+pub(crate) async fn start_engine(engine: authz_server::RuleEngine) -> Running {
     let loopback: std::net::SocketAddr = "127.0.0.1:0".parse().expect("loopback");
     let server = authz_server::Server::bind(engine, Some(loopback), Some(loopback))
         .await
@@ -229,13 +229,13 @@ pub async fn start_engine(engine: authz_server::RuleEngine) -> Running {
     }
 }
 
-pub type Client =
+pub(crate) type Client =
     extauthz_proto::envoy::service::auth::v3::authorization_client::AuthorizationClient<
         tonic::transport::Channel,
     >;
 
 /// A v3 Authorization client for a running server.
-pub async fn client(server: &Running) -> Client {
+pub(crate) async fn client(server: &Running) -> Client {
     let channel = tonic::transport::Channel::from_shared(format!("http://{}", server.grpc))
         .expect("uri")
         .connect()
@@ -246,7 +246,7 @@ pub async fn client(server: &Running) -> Client {
 
 /// What a proxy would make of one Check answer.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Answer {
+pub(crate) struct Answer {
     /// 200 for OK, else the denied response's HTTP status.
     pub status: u16,
     /// The gRPC status code of the decision (0 = OK, 7 = PERMISSION_DENIED, ...).
@@ -259,7 +259,7 @@ pub struct Answer {
 
 impl Answer {
     /// A header's value, if present.
-    pub fn header(&self, name: &str) -> Option<&str> {
+    pub(crate) fn header(&self, name: &str) -> Option<&str> {
         self.headers
             .iter()
             .find(|(k, _)| k.eq_ignore_ascii_case(name))
@@ -268,13 +268,13 @@ impl Answer {
 }
 
 /// Sends one v3 Check for `GET path` on `api.example.com` with these headers.
-pub async fn check(client: &mut Client, path: &str, headers: &[(&str, &str)]) -> Answer {
+pub(crate) async fn check(client: &mut Client, path: &str, headers: &[(&str, &str)]) -> Answer {
     check_at(client, "api.example.com", path, headers).await
 }
 
 /// Sends one v3 Check for `GET path` on `host`, both exactly as given (as a proxy that does not
 /// normalise would send them).
-pub async fn check_at(
+pub(crate) async fn check_at(
     client: &mut Client,
     host: &str,
     path: &str,

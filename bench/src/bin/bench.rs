@@ -221,7 +221,7 @@ fn markdown(
     load_before: &str,
     load_after: &str,
 ) -> String {
-    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let cores = std::thread::available_parallelism().map_or(0, std::num::NonZero::get);
     let nginx_version = options.nginx.as_ref().map_or_else(
         || "not installed".to_owned(),
         |n| command_output(&n.display().to_string(), &["-v"]),

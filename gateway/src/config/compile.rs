@@ -52,7 +52,7 @@ pub(super) fn compile(
                         "invalid admin address `{}`: expected ip:port, e.g. 127.0.0.1:9901",
                         a.address.get_ref()
                     ),
-                )
+                );
             })
             .ok()
     });

@@ -16,7 +16,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use super::{Reply200, read};
 
 /// A certificate and key written to disk, plus what a test compares against.
-pub struct Issued {
+pub(crate) struct Issued {
     /// PEM certificate file.
     pub cert: PathBuf,
     /// PEM private key file.
@@ -30,7 +30,7 @@ pub struct Issued {
 }
 
 /// A test certificate authority writing into a directory.
-pub struct Pki {
+pub(crate) struct Pki {
     dir: PathBuf,
     name: String,
     ca: CertifiedIssuer<'static, KeyPair>,
@@ -42,7 +42,7 @@ pub struct Pki {
 
 impl Pki {
     /// A new CA named `name`, its certificate written to `dir/<name>-ca.pem`.
-    pub fn new(dir: &Path, name: &str) -> Pki {
+    pub(crate) fn new(dir: &Path, name: &str) -> Pki {
         let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         params
@@ -89,7 +89,7 @@ impl Pki {
     }
 
     /// A server certificate for `localhost` and `127.0.0.1`.
-    pub fn server(&self, file: &str) -> Issued {
+    pub(crate) fn server(&self, file: &str) -> Issued {
         self.issue(
             file,
             vec![
@@ -101,23 +101,23 @@ impl Pki {
     }
 
     /// A client certificate with these subject alternative names.
-    pub fn client(&self, file: &str, sans: Vec<SanType>) -> Issued {
+    pub(crate) fn client(&self, file: &str, sans: Vec<SanType>) -> Issued {
         self.issue(file, sans, ExtendedKeyUsagePurpose::ClientAuth)
     }
 }
 
 /// A URI SAN.
-pub fn uri(u: &str) -> SanType {
+pub(crate) fn uri(u: &str) -> SanType {
     SanType::URI(u.try_into().unwrap())
 }
 
 /// A DNS SAN.
-pub fn dns(d: &str) -> SanType {
+pub(crate) fn dns(d: &str) -> SanType {
     SanType::DnsName(d.try_into().unwrap())
 }
 
 /// A rustls client trusting `ca_pem`, presenting `identity` when given.
-pub fn client_config(ca_pem: &str, identity: Option<&Issued>) -> Arc<rustls::ClientConfig> {
+pub(crate) fn client_config(ca_pem: &str, identity: Option<&Issued>) -> Arc<rustls::ClientConfig> {
     use rustls::pki_types::pem::PemObject;
     let mut roots = rustls::RootCertStore::empty();
     for c in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
@@ -144,7 +144,7 @@ pub fn client_config(ca_pem: &str, identity: Option<&Issued>) -> Arc<rustls::Cli
 
 /// Sends `req` over a fresh TLS connection to `addr` (server name `localhost`); any handshake
 /// or protocol failure is an `Err` with its reason.
-pub async fn tls_send(
+pub(crate) async fn tls_send(
     addr: SocketAddr,
     config: Arc<rustls::ClientConfig>,
     req: Request<Full<Bytes>>,

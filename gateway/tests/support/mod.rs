@@ -4,7 +4,7 @@
 
 #![allow(dead_code)]
 
-pub mod certs;
+pub(crate) mod certs;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -31,14 +31,14 @@ use tokio_stream::StreamExt;
 use tokio_stream::wrappers::TcpListenerStream;
 
 /// The Istio ext-authz deny body, 76 bytes.
-pub const DENY_BODY: &str =
+pub(crate) const DENY_BODY: &str =
     "denied by ext_authz for not found header `x-ext-authz: allow` in the request";
 
 /// The seed's request body.
-pub const SEED_BODY: &str = r#"{ "model": "gpt-3.5-turbo", "messages": [ { "role": "system", "content": "You are a poetic assistant, skilled in explaining complex programming concepts with creative flair." }, { "role": "user", "content": "Write 5 sentences." } ] }"#;
+pub(crate) const SEED_BODY: &str = r#"{ "model": "gpt-3.5-turbo", "messages": [ { "role": "system", "content": "You are a poetic assistant, skilled in explaining complex programming concepts with creative flair." }, { "role": "user", "content": "Write 5 sentences." } ] }"#;
 
 /// What the mock answers to one check.
-pub enum Reply {
+pub(crate) enum Reply {
     /// A successful RPC with this response.
     Respond(CheckResponse),
     /// A gRPC error status.
@@ -53,7 +53,7 @@ type Handler = Arc<dyn Fn(&CheckRequest) -> Reply + Send + Sync>;
 
 /// An in-process `envoy.service.auth.v3.Authorization` server that records every request.
 #[derive(Clone)]
-pub struct MockAuthz {
+pub(crate) struct MockAuthz {
     /// Where it listens.
     pub addr: SocketAddr,
     requests: Arc<Mutex<Vec<CheckRequest>>>,
@@ -87,14 +87,14 @@ impl Authorization for Service {
 
 impl MockAuthz {
     /// Starts a mock answering with `handler`.
-    pub async fn start(
+    pub(crate) async fn start(
         handler: impl Fn(&CheckRequest) -> Reply + Send + Sync + 'static,
     ) -> MockAuthz {
         MockAuthz::start_with(handler, None).await
     }
 
     /// Starts a mock answering with `handler` over TLS (mutual when `tls` names a client CA).
-    pub async fn start_with(
+    pub(crate) async fn start_with(
         handler: impl Fn(&CheckRequest) -> Reply + Send + Sync + 'static,
         tls: Option<tonic::transport::ServerTlsConfig>,
     ) -> MockAuthz {
@@ -128,7 +128,7 @@ impl MockAuthz {
     }
 
     /// Starts a mock that behaves like Istio's ext-authz test service (the seed's image).
-    pub async fn istio() -> MockAuthz {
+    pub(crate) async fn istio() -> MockAuthz {
         MockAuthz::start(|req| {
             let allowed =
                 http_of(req).headers.get("x-ext-authz").map(String::as_str) == Some("allow");
@@ -138,27 +138,27 @@ impl MockAuthz {
     }
 
     /// Starts a mock that answers every check with `response`.
-    pub async fn always(response: CheckResponse) -> MockAuthz {
+    pub(crate) async fn always(response: CheckResponse) -> MockAuthz {
         MockAuthz::start(move |_| Reply::Respond(response.clone())).await
     }
 
     /// Every check received so far.
-    pub fn requests(&self) -> Vec<CheckRequest> {
+    pub(crate) fn requests(&self) -> Vec<CheckRequest> {
         self.requests.lock().unwrap().clone()
     }
 
     /// How many TCP connections the gateway opened to this server.
-    pub fn connections(&self) -> usize {
+    pub(crate) fn connections(&self) -> usize {
         self.connections.load(Ordering::SeqCst)
     }
 
     /// How many checks were received.
-    pub fn count(&self) -> usize {
+    pub(crate) fn count(&self) -> usize {
         self.requests.lock().unwrap().len()
     }
 
     /// The HTTP attributes of the last check.
-    pub fn last_http(&self) -> HttpRequest {
+    pub(crate) fn last_http(&self) -> HttpRequest {
         http_of(
             self.requests
                 .lock()
@@ -171,7 +171,7 @@ impl MockAuthz {
 }
 
 /// `attributes.request.http` of a check.
-pub fn http_of(req: &CheckRequest) -> &HttpRequest {
+pub(crate) fn http_of(req: &CheckRequest) -> &HttpRequest {
     req.attributes
         .as_ref()
         .unwrap()
@@ -184,7 +184,7 @@ pub fn http_of(req: &CheckRequest) -> &HttpRequest {
 }
 
 /// Istio's ext-authz answer.
-pub fn istio_response(allowed: bool) -> CheckResponse {
+pub(crate) fn istio_response(allowed: bool) -> CheckResponse {
     let result = if allowed { "allowed" } else { "denied" };
     let headers = vec![
         header("x-ext-authz-check-result", result, Some(false)),
@@ -205,7 +205,7 @@ pub fn istio_response(allowed: bool) -> CheckResponse {
 }
 
 /// A header option.
-pub fn header(key: &str, value: &str, append: Option<bool>) -> HeaderValueOption {
+pub(crate) fn header(key: &str, value: &str, append: Option<bool>) -> HeaderValueOption {
     HeaderValueOption {
         header: Some(PbHeaderValue {
             key: key.into(),
@@ -218,7 +218,7 @@ pub fn header(key: &str, value: &str, append: Option<bool>) -> HeaderValueOption
 }
 
 /// A header option with an append action.
-pub fn header_action(key: &str, value: &str, action: i32) -> HeaderValueOption {
+pub(crate) fn header_action(key: &str, value: &str, action: i32) -> HeaderValueOption {
     HeaderValueOption {
         append_action: action,
         ..header(key, value, None)
@@ -226,7 +226,7 @@ pub fn header_action(key: &str, value: &str, action: i32) -> HeaderValueOption {
 }
 
 /// An OK response.
-pub fn ok(ok: OkHttpResponse) -> CheckResponse {
+pub(crate) fn ok(ok: OkHttpResponse) -> CheckResponse {
     CheckResponse {
         status: Some(RpcStatus::default()),
         http_response: Some(HttpResponse::OkResponse(ok)),
@@ -235,7 +235,7 @@ pub fn ok(ok: OkHttpResponse) -> CheckResponse {
 }
 
 /// A denied response with a `denied_response`.
-pub fn deny(
+pub(crate) fn deny(
     code: i32,
     http_status: i32,
     headers: Vec<HeaderValueOption>,
@@ -256,7 +256,7 @@ pub fn deny(
 }
 
 /// Starts the demo backend; streamed events are 100 ms apart.
-pub async fn start_backend() -> SocketAddr {
+pub(crate) async fn start_backend() -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(gateway::demo_backend::serve(
@@ -269,7 +269,7 @@ pub async fn start_backend() -> SocketAddr {
 }
 
 /// Starts a gateway from TOML text; returns its first listener's address.
-pub async fn start_gateway(toml: &str) -> SocketAddr {
+pub(crate) async fn start_gateway(toml: &str) -> SocketAddr {
     let config = gateway::Config::from_toml(toml, "test.toml")
         .unwrap_or_else(|e| panic!("test config invalid:\n{e}\n---\n{toml}"));
     let gw = gateway::Gateway::bind(config).await.unwrap();
@@ -280,7 +280,7 @@ pub async fn start_gateway(toml: &str) -> SocketAddr {
 
 /// The seed's setup: one listener `gw`, route `openai` (`/openai` prefix) to the demo backend,
 /// authz backend `authz` at `authz`; `extra` is appended (policies, more routes).
-pub fn seed_config(backend: SocketAddr, authz: SocketAddr, extra: &str) -> String {
+pub(crate) fn seed_config(backend: SocketAddr, authz: SocketAddr, extra: &str) -> String {
     format!(
         r#"
 [[listeners]]
@@ -305,7 +305,7 @@ url = "http://{authz}"
 }
 
 /// The gateway-level policy of the seed, to `authz`.
-pub const GATEWAY_POLICY: &str = r#"
+pub(crate) const GATEWAY_POLICY: &str = r#"
 [[policies]]
 name = "gateway-ext-auth-policy"
 target_refs = [{ kind = "Gateway", name = "gw" }]
@@ -313,7 +313,7 @@ ext_auth = { backend = "authz", grpc = {} }
 "#;
 
 /// A response read to the end.
-pub struct Reply200 {
+pub(crate) struct Reply200 {
     /// The status.
     pub status: StatusCode,
     /// The headers.
@@ -324,18 +324,18 @@ pub struct Reply200 {
 
 impl Reply200 {
     /// The body as text.
-    pub fn text(&self) -> String {
+    pub(crate) fn text(&self) -> String {
         String::from_utf8_lossy(&self.body).into_owned()
     }
 
     /// The body as JSON.
-    pub fn json(&self) -> serde_json::Value {
+    pub(crate) fn json(&self) -> serde_json::Value {
         serde_json::from_slice(&self.body)
             .unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
     }
 
     /// A header the demo backend received (joined with ", " when repeated).
-    pub fn backend_saw(&self, name: &str) -> Option<String> {
+    pub(crate) fn backend_saw(&self, name: &str) -> Option<String> {
         self.json()["request"]["headers"][name]
             .as_str()
             .map(str::to_owned)
@@ -343,24 +343,24 @@ impl Reply200 {
 }
 
 /// A new HTTP/1.1 client.
-pub fn client() -> Client<HttpConnector, Full<Bytes>> {
+pub(crate) fn client() -> Client<HttpConnector, Full<Bytes>> {
     Client::builder(TokioExecutor::new()).build(HttpConnector::new())
 }
 
 /// A new h2c (prior knowledge) client.
-pub fn h2_client() -> Client<HttpConnector, Full<Bytes>> {
+pub(crate) fn h2_client() -> Client<HttpConnector, Full<Bytes>> {
     Client::builder(TokioExecutor::new())
         .http2_only(true)
         .build(HttpConnector::new())
 }
 
 /// Sends `req` over HTTP/1.1 and reads the whole response.
-pub async fn send(req: Request<Full<Bytes>>) -> Reply200 {
+pub(crate) async fn send(req: Request<Full<Bytes>>) -> Reply200 {
     read(client().request(req).await.unwrap()).await
 }
 
 /// Reads a response to the end.
-pub async fn read(resp: Response<Incoming>) -> Reply200 {
+pub(crate) async fn read(resp: Response<Incoming>) -> Reply200 {
     let (parts, body) = resp.into_parts();
     Reply200 {
         status: parts.status,
@@ -370,7 +370,11 @@ pub async fn read(resp: Response<Incoming>) -> Reply200 {
 }
 
 /// The seed's POST to `path` with extra headers.
-pub fn seed_post(gw: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Request<Full<Bytes>> {
+pub(crate) fn seed_post(
+    gw: SocketAddr,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> Request<Full<Bytes>> {
     let mut req =
         Request::post(format!("http://{gw}{path}")).header("content-type", "application/json");
     for (k, v) in headers {
@@ -381,7 +385,7 @@ pub fn seed_post(gw: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Reques
 }
 
 /// A GET to `path` with extra headers.
-pub fn get(gw: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Request<Full<Bytes>> {
+pub(crate) fn get(gw: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Request<Full<Bytes>> {
     let mut req = Request::get(format!("http://{gw}{path}"));
     for (k, v) in headers {
         req = req.header(*k, *v);
@@ -390,7 +394,7 @@ pub fn get(gw: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Request<Full
 }
 
 /// Writes `request` on a fresh TCP connection and returns the status code and the raw response.
-pub async fn raw_exchange(gw: SocketAddr, request: &str) -> (u16, String) {
+pub(crate) async fn raw_exchange(gw: SocketAddr, request: &str) -> (u16, String) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut s = tokio::net::TcpStream::connect(gw).await.unwrap();
     s.write_all(request.as_bytes()).await.unwrap();
@@ -410,7 +414,7 @@ pub async fn raw_exchange(gw: SocketAddr, request: &str) -> (u16, String) {
 
 /// A request received by [`MockHttpAuthz`].
 #[derive(Debug, Clone)]
-pub struct SeenRequest {
+pub(crate) struct SeenRequest {
     /// The request head.
     pub method: http::Method,
     /// The path and query.
@@ -425,7 +429,7 @@ type HttpHandler = Arc<dyn Fn(&SeenRequest) -> Response<Full<Bytes>> + Send + Sy
 
 /// An in-process ext_authz server speaking Envoy's HTTP protocol, recording every request.
 #[derive(Clone)]
-pub struct MockHttpAuthz {
+pub(crate) struct MockHttpAuthz {
     /// Where it listens.
     pub addr: SocketAddr,
     requests: Arc<Mutex<Vec<SeenRequest>>>,
@@ -433,7 +437,7 @@ pub struct MockHttpAuthz {
 
 impl MockHttpAuthz {
     /// Starts a server answering with `handler`.
-    pub async fn start(
+    pub(crate) async fn start(
         handler: impl Fn(&SeenRequest) -> Response<Full<Bytes>> + Send + Sync + 'static,
     ) -> MockHttpAuthz {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -472,13 +476,13 @@ impl MockHttpAuthz {
     }
 
     /// Every request received so far.
-    pub fn requests(&self) -> Vec<SeenRequest> {
+    pub(crate) fn requests(&self) -> Vec<SeenRequest> {
         self.requests.lock().unwrap().clone()
     }
 }
 
 /// A backend that reads one request head, writes `response` verbatim and closes.
-pub async fn raw_backend(response: &'static [u8]) -> SocketAddr {
+pub(crate) async fn raw_backend(response: &'static [u8]) -> SocketAddr {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -503,7 +507,7 @@ pub async fn raw_backend(response: &'static [u8]) -> SocketAddr {
 }
 
 /// A TCP relay in front of `target` that counts the connections made through it.
-pub async fn counting_relay(target: SocketAddr) -> (SocketAddr, Arc<AtomicUsize>) {
+pub(crate) async fn counting_relay(target: SocketAddr) -> (SocketAddr, Arc<AtomicUsize>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let count = Arc::new(AtomicUsize::new(0));
@@ -523,7 +527,7 @@ pub async fn counting_relay(target: SocketAddr) -> (SocketAddr, Arc<AtomicUsize>
 
 /// A TCP relay in front of `target` whose connections can all be cut at once (`sever`), and
 /// which counts the connections made through it.
-pub struct SeverableRelay {
+pub(crate) struct SeverableRelay {
     /// Where it listens.
     pub addr: SocketAddr,
     /// Connections made through it so far.
@@ -533,7 +537,7 @@ pub struct SeverableRelay {
 
 impl SeverableRelay {
     /// Starts relaying to `target`.
-    pub async fn start(target: SocketAddr) -> SeverableRelay {
+    pub(crate) async fn start(target: SocketAddr) -> SeverableRelay {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let count = Arc::new(AtomicUsize::new(0));
@@ -554,7 +558,7 @@ impl SeverableRelay {
     }
 
     /// Closes every connection made so far (both sides see the socket close).
-    pub fn sever(&self) {
+    pub(crate) fn sever(&self) {
         for task in self.open.lock().unwrap().drain(..) {
             task.abort();
         }
@@ -562,7 +566,7 @@ impl SeverableRelay {
 }
 
 /// A fresh, empty directory under the system temp dir, unique to this test process and `name`.
-pub fn temp_dir(name: &str) -> std::path::PathBuf {
+pub(crate) fn temp_dir(name: &str) -> std::path::PathBuf {
     static N: AtomicUsize = AtomicUsize::new(0);
     let dir = std::env::temp_dir().join(format!(
         "gateway-test-{}-{}-{name}",
@@ -575,14 +579,14 @@ pub fn temp_dir(name: &str) -> std::path::PathBuf {
 }
 
 /// Replaces `path`'s content atomically (write a sibling, rename), as a careful deploy tool does.
-pub fn write_atomically(path: &std::path::Path, text: &str) {
+pub(crate) fn write_atomically(path: &std::path::Path, text: &str) {
     let tmp = path.with_extension("tmp");
     std::fs::write(&tmp, text).unwrap();
     std::fs::rename(&tmp, path).unwrap();
 }
 
 /// A gateway started in-process, with its shared state and admin address.
-pub struct TestGateway {
+pub(crate) struct TestGateway {
     /// The first listener.
     pub addr: SocketAddr,
     /// The admin endpoint, when configured.
@@ -592,7 +596,7 @@ pub struct TestGateway {
 }
 
 /// Starts a gateway from `toml` (named `file` in errors) and keeps its shared state.
-pub async fn start_test_gateway(toml: &str) -> TestGateway {
+pub(crate) async fn start_test_gateway(toml: &str) -> TestGateway {
     let config = gateway::Config::from_toml(toml, "test.toml")
         .unwrap_or_else(|e| panic!("test config invalid:\n{e}\n---\n{toml}"));
     let gw = gateway::Gateway::bind(config).await.unwrap();
@@ -607,7 +611,7 @@ pub async fn start_test_gateway(toml: &str) -> TestGateway {
 
 /// The value of one sample in a Prometheus text exposition, by its exact series
 /// (`name{label="v",...}`), or `None` when absent.
-pub fn sample(exposition: &str, series: &str) -> Option<f64> {
+pub(crate) fn sample(exposition: &str, series: &str) -> Option<f64> {
     exposition.lines().find_map(|line| {
         let value = line.strip_prefix(series)?.strip_prefix(' ')?;
         value.split(' ').next()?.parse().ok()
@@ -615,6 +619,6 @@ pub fn sample(exposition: &str, series: &str) -> Option<f64> {
 }
 
 /// GETs `path` on an admin endpoint.
-pub async fn admin_get(admin: SocketAddr, path: &str) -> Reply200 {
+pub(crate) async fn admin_get(admin: SocketAddr, path: &str) -> Reply200 {
     send(get(admin, path, &[])).await
 }

@@ -10,7 +10,7 @@ use std::task::{Context, Poll, Waker};
 use rules::{Allow, Decision, Deny, Evaluation, Hooks, Request, RuleSet};
 
 /// Runs a future to completion on this thread (the test doubles never wait on I/O).
-pub fn block_on<F: Future>(future: F) -> F::Output {
+pub(crate) fn block_on<F: Future>(future: F) -> F::Output {
     let mut future = pin!(future);
     let mut cx = Context::from_waker(Waker::noop());
     loop {
@@ -22,7 +22,7 @@ pub fn block_on<F: Future>(future: F) -> F::Output {
 }
 
 /// Loads a policy or panics with its errors.
-pub fn policy(text: &str) -> RuleSet {
+pub(crate) fn policy(text: &str) -> RuleSet {
     rules::load::<toml::Table>("policy.toml", text)
         .unwrap_or_else(|errors| panic!("policy rejected:\n{errors}"))
         .1
@@ -31,7 +31,7 @@ pub fn policy(text: &str) -> RuleSet {
 /// An evaluation with its trace rendered as the lines `explain` prints; reads as the
 /// [`Evaluation`] it holds.
 #[derive(Debug)]
-pub struct Traced {
+pub(crate) struct Traced {
     pub evaluation: Evaluation,
     pub trace: Vec<String>,
 }
@@ -44,7 +44,7 @@ impl std::ops::Deref for Traced {
 }
 
 /// [`RuleSet::decide`] with its trace.
-pub trait DecideTraced {
+pub(crate) trait DecideTraced {
     fn traced(&self, request: &Request) -> Traced;
 }
 
@@ -66,7 +66,7 @@ impl DecideTraced for RuleSet {
 }
 
 /// Evaluates with hooks, traced.
-pub fn evaluate(rules: &RuleSet, request: &Request, hooks: &Hooks) -> Traced {
+pub(crate) fn evaluate(rules: &RuleSet, request: &Request, hooks: &Hooks) -> Traced {
     let mut trace = Vec::new();
     let evaluation = block_on(rules.evaluate_traced(request, hooks, &mut trace));
     Traced {
@@ -76,7 +76,7 @@ pub fn evaluate(rules: &RuleSet, request: &Request, hooks: &Hooks) -> Traced {
 }
 
 /// A request with these headers.
-pub fn request(path: &str, headers: &[(&str, &str)]) -> Request {
+pub(crate) fn request(path: &str, headers: &[(&str, &str)]) -> Request {
     let mut request = Request {
         method: "GET".into(),
         path: path.into(),
@@ -91,7 +91,7 @@ pub fn request(path: &str, headers: &[(&str, &str)]) -> Request {
 }
 
 /// The allow, or a panic showing the evaluation.
-pub fn allowed(evaluation: &Evaluation) -> &Allow {
+pub(crate) fn allowed(evaluation: &Evaluation) -> &Allow {
     match &evaluation.decision {
         Decision::Allow(allow) => allow,
         Decision::Deny(_) => panic!("expected an allow: {evaluation:#?}"),
@@ -99,7 +99,7 @@ pub fn allowed(evaluation: &Evaluation) -> &Allow {
 }
 
 /// The deny, or a panic showing the evaluation.
-pub fn denied(evaluation: &Evaluation) -> &Deny {
+pub(crate) fn denied(evaluation: &Evaluation) -> &Deny {
     match &evaluation.decision {
         Decision::Deny(deny) => deny,
         Decision::Allow(_) => panic!("expected a deny: {evaluation:#?}"),
@@ -107,7 +107,7 @@ pub fn denied(evaluation: &Evaluation) -> &Deny {
 }
 
 /// The upstream request headers of an allow, as (name, value) pairs in order.
-pub fn request_headers(evaluation: &Evaluation) -> Vec<(String, String)> {
+pub(crate) fn request_headers(evaluation: &Evaluation) -> Vec<(String, String)> {
     allowed(evaluation)
         .request_headers
         .iter()
@@ -117,7 +117,7 @@ pub fn request_headers(evaluation: &Evaluation) -> Vec<(String, String)> {
 
 /// Asserts the default credential failure: 401, UNAUTHENTICATED, the challenge, empty body,
 /// and that the trace ends with `reason`.
-pub fn assert_unauthenticated(evaluation: &Traced, challenge: &str, reason: &str) {
+pub(crate) fn assert_unauthenticated(evaluation: &Traced, challenge: &str, reason: &str) {
     let deny = denied(evaluation);
     assert_eq!(deny.http_status, 401, "{evaluation:#?}");
     assert_eq!(deny.grpc_code, 16, "{evaluation:#?}");
