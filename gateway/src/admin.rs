@@ -13,7 +13,7 @@ use tokio::sync::watch;
 use listener::ConnectionSlot;
 
 use crate::body::{self, ProxyBody};
-use crate::server::Shared;
+use crate::state::Shared;
 
 /// The content type of the exposition `prometheus-client` writes (OpenMetrics text).
 pub const METRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";

@@ -37,11 +37,13 @@ pub mod reload;
 pub mod request;
 pub mod route;
 pub mod server;
+pub mod state;
 pub mod tls;
 pub mod upstream;
 
 pub use config::{Config, ConfigErrors, Overrides};
-pub use server::{Drained, Gateway, Shared};
+pub use server::{Drained, Gateway};
+pub use state::Shared;
 
 /// How log lines are written.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]

@@ -23,7 +23,7 @@ use crate::metrics::{RequestLabels, RouteLabel};
 use crate::redact;
 use crate::request::{self, CanonicalRequest};
 use crate::route::PathMatch;
-use crate::server::Shared;
+use crate::state::Shared;
 use crate::tls::PeerIdentity;
 
 /// What the proxy knows about the connection a request arrived on.

@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::config::{Config, ConfigErrors, Overrides};
-use crate::server::Shared;
+use crate::state::Shared;
 
 /// How long a reload waits for a new gRPC authorization server to connect before swapping.
 const WARM_UP_BUDGET: Duration = Duration::from_secs(2);

@@ -1,16 +1,15 @@
 //! Listeners: accept connections (plaintext or TLS) up to each listener's `max_connections` and
-//! hand them to [`crate::connection`], which serves HTTP/1.1 and h2 on the same port under the
-//! listener's limits; the state every request shares (the config snapshot, metrics, the
-//! draining flag); and the graceful drain on shutdown.
+//! hand each to the `listener` crate, which serves HTTP/1.1 and h2 on the same port under the
+//! listener's limits, with [`crate::proxy`] answering every request; and the graceful drain on
+//! shutdown. The state every request shares lives in [`crate::state`].
 
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::AtomicUsize;
 use std::time::Duration;
 
-use arc_swap::ArcSwap;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -19,38 +18,12 @@ use listener::ConnectionSlot;
 
 use crate::config::Config;
 use crate::ext_authz::Transport;
-use crate::metrics::Metrics;
 use crate::proxy::{self, Connection};
+use crate::state::Shared;
 use crate::tls::PeerIdentity;
 
 /// How long a client may take to finish its TLS handshake.
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// What every request and the admin endpoint share.
-#[derive(Debug)]
-pub struct Shared {
-    /// The config in force; a reload swaps it whole, each request loads it once.
-    pub config: ArcSwap<Config>,
-    /// The metrics.
-    pub metrics: Metrics,
-    draining: AtomicBool,
-}
-
-impl Shared {
-    /// Shared state around a first config.
-    pub fn new(config: Config) -> Shared {
-        Shared {
-            config: ArcSwap::from_pointee(config),
-            metrics: Metrics::new(),
-            draining: AtomicBool::new(false),
-        }
-    }
-
-    /// Whether shutdown has begun (`/readyz` answers 503).
-    pub fn is_draining(&self) -> bool {
-        self.draining.load(Ordering::SeqCst)
-    }
-}
 
 /// A gateway whose listeners are bound and not yet serving.
 pub struct Gateway {
@@ -150,7 +123,7 @@ impl Gateway {
                 result.map_err(io::Error::other)?;
             }
         }
-        self.shared.draining.store(true, Ordering::SeqCst);
+        self.shared.start_draining();
         let _ = stop_tx.send(true);
         while loops.join_next().await.is_some() {}
         let open = open_tx.receiver_count();
