@@ -14,7 +14,7 @@ use http::{Request, Response, StatusCode, Uri, Version};
 
 use crate::access_log;
 use crate::body::{self, BufferedBody, ProxyBody};
-use crate::config::{Config, Route};
+use crate::config::Config;
 use crate::ext_authz::{
     AppendAction, CheckBody, CheckInput, ExtAuthz, FAILURE_MODE_ALLOWED_HEADER, Resolution,
 };
@@ -22,7 +22,7 @@ use crate::headers;
 use crate::metrics::{RequestLabels, RouteLabel};
 use crate::redact;
 use crate::request::{self, CanonicalRequest};
-use crate::route::PathMatch;
+use crate::route::{PathMatch, Route};
 use crate::state::Shared;
 use crate::tls::PeerIdentity;
 

@@ -1,4 +1,5 @@
-//! Route matching: which route serves a request, decided in one documented precedence.
+//! Routes and the route table: what a validated route is ([`Route`], built by the config
+//! compiler) and which route serves a request, decided in one documented precedence.
 //!
 //! Precedence (Gateway API's, which is what an operator of Envoy Gateway or agentgateway
 //! expects), highest first:
@@ -13,12 +14,38 @@
 //! computed once at load time by [`RouteTable::new`].
 
 use std::cmp::Reverse;
+use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use http::{HeaderMap, Method};
 use regex::Regex;
 
-use crate::config::Route;
+use crate::ext_authz::ExtAuthz;
+use crate::upstream::Backend;
+
+/// A validated route.
+#[derive(Debug)]
+pub struct Route {
+    /// The route's name.
+    pub name: String,
+    /// The name as metric label and log field, shared rather than copied per request.
+    pub label: Arc<str>,
+    /// What a request must look like to take this route.
+    pub matcher: RouteMatch,
+    /// Where the request goes.
+    pub backend: Arc<Backend>,
+    /// Replaces the matched prefix of the path when set.
+    pub rewrite_prefix: Option<String>,
+    /// The upstream response-header timeout.
+    pub timeout: Duration,
+    /// Route-level ext_auth checks, run after the gateway-level ones.
+    pub policies: Vec<Arc<ExtAuthz>>,
+    /// A route policy said `disabled = true`: the listener's policies do not run on this route.
+    pub gateway_policies_disabled: bool,
+    /// Context extensions from route policies; they override the gateway policy's on this route.
+    pub context_extensions: BTreeMap<String, String>,
+}
 
 /// Every route, sorted by precedence.
 #[derive(Debug, Default)]

@@ -12,9 +12,11 @@ use regex::Regex;
 use toml::Spanned;
 
 use super::raw::{self, RawTargetKind};
-use super::{Config, Listener, Overrides, Route, parse_duration};
+use super::{Config, Listener, Overrides, parse_duration};
 use crate::ext_authz::{self, AuthzBackend, ExtAuthz, HeaderFilter, HttpSettings, Transport};
-use crate::route::{HeaderMatch, HeaderValueMatch, HostMatch, PathMatch, RouteMatch, RouteTable};
+use crate::route::{
+    HeaderMatch, HeaderValueMatch, HostMatch, PathMatch, Route, RouteMatch, RouteTable,
+};
 use crate::tls::ListenerTls;
 use crate::upstream::Backend;
 

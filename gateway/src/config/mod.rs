@@ -7,7 +7,7 @@ mod compile;
 pub mod limits;
 pub mod raw;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::Path;
@@ -52,29 +52,6 @@ pub struct Listener {
     pub tls: Option<Arc<ListenerTls>>,
     /// How requests on this listener are made canonical before routing and the check.
     pub canonical: crate::request::CanonicalOptions,
-}
-
-/// A validated route.
-#[derive(Debug)]
-pub struct Route {
-    /// The route's name.
-    pub name: String,
-    /// The name as metric label and log field, shared rather than copied per request.
-    pub label: Arc<str>,
-    /// What a request must look like to take this route.
-    pub matcher: crate::route::RouteMatch,
-    /// Where the request goes.
-    pub backend: Arc<Backend>,
-    /// Replaces the matched prefix of the path when set.
-    pub rewrite_prefix: Option<String>,
-    /// The upstream response-header timeout.
-    pub timeout: Duration,
-    /// Route-level ext_auth checks, run after the gateway-level ones.
-    pub policies: Vec<Arc<ExtAuthz>>,
-    /// A route policy said `disabled = true`: the listener's policies do not run on this route.
-    pub gateway_policies_disabled: bool,
-    /// Context extensions from route policies; they override the gateway policy's on this route.
-    pub context_extensions: BTreeMap<String, String>,
 }
 
 impl Config {
