@@ -3,17 +3,21 @@
 //! rather than stopping at the first. Nothing after this boundary re-checks or re-parses.
 
 mod actions;
-mod auth;
 mod conditions;
+mod credential;
+mod database;
+mod fields;
+mod jwt;
+mod lookup;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 use serde::de::DeserializeOwned;
 use toml::Spanned;
 
-use crate::config::{RawDatabase, RawDefault, RawDocument, RawRule};
+use crate::config::{RawDefault, RawDocument, RawRule};
 use crate::engine::{Rule, RuleSet};
 use crate::error::{ConfigError, ConfigErrors, Invalid, Locator};
 use crate::lookup::DatabaseSpec;
@@ -100,18 +104,6 @@ impl<'a> Compiler<'a> {
             namespaces: Namespaces::REQUEST,
             identity_conditions: None,
         }
-    }
-
-    /// The `[databases]` tables, checked; the names are remembered for lookups.
-    fn databases(&mut self, raw: &BTreeMap<String, Spanned<RawDatabase>>) -> Vec<DatabaseSpec> {
-        let mut specs = Vec::with_capacity(raw.len());
-        for (name, table) in raw {
-            self.database_names.push(name.clone());
-            if let Some(spec) = self.database(name, table) {
-                specs.push(spec);
-            }
-        }
-        specs
     }
 
     /// Records an error at a byte offset.

@@ -116,7 +116,11 @@ impl Compiler<'_> {
     }
 
     /// A non-empty list of exact strings (methods, protocols).
-    fn word_list(&mut self, field: &'static str, raw: &Spanned<OneOrMany>) -> Option<Vec<String>> {
+    pub(super) fn word_list(
+        &mut self,
+        field: &'static str,
+        raw: &Spanned<OneOrMany>,
+    ) -> Option<Vec<String>> {
         let words: Vec<String> = match raw.get_ref() {
             OneOrMany::One(word) => vec![word.clone()],
             OneOrMany::Many(words) => words.iter().map(|w| w.get_ref().clone()).collect(),
