@@ -1,7 +1,10 @@
 //! Shared helpers for the hook-driven test suites: running `evaluate` to completion, loading a
 //! policy, and reading a decision's parts.
 
+// Each suite uses its own subset of these helpers; the rest are dead code in that crate.
 #![allow(dead_code)]
+
+pub(crate) mod tokens;
 
 use std::future::Future;
 use std::pin::pin;
@@ -132,4 +135,21 @@ pub(crate) fn assert_unauthenticated(evaluation: &Traced, challenge: &str, reaso
         "trace {:?} should end with {reason:?}",
         evaluation.trace
     );
+}
+
+/// Loads each `(what, config, expected error lines)` case and asserts it is rejected with exactly
+/// those lines; every mismatch is reported, not only the first.
+pub(crate) fn assert_rejected(cases: &[(&str, &str, &[&str])]) {
+    let mut failures = Vec::new();
+    for (what, text, want) in cases {
+        let got = match rules::load::<toml::Table>("policy.toml", text) {
+            Ok(_) => "<accepted>".to_owned(),
+            Err(errors) => errors.to_string(),
+        };
+        let want = want.join("\n");
+        if got != want {
+            failures.push(format!("{what}:\n  got:  {got}\n  want: {want}"));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
