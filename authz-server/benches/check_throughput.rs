@@ -85,7 +85,7 @@ async fn start_rules(config: Config) -> SocketAddr {
     .await
     .expect("bind");
     let address = server.grpc_addr().expect("grpc address");
-    tokio::spawn(server.serve(std::future::pending()));
+    tokio::spawn(server.serve_until(std::future::pending()));
     address
 }
 

@@ -67,7 +67,7 @@ async fn start(config: &str) -> SocketAddr {
         .await
         .expect("bind");
     let address = server.grpc_addr().expect("grpc address");
-    tokio::spawn(server.serve(std::future::pending()));
+    tokio::spawn(server.serve_until(std::future::pending()));
     address
 }
 

@@ -55,7 +55,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     }
     server
-        .serve(async { tokio::signal::ctrl_c().await.unwrap_or_default() })
+        .serve_until(async { tokio::signal::ctrl_c().await.unwrap_or_default() })
         .await?;
     Ok(())
 }

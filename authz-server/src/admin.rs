@@ -26,7 +26,7 @@ pub struct AdminState {
 
 /// Serves the admin endpoints on `listener` until `stop` turns true, under `limits` (see
 /// [`Limits::for_admin`]): a few connections, the listeners' header limits and header timeout.
-pub async fn serve(
+pub async fn run_admin_listener(
     listener: TcpListener,
     state: AdminState,
     mut stop: watch::Receiver<bool>,

@@ -74,7 +74,7 @@ impl<A: Authorizer> CheckService<A> {
     /// A check that arrived with a deadline that has passed is not evaluated ([`deadline`]).
     fn expired(&self, api: &'static str, extensions: &http::Extensions) -> Result<(), Status> {
         if deadline::passed(extensions) {
-            self.metrics.check_expired(api);
+            self.metrics.count_expired_check(api);
             return Err(Status::deadline_exceeded(
                 "the caller's deadline passed before the check was evaluated",
             ));

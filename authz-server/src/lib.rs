@@ -28,7 +28,7 @@
 //!
 //! # async fn run() -> Result<(), authz_server::ServeError> {
 //! let server = Server::bind(TeamHeader, Some("127.0.0.1:9000".parse().unwrap()), None).await?;
-//! server.serve(std::future::pending()).await
+//! server.serve_until(std::future::pending()).await
 //! # }
 //! ```
 

@@ -40,7 +40,7 @@ pub(crate) fn decision(
     match evaluation {
         Ok(evaluation) => {
             let outcome = evaluation.decision.outcome();
-            metrics.check(api, evaluation.rule.as_ref(), outcome, latency);
+            metrics.count_decision(api, evaluation.rule.as_ref(), outcome, latency);
             for shadow in &evaluation.shadow {
                 metrics.shadow_match(&shadow.rule, shadow.outcome);
             }
@@ -83,7 +83,7 @@ pub(crate) fn decision(
             }
         }
         Err(error) => {
-            metrics.check_failed(api, latency);
+            metrics.count_failed_check(api, latency);
             let error = escape(&error.to_string()).into_owned();
             tracing::warn!(
             target: "authz::decision",

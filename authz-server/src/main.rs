@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use authz_server::reload::{self, Reloader};
 use authz_server::tls::TlsSection;
-use authz_server::{Config, LoadError, Metrics, RuleEngine, Server, hooks};
+use authz_server::{Config, LoadError, Metrics, RuleEngine, Server, ServerSection, hooks};
 use clap::{Args, Parser, Subcommand};
 
 mod explain;
@@ -96,7 +96,7 @@ fn main() -> ExitCode {
             Err(code) => code,
         },
         None => match load(cli.serve.config.as_ref()) {
-            Ok(config) => report(serve(config, &cli.serve)),
+            Ok(config) => report(run_server(config, &cli.serve)),
             Err(code) => code,
         },
     }
@@ -147,8 +147,10 @@ fn report(result: anyhow::Result<()>) -> ExitCode {
     }
 }
 
+/// The default command: logging set up, the listeners bound from the config and the flags, the
+/// reloader started, then serving until SIGTERM/SIGINT and the drain that follows.
 #[tokio::main]
-async fn serve(config: Config, args: &ServeArgs) -> anyhow::Result<()> {
+async fn run_server(config: Config, args: &ServeArgs) -> anyhow::Result<()> {
     // Dropped when serving ends (after the drain): the log thread writes what it holds first.
     let endpoint = telemetry::endpoint(args.otlp_endpoint.as_deref());
     let _flush_on_exit = init_logging(args.log_format, endpoint.as_deref())?;
@@ -165,41 +167,68 @@ async fn serve(config: Config, args: &ServeArgs) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::new());
     let hooks = hooks::connect_reporting(&config.rules, config_dir, metrics.clone()).await;
     let engine = RuleEngine::with_hooks(config.rules, hooks);
-    let mut server = Server::bind(engine.clone(), grpc, http)
+    let server = Server::bind(engine.clone(), grpc, http)
         .await
         .context("starting the listeners")?
         .with_metrics(metrics)
         .with_limits(config.server.limits.limits())
         .with_drain_timeout(Duration::from_secs(args.drain_timeout));
+    let server = with_tls_and_admin(server, &config.server, args).await?;
+    start_reloading(args, engine, server.metrics(), config.server);
+    // Before the `listening` lines: whoever reads them may signal at once.
+    let shutdown = shutdown_signal();
+    print_listening(&server);
+    server.serve_until(shutdown).await?;
+    Ok(())
+}
+
+/// TLS and the admin port, each from its flags or else from `[server]`.
+async fn with_tls_and_admin(
+    mut server: Server<RuleEngine>,
+    section: &ServerSection,
+    args: &ServeArgs,
+) -> anyhow::Result<Server<RuleEngine>> {
     let tls = match (&args.tls_cert, &args.tls_key) {
         (Some(cert), Some(key)) => Some(TlsSection {
             cert: cert.clone(),
             key: key.clone(),
             client_ca: args.tls_client_ca.clone(),
         }),
-        _ => config.server.tls.clone(),
+        _ => section.tls.clone(),
     };
     if let Some(tls) = tls {
         server = server.with_tls(tls.load()?);
     }
-    if let Some(admin) = args.admin_addr.or(config.server.admin) {
+    if let Some(admin) = args.admin_addr.or(section.admin) {
         server = server
             .with_admin(admin)
             .await
             .context("starting the admin listener")?;
     }
+    Ok(server)
+}
+
+/// A config file is re-read on SIGHUP and when it changes; the built-in config has nothing to
+/// re-read, but SIGHUP must not kill the process either.
+fn start_reloading(
+    args: &ServeArgs,
+    engine: RuleEngine,
+    metrics: Arc<Metrics>,
+    section: ServerSection,
+) {
     match &args.config {
         Some(path) => {
-            let reloader = Reloader::new(path.clone(), engine, server.metrics(), config.server);
+            let reloader = Reloader::new(path.clone(), engine, metrics, section);
             tokio::spawn(reloader.run(reload::DEFAULT_POLL_INTERVAL));
         }
         None => {
             tokio::spawn(ignore_hangup());
         }
     }
-    // Before the `listening` lines: whoever reads them may signal at once.
-    let shutdown = shutdown_signal();
-    // Tests and scripts read these lines to find OS-chosen ports.
+}
+
+/// Tests and scripts read these lines to find OS-chosen ports.
+fn print_listening(server: &Server<RuleEngine>) {
     if let Some(address) = server.grpc_addr() {
         println!("listening grpc {address}");
     }
@@ -209,8 +238,6 @@ async fn serve(config: Config, args: &ServeArgs) -> anyhow::Result<()> {
     if let Some(address) = server.admin_addr() {
         println!("listening admin {address}");
     }
-    server.serve(shutdown).await?;
-    Ok(())
 }
 
 /// Logs go to stderr (stdout carries the `listening` lines); `RUST_LOG` filters, default `info`.

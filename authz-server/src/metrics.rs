@@ -171,7 +171,7 @@ impl Metrics {
     }
 
     /// Counts one decision by its deciding rule (`None`: the default decided).
-    pub fn check(
+    pub fn count_decision(
         &self,
         api: &'static str,
         rule: Option<&Arc<str>>,
@@ -183,7 +183,7 @@ impl Metrics {
     }
 
     /// Counts a check that could not be decided (`outcome="error"`, empty `rule`).
-    pub fn check_failed(&self, api: &'static str, latency: Duration) {
+    pub fn count_failed_check(&self, api: &'static str, latency: Duration) {
         let rule = NO_RULE.clone();
         let labels = CheckLabels {
             api,
@@ -201,7 +201,7 @@ impl Metrics {
     }
 
     /// Counts a check answered `DEADLINE_EXCEEDED` without being evaluated.
-    pub fn check_expired(&self, api: &'static str) {
+    pub fn count_expired_check(&self, api: &'static str) {
         self.checks_expired.get_or_create(&ApiLabels { api }).inc();
     }
 

@@ -13,6 +13,8 @@ use listener::ConnectionSlot;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tonic::transport::ServerTlsConfig;
+use tonic_health::pb::health_server::HealthServer;
+use tonic_reflection::server::{v1 as reflection_v1, v1alpha as reflection_v1alpha};
 
 use crate::admin::{self, AdminState};
 use crate::authorizer::Authorizer;
@@ -32,6 +34,17 @@ pub enum ServeError {
     /// The gRPC server failed.
     #[error("gRPC server failed: {0}")]
     Grpc(#[from] tonic::transport::Error),
+    /// The gRPC TLS config was not accepted by the transport.
+    #[error("cannot serve gRPC over TLS: {0}")]
+    Tls(#[source] tonic::transport::Error),
+    /// The gRPC reflection service could not be built from the descriptor sets it lists.
+    #[error("cannot build the gRPC reflection service {service}: {source}")]
+    Reflection {
+        /// The reflection service that failed, e.g. `grpc.reflection.v1`.
+        service: &'static str,
+        /// What the reflection builder said.
+        source: tonic_reflection::server::Error,
+    },
     /// A listener could not be bound.
     #[error("cannot listen on {address}: {source}")]
     Bind {
@@ -127,73 +140,97 @@ impl<A: Authorizer> Server<A> {
         self.admin.as_ref().and_then(|l| l.local_addr().ok())
     }
 
-    /// Serves until `shutdown` resolves. Then readiness and gRPC health turn to not serving,
-    /// the listeners stop accepting, and requests in flight get until the drain timeout to
-    /// finish.
-    pub async fn serve(self, shutdown: impl Future<Output = ()> + Send) -> Result<(), ServeError> {
+    /// Serves every bound listener until `shutdown` resolves. Then readiness and gRPC health
+    /// turn to not serving, the listeners stop accepting, and requests in flight get until the
+    /// drain timeout to finish.
+    pub async fn serve_until(
+        self,
+        shutdown: impl Future<Output = ()> + Send,
+    ) -> Result<(), ServeError> {
+        let Self {
+            authorizer,
+            grpc: grpc_listener,
+            http: http_listener,
+            admin: admin_listener,
+            metrics,
+            drain_timeout,
+            tls,
+            limits,
+        } = self;
         let (stop_tx, stop_rx) = watch::channel(false);
         let ready = Arc::new(AtomicBool::new(true));
-        let (admin_stop_tx, admin_stop_rx) = watch::channel(false);
-        let admin = self.admin.map(|listener| {
+        let admin = admin_listener.map(|listener| {
             let state = AdminState {
-                metrics: self.metrics.clone(),
+                metrics: metrics.clone(),
                 ready: ready.clone(),
             };
-            tokio::spawn(admin::serve(
-                listener,
-                state,
-                admin_stop_rx,
-                self.limits.for_admin(),
-            ))
+            AdminTask::spawn(listener, state, limits.for_admin())
         });
         let http = async {
-            if let Some(listener) = self.http {
-                let (authorizer, metrics) = (self.authorizer.clone(), self.metrics.clone());
-                let limits = self.limits.clone();
-                serve_http(authorizer, metrics, listener, &limits, stop_rx.clone()).await;
+            if let Some(listener) = http_listener {
+                let (authorizer, metrics) = (authorizer.clone(), metrics.clone());
+                run_http_mode_listener(authorizer, metrics, listener, &limits, stop_rx.clone())
+                    .await;
             }
         };
         let grpc = async {
-            match self.grpc {
-                Some(listener) => {
-                    let (authorizer, metrics) = (self.authorizer.clone(), self.metrics.clone());
-                    let limits = self.limits.clone();
-                    serve_grpc(
-                        authorizer,
-                        metrics,
-                        self.tls,
-                        listener,
-                        limits,
-                        stop_rx.clone(),
-                    )
-                    .await
-                }
-                None => Ok(()),
-            }
+            let Some(listener) = grpc_listener else {
+                return Ok(());
+            };
+            let (authorizer, metrics) = (authorizer.clone(), metrics.clone());
+            let stop = stop_rx.clone();
+            run_grpc_listener(authorizer, metrics, tls, listener, limits.clone(), stop).await
         };
         let serving = async { tokio::join!(grpc, http).0 };
-        let deadline = async {
-            shutdown.await;
-            ready.store(false, Ordering::Relaxed);
-            tracing::info!(
-                drain_timeout_ms = self.drain_timeout.as_millis() as u64,
-                "shutting down: not accepting, draining requests in flight"
-            );
-            let _ = stop_tx.send(true);
-            tokio::time::sleep(self.drain_timeout).await;
-        };
         let result = tokio::select! {
             result = serving => result,
-            () = deadline => {
+            () = drain_after(shutdown, &ready, &stop_tx, drain_timeout) => {
                 tracing::warn!("drain timeout passed; closing the remaining connections");
                 Ok(())
             }
         };
-        let _ = admin_stop_tx.send(true);
         if let Some(admin) = admin {
-            let _ = admin.await;
+            admin.stop().await;
         }
         result
+    }
+}
+
+/// Waits for `shutdown`; then turns readiness off, tells the listeners to stop accepting, and
+/// gives the requests in flight `drain_timeout`.
+async fn drain_after(
+    shutdown: impl Future<Output = ()>,
+    ready: &AtomicBool,
+    stop: &watch::Sender<bool>,
+    drain_timeout: Duration,
+) {
+    shutdown.await;
+    ready.store(false, Ordering::Relaxed);
+    tracing::info!(
+        drain_timeout_ms = u64::try_from(drain_timeout.as_millis()).unwrap_or(u64::MAX),
+        "shutting down: not accepting, draining requests in flight"
+    );
+    let _ = stop.send(true);
+    tokio::time::sleep(drain_timeout).await;
+}
+
+/// The admin port's task. It is stopped only after the drain, so `/readyz` answers 503 for as
+/// long as the drain lasts.
+struct AdminTask {
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl AdminTask {
+    fn spawn(listener: TcpListener, state: AdminState, limits: Limits) -> Self {
+        let (stop, stopped) = watch::channel(false);
+        let task = tokio::spawn(admin::run_admin_listener(listener, state, stopped, limits));
+        Self { stop, task }
+    }
+
+    async fn stop(self) {
+        let _ = self.stop.send(true);
+        let _ = self.task.await;
     }
 }
 
@@ -207,7 +244,12 @@ async fn listen(address: Option<SocketAddr>) -> Result<Option<TcpListener>, Serv
     }
 }
 
-async fn serve_grpc<A: Authorizer>(
+type CheckV3<A> = auth_v3::authorization_server::AuthorizationServer<CheckService<A>>;
+type CheckV2<A> = auth_v2::authorization_server::AuthorizationServer<CheckService<A>>;
+
+/// Runs the gRPC port until `stop` turns true: Check (v3 and v2), health and reflection, under
+/// `limits`, over TLS when `tls` is given.
+async fn run_grpc_listener<A: Authorizer>(
     authorizer: Arc<A>,
     metrics: Arc<Metrics>,
     tls: Option<ServerTlsConfig>,
@@ -216,62 +258,16 @@ async fn serve_grpc<A: Authorizer>(
     mut stop: watch::Receiver<bool>,
 ) -> Result<(), ServeError> {
     let check = CheckService::new(authorizer, metrics);
-    let v3 = auth_v3::authorization_server::AuthorizationServer::new(check.clone())
-        .max_decoding_message_size(MAX_CHECK_REQUEST_BYTES);
-    let v2 = auth_v2::authorization_server::AuthorizationServer::new(check)
-        .max_decoding_message_size(MAX_CHECK_REQUEST_BYTES);
-
-    let (health, health_service) = tonic_health::server::health_reporter();
-    health
-        .set_serving::<auth_v3::authorization_server::AuthorizationServer<CheckService<A>>>()
-        .await;
-    health
-        .set_serving::<auth_v2::authorization_server::AuthorizationServer<CheckService<A>>>()
-        .await;
-    // Probes see NOT_SERVING for as long as the drain lasts.
-    let mut health_stop = stop.clone();
-    tokio::spawn(async move {
-        if health_stop.wait_for(|stop| *stop).await.is_ok() {
-            health
-                .set_service_status("", tonic_health::ServingStatus::NotServing)
-                .await;
-            health
-                .set_not_serving::<auth_v3::authorization_server::AuthorizationServer<CheckService<A>>>()
-                .await;
-            health
-                .set_not_serving::<auth_v2::authorization_server::AuthorizationServer<CheckService<A>>>()
-                .await;
-        }
-    });
-
-    // Both reflection versions (grpcurl 1.8 still asks v1alpha), each listing everything served.
-    let reflection = || {
-        tonic_reflection::server::Builder::configure()
-            .include_reflection_service(false)
-            .register_encoded_file_descriptor_set(extauthz_proto::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(
-                tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
-            )
-    };
-    let reflection_v1 = reflection().build_v1().map_err(reflection_error)?;
-    let reflection_v1alpha = reflection().build_v1alpha().map_err(reflection_error)?;
-
-    let mut builder = tonic::transport::Server::builder()
-        .max_concurrent_streams(limits.max_concurrent_streams)
-        .http2_max_header_list_size(
-            u32::try_from(limits.max_request_header_bytes).unwrap_or(u32::MAX),
-        )
-        .http2_keepalive_interval(limits.http2_keepalive_interval)
-        .http2_keepalive_timeout(Some(limits.http2_keepalive_timeout))
-        .http2_max_pending_accept_reset_streams(Some(limits.http2_max_pending_accept_reset_streams))
-        .http2_max_local_error_reset_streams(Some(limits.http2_max_local_error_reset_streams));
+    let v3 = CheckV3::new(check.clone()).max_decoding_message_size(MAX_CHECK_REQUEST_BYTES);
+    let v2 = CheckV2::new(check).max_decoding_message_size(MAX_CHECK_REQUEST_BYTES);
+    let health = health_service::<A>(stop.clone()).await;
+    let (reflection_v1, reflection_v1alpha) = reflection_services(&DESCRIPTOR_SETS)?;
+    let mut transport = grpc_transport(&limits);
     if let Some(tls) = tls {
-        builder = builder.tls_config(tls)?;
+        transport = transport.tls_config(tls).map_err(ServeError::Tls)?;
     }
     let max_headers = limits.max_request_headers;
-    builder
+    transport
         .layer(tower::util::MapResponseLayer::new(
             oversized_is_resource_exhausted,
         ))
@@ -283,7 +279,7 @@ async fn serve_grpc<A: Authorizer>(
         ))
         .add_service(v3)
         .add_service(v2)
-        .add_service(health_service)
+        .add_service(health)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .serve_with_incoming_shutdown(grpc_limits::incoming(listener, limits), async move {
@@ -291,6 +287,78 @@ async fn serve_grpc<A: Authorizer>(
         })
         .await?;
     Ok(())
+}
+
+/// gRPC health: both Check versions SERVING now; they and the overall status turn NOT_SERVING
+/// once `stop` turns true, so probes see it for as long as the drain lasts.
+async fn health_service<A: Authorizer>(
+    mut stop: watch::Receiver<bool>,
+) -> HealthServer<impl tonic_health::pb::health_server::Health> {
+    let (health, service) = tonic_health::server::health_reporter();
+    health.set_serving::<CheckV3<A>>().await;
+    health.set_serving::<CheckV2<A>>().await;
+    tokio::spawn(async move {
+        if stop.wait_for(|stop| *stop).await.is_ok() {
+            health
+                .set_service_status("", tonic_health::ServingStatus::NotServing)
+                .await;
+            health.set_not_serving::<CheckV3<A>>().await;
+            health.set_not_serving::<CheckV2<A>>().await;
+        }
+    });
+    service
+}
+
+/// What reflection lists: everything the gRPC port serves.
+const DESCRIPTOR_SETS: [&[u8]; 4] = [
+    extauthz_proto::FILE_DESCRIPTOR_SET,
+    tonic_health::pb::FILE_DESCRIPTOR_SET,
+    tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET,
+    tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
+];
+
+/// Both reflection versions (grpcurl 1.8 still asks v1alpha), each listing `descriptor_sets`.
+fn reflection_services(
+    descriptor_sets: &[&[u8]],
+) -> Result<
+    (
+        reflection_v1::ServerReflectionServer<impl reflection_v1::ServerReflection>,
+        reflection_v1alpha::ServerReflectionServer<impl reflection_v1alpha::ServerReflection>,
+    ),
+    ServeError,
+> {
+    let configure = || {
+        descriptor_sets.iter().fold(
+            tonic_reflection::server::Builder::configure().include_reflection_service(false),
+            |builder, set| builder.register_encoded_file_descriptor_set(set),
+        )
+    };
+    let v1 = configure()
+        .build_v1()
+        .map_err(|source| ServeError::Reflection {
+            service: "grpc.reflection.v1",
+            source,
+        })?;
+    let v1alpha = configure()
+        .build_v1alpha()
+        .map_err(|source| ServeError::Reflection {
+            service: "grpc.reflection.v1alpha",
+            source,
+        })?;
+    Ok((v1, v1alpha))
+}
+
+/// tonic's transport under the gRPC port's HTTP/2 limits.
+fn grpc_transport(limits: &Limits) -> tonic::transport::Server {
+    tonic::transport::Server::builder()
+        .max_concurrent_streams(limits.max_concurrent_streams)
+        .http2_max_header_list_size(
+            u32::try_from(limits.max_request_header_bytes).unwrap_or(u32::MAX),
+        )
+        .http2_keepalive_interval(limits.http2_keepalive_interval)
+        .http2_keepalive_timeout(Some(limits.http2_keepalive_timeout))
+        .http2_max_pending_accept_reset_streams(Some(limits.http2_max_pending_accept_reset_streams))
+        .http2_max_local_error_reset_streams(Some(limits.http2_max_local_error_reset_streams))
 }
 
 /// More request metadata entries than `max_request_headers`: `RESOURCE_EXHAUSTED`, as gRPC
@@ -305,13 +373,6 @@ fn too_many_headers(
         ));
     }
     Ok(request)
-}
-
-fn reflection_error(error: tonic_reflection::server::Error) -> ServeError {
-    ServeError::Bind {
-        address: SocketAddr::from(([0, 0, 0, 0], 0)),
-        source: io::Error::other(error),
-    }
 }
 
 /// tonic answers a message over the size limit with `OUT_OF_RANGE`; gRPC's convention (and what
@@ -331,7 +392,9 @@ fn oversized_is_resource_exhausted<B>(mut response: http::Response<B>) -> http::
     response
 }
 
-async fn serve_http<A: Authorizer>(
+/// Runs the HTTP-mode port until `stop` turns true: accepts connections (at most
+/// `max_connections`) and serves each under `limits`; then waits for them to end.
+async fn run_http_mode_listener<A: Authorizer>(
     authorizer: Arc<A>,
     metrics: Arc<Metrics>,
     listener: TcpListener,
@@ -381,4 +444,46 @@ async fn serve_http<A: Authorizer>(
     // Close the socket now so new connections are refused rather than queued while draining.
     drop(listener);
     open.closed().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_reflection_failure_says_reflection_not_an_address() {
+        // Field 1 as wire type 7, which does not exist: the set cannot be decoded.
+        let Err(error) = reflection_services(&[b"\x0f"]) else {
+            panic!("a descriptor set that cannot be decoded was accepted");
+        };
+        assert_eq!(
+            error.to_string(),
+            "cannot build the gRPC reflection service grpc.reflection.v1: \
+             error decoding FileDescriptorSet from buffer"
+        );
+    }
+
+    #[test]
+    fn the_descriptor_sets_served_build_both_reflection_versions() {
+        assert!(reflection_services(&DESCRIPTOR_SETS).is_ok());
+    }
+
+    #[tokio::test]
+    async fn a_taken_port_is_reported_with_its_address() {
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("a loopback port");
+        let address = taken.local_addr().expect("the port's address");
+        let Err(error) = listen(Some(address)).await else {
+            panic!("bound {address} twice");
+        };
+        assert!(
+            error
+                .to_string()
+                .starts_with(&format!("cannot listen on {address}: ")),
+            "{error}"
+        );
+        let ServeError::Bind { source, .. } = error else {
+            panic!("not a bind error: {error}");
+        };
+        assert_eq!(source.kind(), io::ErrorKind::AddrInUse);
+    }
 }

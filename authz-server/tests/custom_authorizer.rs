@@ -33,7 +33,7 @@ async fn a_deny_with_code_0_or_status_200_is_still_a_denial() {
         server.http_addr().expect("http"),
     );
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(server.serve(async {
+    tokio::spawn(server.serve_until(async {
         let _ = stopped.await;
     }));
     let running = support::Running::at(grpc, http, stop);

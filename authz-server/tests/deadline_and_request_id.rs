@@ -92,7 +92,7 @@ async fn a_check_past_its_deadline_is_answered_deadline_exceeded_and_not_evaluat
     let metrics = server.metrics();
     let grpc = server.grpc_addr().expect("grpc");
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(server.serve(async {
+    tokio::spawn(server.serve_until(async {
         let _ = stopped.await;
     }));
     let allow = check("", &[("x-ext-authz", "allow")]);

@@ -44,7 +44,7 @@ async fn start(limits: &str) -> Running {
         server.admin_addr().unwrap(),
     );
     let (stop, stopped) = tokio::sync::oneshot::channel();
-    tokio::spawn(server.serve(async {
+    tokio::spawn(server.serve_until(async {
         let _ = stopped.await;
     }));
     Running {

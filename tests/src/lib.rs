@@ -63,7 +63,7 @@ pub async fn start_engine(engine: RuleEngine) -> RunningServer {
     let http = server.http_addr().expect("http bound");
     let admin = server.admin_addr().expect("admin bound");
     let (stop, stopped) = oneshot::channel();
-    tokio::spawn(server.serve(async {
+    tokio::spawn(server.serve_until(async {
         let _ = stopped.await;
     }));
     RunningServer {

@@ -61,7 +61,7 @@ async fn start(tls: ServerTlsConfig) -> Running {
     .with_tls(tls);
     let grpc = server.grpc_addr().expect("bound");
     let (stop, stopped) = oneshot::channel::<()>();
-    tokio::spawn(server.serve(async {
+    tokio::spawn(server.serve_until(async {
         let _ = stopped.await;
     }));
     Running { grpc, _stop: stop }

@@ -219,7 +219,7 @@ pub(crate) async fn start_engine(engine: authz_server::RuleEngine) -> Running {
     let grpc = server.grpc_addr().expect("grpc bound");
     let http = server.http_addr().expect("http bound");
     let (stop, stopped) = tokio::sync::oneshot::channel();
-    tokio::spawn(server.serve(async {
+    tokio::spawn(server.serve_until(async {
         let _ = stopped.await;
     }));
     Running {
