@@ -1,6 +1,11 @@
 """Shared fixtures for the interop suites: run the real `authz-server` binary on OS-chosen loopback ports.
 
 The binary is built by `scripts/test` before pytest runs. Set AUTHZ_SERVER_BIN to test another build.
+
+Preconditions: a test that cannot run (a tool not installed, a package missing) calls `pytest.skip`
+with the reason, at module level with `allow_module_level=True`. Under AUTHZ_TEST_STRICT=1 (set by
+`scripts/test`) the two hooks below turn every skip, of a test or of a whole module, into a failure
+naming that reason, so a green run means every test ran. This is the one place strictness lives.
 """
 
 from __future__ import annotations
@@ -21,6 +26,8 @@ import pytest
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TARGET_DIR = Path(os.environ.get("CARGO_TARGET_DIR", REPO_ROOT / "target"))
 SERVER_BIN = Path(os.environ.get("AUTHZ_SERVER_BIN", TARGET_DIR / "debug" / "authz-server"))
+
+STRICT = os.environ.get("AUTHZ_TEST_STRICT", "") not in ("", "0")
 
 STARTUP_TIMEOUT_S = 20.0
 LISTENING_RE = re.compile(r"^listening (grpc|http) (127\.0\.0\.1:\d+)\s*$")
@@ -152,3 +159,31 @@ def _server_still_alive(request):
     yield
     if "server" in request.fixturenames:
         request.getfixturevalue("server").assert_alive()
+
+
+def _skip_reason(longrepr) -> str:
+    # A skip's longrepr is (file, line, "Skipped: reason").
+    return longrepr[2] if isinstance(longrepr, tuple) and len(longrepr) == 3 else str(longrepr)
+
+
+def _fail_if_strict(report) -> None:
+    if STRICT and report.skipped and not hasattr(report, "wasxfail"):
+        report.outcome = "failed"
+        report.longrepr = (
+            f"{_skip_reason(report.longrepr)} - under AUTHZ_TEST_STRICT=1 (set by scripts/test) "
+            "a test that cannot run fails"
+        )
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """A skipped test (pytest.skip, skipif) fails under AUTHZ_TEST_STRICT=1."""
+    outcome = yield
+    _fail_if_strict(outcome.get_result())
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_make_collect_report(collector):
+    """A module skipped at import (pytest.skip(..., allow_module_level=True)) fails under AUTHZ_TEST_STRICT=1."""
+    outcome = yield
+    _fail_if_strict(outcome.get_result())

@@ -41,13 +41,10 @@ def validated_blocks(markdown: Path) -> Iterator[Tuple[str, str, int]]:
 
 
 def require_tool(name: str, hint: str) -> str:
-    """The path of `name` on PATH (or /usr/sbin); fails under AUTHZ_TEST_STRICT=1, else skips visibly."""
+    """The path of `name` on PATH (or /usr/sbin); else skips visibly (conftest fails it under AUTHZ_TEST_STRICT=1)."""
     found: Optional[str] = shutil.which(name) or (
         f"/usr/sbin/{name}" if os.access(f"/usr/sbin/{name}", os.X_OK) else None
     )
     if found is None:
-        message = f"{name} is not installed ({hint})"
-        if os.environ.get("AUTHZ_TEST_STRICT"):
-            pytest.fail(f"{message}; AUTHZ_TEST_STRICT=1: a skipped test fails")
-        pytest.skip(message)
+        pytest.skip(f"{name} is not installed ({hint})")
     return found

@@ -42,8 +42,7 @@ try:
     from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
     from opentelemetry.proto.trace.v1 import trace_pb2
 except ImportError as e:  # pragma: no cover - the precondition, not the test
-    if os.environ.get("AUTHZ_TEST_STRICT"):
-        raise RuntimeError(f"opentelemetry-proto is not installed ({e}); AUTHZ_TEST_STRICT=1") from e
+    # conftest turns this skip into a failure under AUTHZ_TEST_STRICT=1.
     pytest.skip(f"opentelemetry-proto is not installed ({e}); scripts/test installs it", allow_module_level=True)
 
 from envoy.service.auth.v3 import attribute_context_pb2 as ac3
