@@ -1,5 +1,5 @@
-//! A listener's resource limits: the `limits` table as written ([`RawLimits`]) and the validated
-//! values the connection code runs on ([`Limits`]).
+//! A listener's resource limits: the `limits` table as written ([`super::raw::RawLimits`]) made
+//! into the validated values the connection code runs on ([`Limits`]).
 //!
 //! Every limit has a safe default, named after Envoy's setting where Envoy has one, so a config
 //! that says nothing still bounds what one client can hold: connections, streams, header count
@@ -7,53 +7,16 @@
 
 use std::time::Duration;
 
-use serde::Deserialize;
 use toml::Spanned;
 
-use super::parse_duration;
+use super::fields::parse_duration;
+use super::raw::{RawLimits, RawPolicy};
 
 pub use listener::{
     DEFAULT_HTTP2_KEEPALIVE_TIMEOUT, DEFAULT_HTTP2_MAX_LOCAL_ERROR_RESET_STREAMS,
     DEFAULT_HTTP2_MAX_PENDING_ACCEPT_RESET_STREAMS, DEFAULT_MAX_CONCURRENT_STREAMS,
     DEFAULT_MAX_REQUEST_HEADERS, Limits,
 };
-
-/// `[listeners.limits]`: every key is optional; absent keys take the default shown.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawLimits {
-    /// Connections served at once (default 10000); excess connections are accepted and closed
-    /// at once.
-    pub max_connections: Option<Spanned<u32>>,
-    /// HTTP/2 streams open at once on one connection (Envoy's `max_concurrent_streams`,
-    /// default 100), announced in SETTINGS.
-    pub max_concurrent_streams: Option<Spanned<u32>>,
-    /// Request header fields per request (Envoy's `max_headers_count`, default 100); more get 431.
-    pub max_request_headers: Option<Spanned<u32>>,
-    /// How long a client may take to send a request's headers, e.g. `"10s"` (the default; Envoy's
-    /// `request_headers_timeout`). On expiry the connection is closed.
-    pub request_headers_timeout: Option<Spanned<String>>,
-    /// How long a request may make no progress (no body bytes either way, no response yet),
-    /// e.g. `"5m"` (Envoy's `stream_idle_timeout`, the default); `"0s"` turns it off.
-    pub stream_idle_timeout: Option<Spanned<String>>,
-    /// How long a connection may have no request in flight before it is closed, e.g. `"1h"`
-    /// (Envoy's `idle_timeout`, the default); `"0s"` turns it off.
-    pub idle_timeout: Option<Spanned<String>>,
-    /// Requests served on one connection before it is closed gracefully (Envoy's
-    /// `max_requests_per_connection`); 0, the default, means no limit.
-    pub max_requests_per_connection: Option<Spanned<u32>>,
-    /// Send an HTTP/2 PING this often on an otherwise quiet connection (Envoy's
-    /// `connection_keepalive.interval`); off by default.
-    pub http2_keepalive_interval: Option<Spanned<String>>,
-    /// Close the connection when a PING is not answered within this, e.g. `"20s"` (the default).
-    pub http2_keepalive_timeout: Option<Spanned<String>>,
-    /// Streams a client may open and reset before the server accepts them; past it the
-    /// connection gets GOAWAY (rapid-reset protection; default 20).
-    pub http2_max_pending_accept_reset_streams: Option<Spanned<u32>>,
-    /// Streams the server may reset for a client's protocol errors before it sends GOAWAY
-    /// (default 1024).
-    pub http2_max_local_error_reset_streams: Option<Spanned<u32>>,
-}
 
 /// Validates `raw` (absent keys: `defaults`), pushing `(byte offset, message)` for each problem.
 pub(super) fn compile(
@@ -157,7 +120,7 @@ pub const HTTP_AUTHZ_MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
 /// largest `max_request_headers_kb` of any listener) plus [`CHECK_OVERHEAD_BYTES`] must stay
 /// within the 4 MiB message limit; over HTTP, the body alone within 4 MiB.
 pub(super) fn check_body_limits(
-    policies: &[super::raw::RawPolicy],
+    policies: &[RawPolicy],
     header_bytes: usize,
     errors: &mut Vec<(usize, String)>,
 ) {

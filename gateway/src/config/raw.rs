@@ -40,7 +40,7 @@ pub struct RawAdmin {
     pub address: Spanned<String>,
     /// The admin port's limits; absent keys take the admin defaults (64 connections, 10 s to
     /// send headers, 5 min idle).
-    pub limits: Option<super::limits::RawLimits>,
+    pub limits: Option<RawLimits>,
 }
 
 /// TLS termination on a listener.
@@ -87,7 +87,7 @@ pub struct RawListener {
     pub tls: Option<RawListenerTls>,
     /// Connection, stream, header-count and timeout limits (`[listeners.limits]`); absent keys
     /// take safe defaults named after Envoy's (see `docs/gateway.md`).
-    pub limits: Option<super::limits::RawLimits>,
+    pub limits: Option<RawLimits>,
     /// Collapse runs of `/` in the path into one before routing, the check and forwarding
     /// (default true, as Istio sets Envoy's `merge_slashes`).
     pub merge_slashes: Option<bool>,
@@ -289,4 +289,41 @@ pub struct RawWithRequestBody {
     /// Send the body as `raw_body` bytes instead of the `body` string.
     #[serde(default)]
     pub pack_as_bytes: bool,
+}
+
+/// `[listeners.limits]`: every key is optional; absent keys take the default shown.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLimits {
+    /// Connections served at once (default 10000); excess connections are accepted and closed
+    /// at once.
+    pub max_connections: Option<Spanned<u32>>,
+    /// HTTP/2 streams open at once on one connection (Envoy's `max_concurrent_streams`,
+    /// default 100), announced in SETTINGS.
+    pub max_concurrent_streams: Option<Spanned<u32>>,
+    /// Request header fields per request (Envoy's `max_headers_count`, default 100); more get 431.
+    pub max_request_headers: Option<Spanned<u32>>,
+    /// How long a client may take to send a request's headers, e.g. `"10s"` (the default; Envoy's
+    /// `request_headers_timeout`). On expiry the connection is closed.
+    pub request_headers_timeout: Option<Spanned<String>>,
+    /// How long a request may make no progress (no body bytes either way, no response yet),
+    /// e.g. `"5m"` (Envoy's `stream_idle_timeout`, the default); `"0s"` turns it off.
+    pub stream_idle_timeout: Option<Spanned<String>>,
+    /// How long a connection may have no request in flight before it is closed, e.g. `"1h"`
+    /// (Envoy's `idle_timeout`, the default); `"0s"` turns it off.
+    pub idle_timeout: Option<Spanned<String>>,
+    /// Requests served on one connection before it is closed gracefully (Envoy's
+    /// `max_requests_per_connection`); 0, the default, means no limit.
+    pub max_requests_per_connection: Option<Spanned<u32>>,
+    /// Send an HTTP/2 PING this often on an otherwise quiet connection (Envoy's
+    /// `connection_keepalive.interval`); off by default.
+    pub http2_keepalive_interval: Option<Spanned<String>>,
+    /// Close the connection when a PING is not answered within this, e.g. `"20s"` (the default).
+    pub http2_keepalive_timeout: Option<Spanned<String>>,
+    /// Streams a client may open and reset before the server accepts them; past it the
+    /// connection gets GOAWAY (rapid-reset protection; default 20).
+    pub http2_max_pending_accept_reset_streams: Option<Spanned<u32>>,
+    /// Streams the server may reset for a client's protocol errors before it sends GOAWAY
+    /// (default 1024).
+    pub http2_max_local_error_reset_streams: Option<Spanned<u32>>,
 }
