@@ -55,12 +55,6 @@ pub(crate) enum Invalid {
     TooManyRules { count: usize, max: usize },
     #[error("conditions nested deeper than {max} levels of `all`/`any`/`not`")]
     TooDeep { max: usize },
-    #[error("{what} needs exactly one of {expected}; found {found}")]
-    MatcherOps {
-        what: &'static str,
-        expected: &'static str,
-        found: String,
-    },
     #[error("`{field}` is an empty list, so the rule could never match")]
     EmptyList { field: &'static str },
     #[error("invalid regex `{pattern}`: {reason}")]

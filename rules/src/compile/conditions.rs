@@ -3,6 +3,7 @@
 use std::net::IpAddr;
 
 use ipnet::IpNet;
+use regex::Regex;
 use toml::Spanned;
 
 use super::{Compiler, MAX_NESTING};
@@ -23,12 +24,33 @@ const CLAIM_OPS: &str =
 type Ops<'r> = [(&'static str, Option<&'r Spanned<String>>); 5];
 
 impl Compiler<'_> {
-    /// Compiles a `when` table at nesting `depth` (the rule's own `when` is depth 0).
+    /// Compiles a `when` table at nesting `depth` (the rule's own `when` is depth 0). The
+    /// conditions are tried in the order built here: identity, request fields, headers and
+    /// context extensions, then nested tables.
     pub(super) fn when(&mut self, raw: &Spanned<RawWhen>, depth: usize) -> Option<Condition> {
         if depth > MAX_NESTING {
             self.fail(raw.span().start, Invalid::TooDeep { max: MAX_NESTING });
             return None;
         }
+        let when = raw.get_ref();
+        let mut conditions: Vec<Option<Condition>> = Vec::new();
+        for claim in &when.claims {
+            conditions.push(self.claim_match(claim));
+        }
+        for column in &when.db {
+            conditions.push(self.db_match(column));
+        }
+        self.request_conditions(when, &mut conditions);
+        self.nested_conditions(when, depth, &mut conditions);
+        conditions
+            .into_iter()
+            .collect::<Option<_>>()
+            .map(Condition::All)
+    }
+
+    /// The conditions on the request itself: transport, method, protocol, host, path,
+    /// principal, addresses, headers and context extensions.
+    fn request_conditions(&mut self, raw: &RawWhen, conditions: &mut Vec<Option<Condition>>) {
         let RawWhen {
             transport,
             method,
@@ -40,19 +62,12 @@ impl Compiler<'_> {
             destination_ip,
             headers,
             context_extensions,
-            all,
-            any,
-            not,
-            claims,
-            db,
-        } = raw.get_ref();
-        let mut conditions: Vec<Option<Condition>> = Vec::new();
-        for claim in claims {
-            conditions.push(self.claim_match(claim));
-        }
-        for column in db {
-            conditions.push(self.db_match(column));
-        }
+            all: _,
+            any: _,
+            not: _,
+            claims: _,
+            db: _,
+        } = raw;
         if let Some(transport) = transport {
             conditions.push(Some(Condition::Transport(match transport {
                 TransportName::Grpc => Transport::Grpc,
@@ -63,10 +78,8 @@ impl Compiler<'_> {
             conditions.push(self.word_list("method", method).map(Condition::Method));
         }
         if let Some(protocol) = protocol {
-            conditions.push(
-                self.word_list("protocol", protocol)
-                    .map(Condition::Protocol),
-            );
+            let protocols = self.word_list("protocol", protocol);
+            conditions.push(protocols.map(Condition::Protocol));
         }
         if let Some(host) = host {
             // The request's host is canonical (lower case); so is every pattern.
@@ -82,10 +95,8 @@ impl Compiler<'_> {
             conditions.push(self.cidrs("source_ip", ips).map(Condition::SourceIp));
         }
         if let Some(ips) = destination_ip {
-            conditions.push(
-                self.cidrs("destination_ip", ips)
-                    .map(Condition::DestinationIp),
-            );
+            let nets = self.cidrs("destination_ip", ips);
+            conditions.push(nets.map(Condition::DestinationIp));
         }
         for header in headers {
             conditions.push(self.header_match(header));
@@ -93,26 +104,27 @@ impl Compiler<'_> {
         for entry in context_extensions {
             conditions.push(self.context_match(entry));
         }
-        for nested in all {
+    }
+
+    /// The nested `all`, `any` and `not` tables, one level deeper.
+    fn nested_conditions(
+        &mut self,
+        raw: &RawWhen,
+        depth: usize,
+        conditions: &mut Vec<Option<Condition>>,
+    ) {
+        for nested in &raw.all {
             conditions.push(self.when(nested, depth + 1));
         }
-        if !any.is_empty() {
-            let nested: Vec<_> = any.iter().map(|w| self.when(w, depth + 1)).collect();
-            conditions.push(
-                nested
-                    .into_iter()
-                    .collect::<Option<_>>()
-                    .map(Condition::Any),
-            );
+        if !raw.any.is_empty() {
+            let nested: Vec<_> = raw.any.iter().map(|w| self.when(w, depth + 1)).collect();
+            let any = nested.into_iter().collect::<Option<_>>();
+            conditions.push(any.map(Condition::Any));
         }
-        if let Some(not) = not {
+        if let Some(not) = &raw.not {
             let inner = self.when(not, depth + 1);
             conditions.push(inner.map(|c| Condition::Not(Box::new(c))));
         }
-        conditions
-            .into_iter()
-            .collect::<Option<_>>()
-            .map(Condition::All)
     }
 
     /// A non-empty list of exact strings (methods, protocols).
@@ -186,22 +198,30 @@ impl Compiler<'_> {
             regex,
             ignore_case,
         } = raw.get_ref();
-        let ops = [
-            ("exact", exact.as_ref()),
-            ("prefix", prefix.as_ref()),
-            ("suffix", suffix.as_ref()),
-            ("contains", contains.as_ref()),
-            ("regex", regex.as_ref()),
-        ];
-        let found = names(ops.iter().filter(|(_, v)| v.is_some()).map(|(n, _)| *n));
-        if found.0 != 1 {
-            self.fail(
-                raw.span().start,
-                ops_error("string matcher", STRING_OPS, found),
-            );
+        let ops = value_ops([exact, prefix, suffix, contains, regex]);
+        let offset = raw.span().start;
+        if !self.exactly_one(offset, "string matcher", STRING_OPS, &given(&ops, &[])) {
             return None;
         }
         self.one_op(&ops, *ignore_case || force_ignore_case)
+    }
+
+    /// A regex (anchored at both ends), or an error at the pattern.
+    fn regex(&mut self, pattern: &Spanned<String>, ignore_case: bool) -> Option<Regex> {
+        match compile_regex(pattern.get_ref(), ignore_case) {
+            Ok(regex) => Some(regex),
+            Err(reason) => {
+                let pattern_text = pattern.get_ref().clone();
+                self.fail(
+                    pattern.span().start,
+                    Invalid::Regex {
+                        pattern: pattern_text,
+                        reason,
+                    },
+                );
+                None
+            }
+        }
     }
 
     /// The single op of a matcher already checked to have exactly one.
@@ -213,14 +233,7 @@ impl Compiler<'_> {
             "prefix" => StringOp::Prefix(text),
             "suffix" => StringOp::Suffix(text),
             "contains" => StringOp::Contains(text),
-            _ => match compile_regex(&text, ignore_case) {
-                Ok(regex) => StringOp::Regex(regex),
-                Err(reason) => {
-                    let pattern = text;
-                    self.fail(value.span().start, Invalid::Regex { pattern, reason });
-                    return None;
-                }
-            },
+            _ => StringOp::Regex(self.regex(value, ignore_case)?),
         };
         Some(StringMatch::new(op, ignore_case))
     }
@@ -249,22 +262,10 @@ impl Compiler<'_> {
             absent,
             ignore_case,
         } = raw.get_ref();
-        let ops = [
-            ("exact", exact.as_ref()),
-            ("prefix", prefix.as_ref()),
-            ("suffix", suffix.as_ref()),
-            ("contains", contains.as_ref()),
-            ("regex", regex.as_ref()),
-        ];
+        let ops = value_ops([exact, prefix, suffix, contains, regex]);
         let what = "header or context_extensions matcher";
-        self.entry_ops(
-            raw.span().start,
-            what,
-            &ops,
-            *present,
-            *absent,
-            *ignore_case,
-        )
+        let flags = [*present, *absent];
+        self.entry_ops(raw.span().start, what, &ops, flags, *ignore_case)
     }
 
     /// Whether identity conditions of this kind may appear here; reports why not at `offset`.
@@ -283,8 +284,27 @@ impl Compiler<'_> {
         if !self.identity_allowed(raw.span().start, true) {
             return None;
         }
+        let claim = raw.get_ref();
+        let given = [
+            ("exact", claim.exact.is_some()),
+            ("equals", claim.equals.is_some()),
+            ("one_of", claim.one_of.is_some()),
+            ("contains", claim.contains.is_some()),
+            ("substring", claim.substring.is_some()),
+            ("regex", claim.regex.is_some()),
+            ("present", claim.present.is_some()),
+        ];
+        if !self.exactly_one(raw.span().start, "claim matcher", CLAIM_OPS, &given) {
+            return None;
+        }
+        let op = self.claim_op(claim)?;
+        Some(Condition::Claim(ClaimPath::new(claim.name.get_ref()), op))
+    }
+
+    /// The one operation of a claim matcher already checked to have exactly one.
+    fn claim_op(&mut self, raw: &RawClaimMatch) -> Option<ClaimOp> {
         let RawClaimMatch {
-            name,
+            name: _,
             exact,
             equals,
             one_of,
@@ -292,24 +312,7 @@ impl Compiler<'_> {
             substring,
             regex,
             present,
-        } = raw.get_ref();
-        let given = [
-            ("exact", exact.is_some()),
-            ("equals", equals.is_some()),
-            ("one_of", one_of.is_some()),
-            ("contains", contains.is_some()),
-            ("substring", substring.is_some()),
-            ("regex", regex.is_some()),
-            ("present", present.is_some()),
-        ];
-        let found = names(given.iter().filter(|(_, g)| *g).map(|(n, _)| *n));
-        if found.0 != 1 {
-            self.fail(
-                raw.span().start,
-                ops_error("claim matcher", CLAIM_OPS, found),
-            );
-            return None;
-        }
+        } = raw;
         let op = if let Some(want) = exact.as_ref().or(equals.as_ref()) {
             ClaimOp::Exact(want.get_ref().clone())
         } else if let Some(list) = one_of {
@@ -324,26 +327,13 @@ impl Compiler<'_> {
         } else if let Some(want) = substring {
             ClaimOp::Substring(want.get_ref().clone())
         } else if let Some(pattern) = regex {
-            match compile_regex(pattern.get_ref(), false) {
-                Ok(regex) => ClaimOp::Regex(regex),
-                Err(reason) => {
-                    let pattern_text = pattern.get_ref().clone();
-                    self.fail(
-                        pattern.span().start,
-                        Invalid::Regex {
-                            pattern: pattern_text,
-                            reason,
-                        },
-                    );
-                    return None;
-                }
-            }
+            ClaimOp::Regex(self.regex(pattern, false)?)
         } else if *present == Some(false) {
             ClaimOp::Absent
         } else {
             ClaimOp::Present
         };
-        Some(Condition::Claim(ClaimPath::new(name.get_ref()), op))
+        Some(op)
     }
 
     fn db_match(&mut self, raw: &Spanned<RawDbMatch>) -> Option<Condition> {
@@ -361,43 +351,23 @@ impl Compiler<'_> {
             absent,
             ignore_case,
         } = raw.get_ref();
-        let ops = [
-            ("exact", exact.as_ref()),
-            ("prefix", prefix.as_ref()),
-            ("suffix", suffix.as_ref()),
-            ("contains", contains.as_ref()),
-            ("regex", regex.as_ref()),
-        ];
-        let op = self.entry_ops(
-            raw.span().start,
-            "db matcher",
-            &ops,
-            *present,
-            *absent,
-            *ignore_case,
-        )?;
+        let ops = value_ops([exact, prefix, suffix, contains, regex]);
+        let flags = [*present, *absent];
+        let op = self.entry_ops(raw.span().start, "db matcher", &ops, flags, *ignore_case)?;
         Some(Condition::Db(column.get_ref().clone(), op))
     }
 
-    /// One entry operation out of the value ops and the `present` / `absent` flags.
+    /// One entry operation out of the value ops and the `[present, absent]` flags.
     fn entry_ops(
         &mut self,
         offset: usize,
         what: &'static str,
         ops: &Ops<'_>,
-        present: Option<bool>,
-        absent: Option<bool>,
+        [present, absent]: [Option<bool>; 2],
         ignore_case: bool,
     ) -> Option<EntryOp> {
         let flags = [("present", present), ("absent", absent)];
-        let found = names(
-            ops.iter()
-                .filter(|(_, v)| v.is_some())
-                .map(|(n, _)| *n)
-                .chain(flags.iter().filter(|(_, v)| v.is_some()).map(|(n, _)| *n)),
-        );
-        if found.0 != 1 {
-            self.fail(offset, ops_error(what, ENTRY_OPS, found));
+        if !self.exactly_one(offset, what, ENTRY_OPS, &given(ops, &flags)) {
             return None;
         }
         // `present = false` reads as "must be absent", as in Envoy's `present_match`.
@@ -409,20 +379,22 @@ impl Compiler<'_> {
     }
 }
 
-/// How many ops were given, and their names for the error.
-fn names<'n>(found: impl Iterator<Item = &'n str>) -> (usize, String) {
-    let found: Vec<String> = found.map(|n| format!("`{n}`")).collect();
-    (found.len(), found.join(", "))
+/// A matcher's value operations (`exact`, `prefix`, `suffix`, `contains`, `regex`, in that
+/// order), by name: the one place their names are spelled.
+fn value_ops(fields: [&Option<Spanned<String>>; 5]) -> Ops<'_> {
+    let [exact, prefix, suffix, contains, regex] = fields;
+    [
+        ("exact", exact.as_ref()),
+        ("prefix", prefix.as_ref()),
+        ("suffix", suffix.as_ref()),
+        ("contains", contains.as_ref()),
+        ("regex", regex.as_ref()),
+    ]
 }
 
-fn ops_error(what: &'static str, expected: &'static str, found: (usize, String)) -> Invalid {
-    let found = match found {
-        (0, _) => "none".to_owned(),
-        (n, list) => format!("{n} ({list})"),
-    };
-    Invalid::MatcherOps {
-        what,
-        expected,
-        found,
-    }
+/// Which ops and flags were given, by name, for [`Compiler::exactly_one`].
+fn given<'n>(ops: &Ops<'_>, flags: &[(&'n str, Option<bool>)]) -> Vec<(&'n str, bool)> {
+    let ops = ops.iter().map(|(name, value)| (*name, value.is_some()));
+    let flags = flags.iter().map(|(name, value)| (*name, value.is_some()));
+    ops.chain(flags).collect()
 }
