@@ -268,24 +268,7 @@ fn metadata(buf: &mut Vec<u8>, metadata: &[String]) {
 /// `YYYY-MM-DDTHH:MM:SS.` (UTC) of `secs` since the epoch, as tracing-subscriber's `SystemTime`
 /// timer writes it.
 fn date_prefix(secs: u64) -> String {
-    // Days to civil date (H. Hinnant's algorithm), valid for every date after 1970.
-    let days = (secs / 86_400) as i64;
-    let rem = secs % 86_400;
-    let z = days + 719_468;
-    let era = z / 146_097;
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.",
-        rem / 3600,
-        rem / 60 % 60,
-        rem % 60
-    )
+    format!("{}.", telemetry::UtcDateTime::from_unix_seconds(secs))
 }
 
 /// `addr` as `Display` writes it (IPv4 without the formatting machinery).

@@ -13,6 +13,8 @@
 //! What a span may carry is decided in each binary's own `telemetry` module, which names every
 //! attribute it sets: methods, hosts, paths without their query, route/policy/rule/database
 //! names, outcomes and status codes — never a header value, a token or a query string.
+//!
+//! [`UtcDateTime`] turns a log line's Unix time into the UTC date and time it prints.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -24,8 +26,11 @@ use opentelemetry_sdk::trace::SdkTracerProvider;
 use tracing_subscriber::Layer;
 use tracing_subscriber::filter::{FilterFn, Filtered};
 
+mod utc;
+
 pub use opentelemetry::Context;
 pub use tracing_opentelemetry::OpenTelemetrySpanExt;
+pub use utc::UtcDateTime;
 
 /// The `tracing` target of every span meant for OpenTelemetry. The OTLP layer sees these spans
 /// and nothing else (no log events, no library spans); the log formatter skips them.

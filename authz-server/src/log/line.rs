@@ -191,35 +191,12 @@ impl Clock {
         if self.second != Some(second) {
             self.second = Some(second);
             self.prefix.clear();
-            let days = (second / 86_400) as i64;
-            let in_day = second % 86_400;
-            let (year, month, day) = civil_from_days(days);
-            let _ = write!(
-                self.prefix,
-                "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.",
-                in_day / 3600,
-                in_day / 60 % 60,
-                in_day % 60
-            );
+            let date_time = telemetry::UtcDateTime::from_unix_seconds(second);
+            let _ = write!(self.prefix, "{date_time}.");
         }
         out.extend_from_slice(&self.prefix);
         let _ = write!(out, "{:06}Z", since.subsec_micros());
     }
-}
-
-/// Days since 1970-01-01 to (year, month, day), proleptic Gregorian (Howard Hinnant's
-/// `civil_from_days`).
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    (year, month, day)
 }
 
 #[cfg(test)]
