@@ -254,7 +254,7 @@ async fn serve_connection(
         tls: None,
     };
     let Some(tls) = tls else {
-        let handler = move |req| proxy::serve(conn.clone(), req);
+        let handler = move |req| proxy::serve_request(conn.clone(), req);
         return listener::serve(stream, &limits, handler, drain).await;
     };
     // The handshake is part of the time a client has to send its first request.
@@ -277,6 +277,6 @@ async fn serve_connection(
         stream.get_ref().1.peer_certificates(),
         &tls.local_principal,
     )));
-    let handler = move |req| proxy::serve(conn.clone(), req);
+    let handler = move |req| proxy::serve_request(conn.clone(), req);
     listener::serve(stream, &limits, handler, drain).await;
 }
