@@ -1,42 +1,30 @@
 //! The compiled rule set and the one function that decides.
+//!
+//! - `engine.rs` (here): the rule set, the entry points, and the precedence between rules,
+//!   written once in [`RuleSet::evaluate_traced`];
+//! - `engine/rule.rs`: one rule and the steps that try it (credential, lookup, `require`,
+//!   decision);
+//! - `engine/inspect.rs`: what a server reads from a rule set besides decisions.
+
+mod inspect;
+mod rule;
+#[cfg(test)]
+mod tests;
 
 use std::pin::pin;
-use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 
-use crate::action::{Action, DenyAction};
-use crate::credential::{Credential, JwtKeys, Rejected, Verifier};
+use crate::action::Action;
 use crate::decision::{Decision, Deny, Evaluation, ShadowMatch};
-use crate::hooks::{Hooks, LookupError, LookupQuery};
-use crate::identity::Identity;
+use crate::hooks::Hooks;
 use crate::index::{Candidates, RuleIndex};
 use crate::lookup::{DatabaseSpec, LookupSpec};
-use crate::matcher::Condition;
 use crate::prepare::{RequestOptions, Unusable, prepare};
 use crate::request::Request;
 use crate::template::Scope;
-use crate::trace::{Trace, TraceEntry};
-
-/// One compiled rule.
-#[derive(Debug, Clone)]
-pub(crate) struct Rule {
-    /// Unique name, shared with every evaluation it decides (no copy per check).
-    pub name: Arc<str>,
-    /// Evaluated and reported, never enforced.
-    pub shadow: bool,
-    /// The rule's `when`, as an [`Condition::All`].
-    pub when: Condition,
-    /// The credential verified once `when` holds.
-    pub credential: Option<Credential>,
-    /// The lookup run after the credential.
-    pub lookup: Option<LookupSpec>,
-    /// Identity-level conditions checked after the lookup.
-    pub require: Option<Condition>,
-    /// What the rule does when it matches; for a `rego` rule, the fail-closed deny.
-    pub action: Action,
-    /// A Rego policy that decides in place of `action` (see `crate::rego`).
-    pub rego: Option<crate::rego::SharedPolicy>,
-}
+use crate::trace::{Trace, TraceEntry, record};
+pub(crate) use rule::Rule;
+use rule::{try_rule, when_holds};
 
 /// A compiled policy: rules in file order plus the explicit default. Immutable, `Send + Sync`,
 /// cheap to share in an `Arc`; built only by [`crate::load`].
@@ -222,15 +210,8 @@ impl RuleSet {
         let request = request.as_ref();
         let mut shadow = Vec::new();
         let mut failure = None;
-        // Traced, every rule is tried so the trace shows why each one did not match; untraced,
-        // only those the index cannot rule out (in the same order: see `crate::index`).
         let mut regex_hits = Vec::new();
-        let positions = if trace.is_some() || self.index.is_trivial() {
-            Positions::All(0..self.rules.len())
-        } else {
-            Positions::Indexed(self.index.candidates(request, &mut regex_hits))
-        };
-        for position in positions {
+        for position in self.positions(request, trace.is_some(), &mut regex_hits) {
             let Some(rule) = self.rules.get(position) else {
                 continue;
             };
@@ -239,29 +220,21 @@ impl RuleSet {
             if !when_holds(rule, request, &mut trace) {
                 continue;
             }
-            let Some(decision) = try_rule(
+            let tried = try_rule(
                 rule,
                 (raw, request),
                 hooks,
                 trace.as_deref_mut(),
                 &mut failure,
-            )
-            .await
-            else {
+            );
+            let Some(decision) = tried.await else {
                 continue;
             };
             if rule.shadow {
                 failure = None;
                 // 6. A shadow rule's verdict is recorded, and evaluation goes on as if it had
                 //    not matched.
-                record(&mut trace, || TraceEntry::Shadow {
-                    rule: rule.name.to_string(),
-                    outcome: decision.outcome(),
-                });
-                shadow.push(ShadowMatch {
-                    rule: rule.name.clone(),
-                    outcome: decision.outcome(),
-                });
+                record_shadow(rule, &decision, &mut shadow, &mut trace);
                 continue;
             }
             return Evaluation {
@@ -271,13 +244,39 @@ impl RuleSet {
                 failure,
             };
         }
+        self.by_default(request, shadow, &mut trace)
+    }
+
+    /// The rules one evaluation tries, in file order. Traced, every rule, so the trace shows why
+    /// each one did not match; untraced, only those the index cannot rule out (in the same
+    /// order: see `crate::index`).
+    fn positions<'i>(
+        &'i self,
+        request: &Request,
+        traced: bool,
+        regex_hits: &'i mut Vec<u32>,
+    ) -> Positions<'i> {
+        if traced || self.index.is_trivial() {
+            Positions::All(0..self.rules.len())
+        } else {
+            Positions::Indexed(self.index.candidates(request, regex_hits))
+        }
+    }
+
+    /// No rule decided: the `[default]` table does.
+    fn by_default(
+        &self,
+        request: &Request,
+        shadow: Vec<ShadowMatch>,
+        trace: &mut Option<&mut Trace>,
+    ) -> Evaluation {
         let scope = Scope {
             request,
             rule: DEFAULT_NAME,
             identity: None,
         };
         let decision = self.default.render(&scope);
-        record(&mut trace, || TraceEntry::Default {
+        record(trace, || TraceEntry::Default {
             outcome: decision.outcome(),
         });
         Evaluation {
@@ -326,150 +325,6 @@ impl RuleSet {
             failure: None,
         }
     }
-
-    /// Names of the rules whose conditions look at `source_ip`, for the server to warn when the
-    /// source address may be a proxy's.
-    pub fn source_ip_rules(&self) -> Vec<&str> {
-        self.rules
-            .iter()
-            .filter(|rule| {
-                rule.when.uses_source_ip()
-                    || rule.require.as_ref().is_some_and(Condition::uses_source_ip)
-            })
-            .map(|rule| &*rule.name)
-            .collect()
-    }
-
-    /// The 1-based path segments some lookup binds as a parameter: they may be credentials, so
-    /// logs must not show them.
-    pub fn secret_path_segments(&self) -> &[usize] {
-        &self.secret_segments
-    }
-
-    /// The request's path as a log line may show it: the query (which may carry credentials)
-    /// replaced by `?<redacted>`; when lookups bind path segments, the canonical path with
-    /// those segments replaced by `<redacted>` (segments are counted on the canonical path, as
-    /// the lookup counts them), or `<redacted>` alone when the path has no canonical form.
-    /// Control characters are the logger's business.
-    pub fn path_for_log(&self, request: &Request) -> String {
-        let raw_query = request.path.split_once('?');
-        let marker = if raw_query.is_some() {
-            "?<redacted>"
-        } else {
-            ""
-        };
-        if self.secret_segments.is_empty() {
-            let path = raw_query.map_or(request.path.as_str(), |(path, _)| path);
-            return format!("{path}{marker}");
-        }
-        let Ok(canonical) = crate::prepare::path(request, &self.options) else {
-            return "<redacted>".to_owned();
-        };
-        let path = canonical.split('?').next().unwrap_or_default();
-        let mut index = 0;
-        let segments: Vec<&str> = path
-            .split('/')
-            .map(|segment| {
-                if segment.is_empty() {
-                    return segment;
-                }
-                index += 1;
-                if self.secret_segments.contains(&index) {
-                    "<redacted>"
-                } else {
-                    segment
-                }
-            })
-            .collect();
-        format!("{}{marker}", segments.join("/"))
-    }
-
-    /// The `[databases.<name>]` tables, sorted by name, for the server to open pools.
-    pub fn databases(&self) -> &[DatabaseSpec] {
-        &self.databases
-    }
-
-    /// Every JWKS URL a rule uses (each once, in rule order), for the server to prefetch.
-    pub fn jwks_urls(&self) -> Vec<&str> {
-        let mut urls: Vec<&str> = Vec::new();
-        for rule in &self.rules {
-            if let Some(Credential {
-                verifier: Verifier::Jwt(jwt),
-                ..
-            }) = &rule.credential
-                && let JwtKeys::Url(url) = &jwt.keys
-                && !urls.contains(&url.as_str())
-            {
-                urls.push(url);
-            }
-        }
-        urls
-    }
-
-    /// Whether some rule runs a Rego policy: the transport then renders
-    /// [`Request::opa_attributes`] from the message it received.
-    pub fn needs_opa_attributes(&self) -> bool {
-        self.has_rego
-    }
-
-    /// The Rego policy and data files the rules read at load, for a reloader to watch.
-    pub fn rego_files(&self) -> Vec<&std::path::Path> {
-        self.rules
-            .iter()
-            .filter_map(|rule| rule.rego.as_ref())
-            .flat_map(|policy| policy.files.iter().map(std::path::PathBuf::as_path))
-            .collect()
-    }
-
-    /// Whether some template uses `{{received}}`; the transport renders
-    /// [`Request::received`] only when this is true.
-    pub fn needs_received(&self) -> bool {
-        self.needs_received
-    }
-
-    /// The number of rules (the default not counted).
-    pub fn len(&self) -> usize {
-        self.rules.len()
-    }
-
-    /// Whether there are no rules (only the default decides).
-    pub fn is_empty(&self) -> bool {
-        self.rules.is_empty()
-    }
-
-    /// Whether the default (no rule matched) is an allow, so a server can warn about an
-    /// open-by-default policy.
-    pub fn default_allows(&self) -> bool {
-        matches!(self.default, Action::Allow(_))
-    }
-}
-
-/// Why a lookup gave no answer, for the trace: the kind only, because a database's message may
-/// quote the bound values.
-#[derive(Debug)]
-enum LookupFailure {
-    /// No lookup hook is installed.
-    NoHook,
-    /// A parameter's source is absent from the request.
-    MissingParam(usize),
-    /// The hook failed.
-    Hook(LookupError),
-}
-
-impl std::fmt::Display for LookupFailure {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            LookupFailure::NoHook => f.write_str("no database hook"),
-            LookupFailure::MissingParam(n) => write!(f, "parameter {n} absent from the request"),
-            LookupFailure::Hook(LookupError::UnknownDatabase(name)) => {
-                write!(f, "database `{name}` is not open")
-            }
-            LookupFailure::Hook(LookupError::Timeout(after)) => {
-                write!(f, "timed out after {after:?}")
-            }
-            LookupFailure::Hook(LookupError::Failed(_)) => f.write_str("database error"),
-        }
-    }
 }
 
 /// The rule positions one evaluation tries, ascending.
@@ -491,227 +346,19 @@ impl Iterator for Positions<'_> {
     }
 }
 
-/// Adds an entry to the trace when there is one; the entry is not even built otherwise.
-fn record(trace: &mut Option<&mut Trace>, entry: impl FnOnce() -> TraceEntry) {
-    if let Some(trace) = trace.as_deref_mut() {
-        trace.push(entry());
-    }
-}
-
-/// Steps 2-5 of [`RuleSet::evaluate_traced`] for one rule whose `when` holds (step 1): its
-/// decision, or `None` when `require` fails and the next rule should be tried. Records the
-/// rule's steps when traced.
-async fn try_rule(
+/// Step 6: a shadow rule's verdict, kept beside the evaluation and in the trace.
+fn record_shadow(
     rule: &Rule,
-    (raw, request): (&Request, &Request),
-    hooks: &Hooks,
-    mut trace: Option<&mut Trace>,
-    failure: &mut Option<crate::decision::PolicyFailure>,
-) -> Option<Decision> {
-    let mut identity = Identity::default();
-    let mut verified = None;
-    if let Some(credential) = &rule.credential {
-        match credential.verify(request, hooks).await {
-            Ok(ok) => {
-                identity.claims.clone_from(&ok.claims);
-                verified = Some(ok);
-            }
-            Err(rejected) => {
-                record(&mut trace, || TraceEntry::Credential {
-                    rule: rule.name.to_string(),
-                    source: credential.source.describe(),
-                    outcome: match rejected {
-                        Rejected::Missing => "missing".to_owned(),
-                        Rejected::Invalid(reason) => format!("invalid: {reason}"),
-                    },
-                });
-                return Some(deny(rule, &credential.on_failure, request, None));
-            }
-        }
-    }
-    if let Some(lookup) = &rule.lookup {
-        let with_claims = Identity {
-            claims: identity.claims.clone(),
-            row: None,
-        };
-        match run_lookup(lookup, request, verified.as_ref(), hooks).await {
-            Ok(Some(row)) => identity.row = Some(row),
-            Ok(None) => {
-                record(&mut trace, || TraceEntry::LookupNoRow {
-                    rule: rule.name.to_string(),
-                });
-                let on_missing = &lookup.on_missing;
-                return Some(deny(rule, on_missing, request, Some(&with_claims)));
-            }
-            Err(missing @ LookupFailure::MissingParam(_)) => {
-                record(&mut trace, || TraceEntry::LookupSkipped {
-                    rule: rule.name.to_string(),
-                    reason: missing.to_string(),
-                });
-                let on_missing = &lookup.on_missing;
-                return Some(deny(rule, on_missing, request, Some(&with_claims)));
-            }
-            Err(error) => {
-                record(&mut trace, || TraceEntry::LookupFailed {
-                    rule: rule.name.to_string(),
-                    reason: error.to_string(),
-                });
-                let on_error = &lookup.on_db_error;
-                return Some(deny(rule, on_error, request, Some(&with_claims)));
-            }
-        }
-    }
-    if let Some(require) = &rule.require {
-        let held = match trace.as_deref_mut() {
-            None => require.holds(request, Some(&identity)),
-            Some(trace) => match require.check_with(request, Some(&identity)) {
-                Ok(()) => true,
-                Err(reason) => {
-                    trace.push(TraceEntry::NoMatch {
-                        rule: rule.name.to_string(),
-                        require: true,
-                        reason,
-                    });
-                    false
-                }
-            },
-        };
-        if !held {
-            return None;
-        }
-    }
-    if let Some(policy) = &rule.rego {
-        // 5, for a `rego` rule: the policy decides (see `crate::rego::step`).
-        let decision =
-            crate::rego::step::decide(policy, &rule.name, raw, request, &identity, trace);
-        *failure = decision.1;
-        return Some(decision.0);
-    }
-    record(&mut trace, || TraceEntry::Matched {
+    decision: &Decision,
+    shadow: &mut Vec<ShadowMatch>,
+    trace: &mut Option<&mut Trace>,
+) {
+    record(trace, || TraceEntry::Shadow {
         rule: rule.name.to_string(),
+        outcome: decision.outcome(),
     });
-    let scope = Scope {
-        request,
-        rule: &rule.name,
-        identity: Some(&identity),
-    };
-    Some(rule.action.render(&scope))
-}
-
-/// Step 1: whether the rule's request-level `when` holds. Untraced, nothing is built; traced,
-/// the first failing condition is recorded.
-fn when_holds(rule: &Rule, request: &Request, trace: &mut Option<&mut Trace>) -> bool {
-    match trace.as_deref_mut() {
-        None => rule.when.holds(request, None),
-        Some(trace) => match rule.when.check(request) {
-            Ok(()) => true,
-            Err(reason) => {
-                trace.push(TraceEntry::NoMatch {
-                    rule: rule.name.to_string(),
-                    require: false,
-                    reason,
-                });
-                false
-            }
-        },
-    }
-}
-
-/// Binds the parameters and asks the hook. A parameter the request lacks means no row can match
-/// it: the query is skipped and the caller decides as for "no row".
-async fn run_lookup(
-    lookup: &LookupSpec,
-    request: &Request,
-    verified: Option<&crate::credential::Verified>,
-    hooks: &Hooks,
-) -> Result<Option<std::sync::Arc<crate::hooks::Row>>, LookupFailure> {
-    let params = lookup
-        .bind(request, verified)
-        .map_err(LookupFailure::MissingParam)?;
-    let hook = hooks.lookup.as_ref().ok_or(LookupFailure::NoHook)?;
-    let query = LookupQuery {
-        database: &lookup.database,
-        sql: &lookup.sql,
-        params: &params,
-        policy: &lookup.policy,
-    };
-    hook.lookup(query).await.map_err(LookupFailure::Hook)
-}
-
-/// A rule's credential or lookup deny, rendered with what is known so far.
-fn deny(
-    rule: &Rule,
-    action: &DenyAction,
-    request: &Request,
-    identity: Option<&Identity>,
-) -> Decision {
-    let scope = Scope {
-        request,
-        rule: &rule.name,
-        identity,
-    };
-    Decision::Deny(action.render_deny(&scope))
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn rule_set_is_send_and_sync() {
-        fn check<T: Send + Sync + 'static>() {}
-        check::<super::RuleSet>();
-    }
-
-    #[test]
-    fn logged_paths_hide_the_query_and_segments_a_lookup_binds() {
-        let plain = crate::load::<toml::Table>("p.toml", "[default]\nallow = {}\n")
-            .unwrap()
-            .1;
-        let request = |path: &str| crate::Request {
-            path: path.to_owned(),
-            ..crate::Request::default()
-        };
-        assert_eq!(
-            plain.path_for_log(&request("/a/b?key=s3cret")),
-            "/a/b?<redacted>"
-        );
-        assert_eq!(plain.path_for_log(&request("//a/../b")), "//a/../b");
-        let keyed = r#"
-[databases.main]
-url = "sqlite::memory:"
-[default]
-deny = {}
-[[rules]]
-name = "key"
-allow = {}
-[rules.lookup]
-database = "main"
-query = "SELECT 1 FROM keys WHERE key = $1"
-params = [{ path_segment = 2 }]
-"#;
-        let keyed = crate::load::<toml::Table>("p.toml", keyed).unwrap().1;
-        assert_eq!(keyed.secret_path_segments(), [2]);
-        assert_eq!(
-            keyed.path_for_log(&request("/keys/s3cret/items?x=1")),
-            "/keys/<redacted>/items?<redacted>"
-        );
-        // Counted as the lookup counts: on the canonical path.
-        assert_eq!(
-            keyed.path_for_log(&request("//keys/./s3cret")),
-            "/keys/<redacted>"
-        );
-        assert_eq!(
-            keyed.path_for_log(&request("/keys/s3cret%zz")),
-            "<redacted>"
-        );
-    }
-
-    /// The server awaits `evaluate` inside `Send` tasks.
-    #[test]
-    fn evaluate_future_is_send() {
-        fn check<T: Send>(_: &T) {}
-        let (_, rules) = crate::load::<toml::Table>("p.toml", "[default]\nallow = {}\n").unwrap();
-        let request = crate::Request::default();
-        let hooks = crate::Hooks::default();
-        check(&rules.evaluate(&request, &hooks));
-    }
+    shadow.push(ShadowMatch {
+        rule: rule.name.clone(),
+        outcome: decision.outcome(),
+    });
 }

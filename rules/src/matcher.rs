@@ -262,14 +262,8 @@ impl Condition {
         }
     }
 
-    /// `Ok` when the condition holds; otherwise the reason, for the trace. Identity conditions
-    /// do not hold here (request-level `when` has no identity).
-    pub(crate) fn check(&self, request: &Request) -> Result<(), String> {
-        self.check_with(request, None)
-    }
-
-    /// Whether the condition holds: [`Condition::check_with`] without building the reason, for
-    /// evaluations nobody traces. The two must agree; `check_with` is the explained twin.
+    /// Whether the condition holds: [`Condition::holds_or_why`] without building the reason,
+    /// for evaluations nobody traces. The two must agree; `holds_or_why` is the explained twin.
     pub(crate) fn holds(&self, request: &Request, identity: Option<&Identity>) -> bool {
         match self {
             Condition::Transport(want) => request.transport == *want,
@@ -298,8 +292,10 @@ impl Condition {
         }
     }
 
-    /// [`Condition::check`] with the rule's verified identity for `claims` and `db` conditions.
-    pub(crate) fn check_with(
+    /// `Ok` when the condition holds; otherwise why not, for the trace. `identity` is the rule's
+    /// verified identity for `claims` and `db` conditions (`None` in a request-level `when`,
+    /// where they do not hold).
+    pub(crate) fn holds_or_why(
         &self,
         request: &Request,
         identity: Option<&Identity>,
@@ -315,19 +311,19 @@ impl Condition {
             Condition::Method(methods) => {
                 Err(format!("method {:?} not in {methods:?}", request.method))
             }
-            Condition::Path(m) => check_string("path", m, path_without_query(request)),
+            Condition::Path(m) => string_or_why("path", m, path_without_query(request)),
             // The name only: a backend picks its virtual host by name whatever the port, so
             // `admin.example.com:8443` is still admin.example.com (gateway routing agrees).
-            Condition::Host(m) => check_string("host", m, canonical::host_name(&request.host)),
-            Condition::Principal(m) => check_string("principal", m, &request.source.principal),
+            Condition::Host(m) => string_or_why("host", m, canonical::host_name(&request.host)),
+            Condition::Principal(m) => string_or_why("principal", m, &request.source.principal),
             Condition::Protocol(protocols) if protocols.contains(&request.protocol) => Ok(()),
             Condition::Protocol(protocols) => Err(format!("protocol not in {protocols:?}")),
-            Condition::SourceIp(nets) => check_ip("source ip", nets, request.source.ip),
+            Condition::SourceIp(nets) => ip_or_why("source ip", nets, request.source.ip),
             Condition::DestinationIp(nets) => {
-                check_ip("destination ip", nets, request.destination.ip)
+                ip_or_why("destination ip", nets, request.destination.ip)
             }
-            Condition::Header(name, op) => check_entry("header", name, op, request.header(name)),
-            Condition::Context(name, op) => check_entry(
+            Condition::Header(name, op) => entry_or_why("header", name, op, request.header(name)),
+            Condition::Context(name, op) => entry_or_why(
                 "context extension",
                 name,
                 op,
@@ -335,44 +331,54 @@ impl Condition {
             ),
             Condition::All(conditions) => conditions
                 .iter()
-                .try_for_each(|c| c.check_with(request, identity)),
-            Condition::Any(conditions) => {
-                if conditions
-                    .iter()
-                    .any(|c| c.check_with(request, identity).is_ok())
-                {
-                    Ok(())
-                } else {
-                    Err(format!(
-                        "none of {} `any` conditions held",
-                        conditions.len()
-                    ))
-                }
-            }
-            Condition::Not(inner) => match inner.check_with(request, identity) {
+                .try_for_each(|c| c.holds_or_why(request, identity)),
+            Condition::Any(conditions) => any_or_why(conditions, request, identity),
+            Condition::Not(inner) => match inner.holds_or_why(request, identity) {
                 Ok(()) => Err("`not` condition held".to_owned()),
                 Err(_) => Ok(()),
             },
-            Condition::Claim(path, op) => {
-                // Claim values may be personal data: the trace names the claim and the test only.
-                let value = identity
-                    .and_then(|identity| identity.claim(path))
-                    .filter(|value| !value.is_null());
-                if op.holds(value) {
-                    Ok(())
-                } else if value.is_none() && !matches!(op, ClaimOp::Absent) {
-                    Err(format!("claim {} absent", path.name))
-                } else {
-                    Err(format!("claim {} is not {}", path.name, op.describe()))
-                }
-            }
-            Condition::Db(column, op) => check_entry(
+            Condition::Claim(path, op) => claim_or_why(path, op, identity),
+            Condition::Db(column, op) => entry_or_why(
                 "db column",
                 column,
                 op,
                 identity.and_then(|identity| identity.column(column)),
             ),
         }
+    }
+}
+
+/// [`Condition::holds_or_why`] for `any`: the first condition that holds, or how many did not.
+fn any_or_why(
+    conditions: &[Condition],
+    request: &Request,
+    identity: Option<&Identity>,
+) -> Result<(), String> {
+    if conditions
+        .iter()
+        .any(|c| c.holds_or_why(request, identity).is_ok())
+    {
+        Ok(())
+    } else {
+        Err(format!(
+            "none of {} `any` conditions held",
+            conditions.len()
+        ))
+    }
+}
+
+/// [`Condition::holds_or_why`] for a claim. Claim values may be personal data: the reason names
+/// the claim and the test only.
+fn claim_or_why(path: &ClaimPath, op: &ClaimOp, identity: Option<&Identity>) -> Result<(), String> {
+    let value = identity
+        .and_then(|identity| identity.claim(path))
+        .filter(|value| !value.is_null());
+    if op.holds(value) {
+        Ok(())
+    } else if value.is_none() && !matches!(op, ClaimOp::Absent) {
+        Err(format!("claim {} absent", path.name))
+    } else {
+        Err(format!("claim {} is not {}", path.name, op.describe()))
     }
 }
 
@@ -404,7 +410,7 @@ fn entry_holds(op: &EntryOp, value: Option<&str>) -> bool {
     }
 }
 
-fn check_string(what: &str, m: &StringMatch, value: &str) -> Result<(), String> {
+fn string_or_why(what: &str, m: &StringMatch, value: &str) -> Result<(), String> {
     if m.matches(value) {
         Ok(())
     } else {
@@ -412,7 +418,7 @@ fn check_string(what: &str, m: &StringMatch, value: &str) -> Result<(), String> 
     }
 }
 
-fn check_ip(what: &str, nets: &[IpNet], ip: Option<IpAddr>) -> Result<(), String> {
+fn ip_or_why(what: &str, nets: &[IpNet], ip: Option<IpAddr>) -> Result<(), String> {
     if ip.is_none() {
         return Err(format!("no {what}"));
     }
@@ -424,7 +430,7 @@ fn check_ip(what: &str, nets: &[IpNet], ip: Option<IpAddr>) -> Result<(), String
     }
 }
 
-fn check_entry(what: &str, name: &str, op: &EntryOp, value: Option<&str>) -> Result<(), String> {
+fn entry_or_why(what: &str, name: &str, op: &EntryOp, value: Option<&str>) -> Result<(), String> {
     match (op, value) {
         (EntryOp::Present, Some(_)) | (EntryOp::Absent, None) => Ok(()),
         (EntryOp::Present, None) => Err(format!("{what} {name} absent")),

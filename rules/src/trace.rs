@@ -144,3 +144,10 @@ impl fmt::Display for TraceEntry {
 pub fn lines(trace: &[TraceEntry]) -> Vec<String> {
     trace.iter().map(ToString::to_string).collect()
 }
+
+/// Adds an entry to the trace when there is one; the entry is not even built otherwise.
+pub(crate) fn record(trace: &mut Option<&mut Trace>, entry: impl FnOnce() -> TraceEntry) {
+    if let Some(trace) = trace.as_deref_mut() {
+        trace.push(entry());
+    }
+}

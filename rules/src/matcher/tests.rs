@@ -90,22 +90,28 @@ fn request() -> Request {
 #[test]
 fn transport_method_protocol() {
     let r = request();
-    assert_eq!(Condition::Transport(Transport::Grpc).check(&r), Ok(()));
     assert_eq!(
-        Condition::Transport(Transport::Http).check(&r),
-        Err("transport is grpc, want http".into())
-    );
-    assert_eq!(
-        Condition::Method(vec!["POST".into(), "GET".into()]).check(&r),
+        Condition::Transport(Transport::Grpc).holds_or_why(&r, None),
         Ok(())
     );
     assert_eq!(
-        Condition::Method(vec!["get".into()]).check(&r),
+        Condition::Transport(Transport::Http).holds_or_why(&r, None),
+        Err("transport is grpc, want http".into())
+    );
+    assert_eq!(
+        Condition::Method(vec!["POST".into(), "GET".into()]).holds_or_why(&r, None),
+        Ok(())
+    );
+    assert_eq!(
+        Condition::Method(vec!["get".into()]).holds_or_why(&r, None),
         Err("method \"GET\" not in [\"get\"]".into())
     );
-    assert_eq!(Condition::Protocol(vec!["HTTP/2".into()]).check(&r), Ok(()));
     assert_eq!(
-        Condition::Protocol(vec!["HTTP/1.1".into()]).check(&r),
+        Condition::Protocol(vec!["HTTP/2".into()]).holds_or_why(&r, None),
+        Ok(())
+    );
+    assert_eq!(
+        Condition::Protocol(vec!["HTTP/1.1".into()]).holds_or_why(&r, None),
         Err("protocol not in [\"HTTP/1.1\"]".into())
     );
 }
@@ -113,14 +119,21 @@ fn transport_method_protocol() {
 #[test]
 fn path_ignores_the_query_host_and_principal() {
     let r = request();
-    assert_eq!(Condition::Path(exact("/api/items")).check(&r), Ok(()));
     assert_eq!(
-        Condition::Path(exact("/api/items?x=1")).check(&r),
+        Condition::Path(exact("/api/items")).holds_or_why(&r, None),
+        Ok(())
+    );
+    assert_eq!(
+        Condition::Path(exact("/api/items?x=1")).holds_or_why(&r, None),
         Err("path does not match exact \"/api/items?x=1\"".into())
     );
-    assert_eq!(Condition::Host(exact("api.example.com")).check(&r), Ok(()));
     assert_eq!(
-        Condition::Principal(StringMatch::new(StringOp::Suffix("/sa/a".into()), false)).check(&r),
+        Condition::Host(exact("api.example.com")).holds_or_why(&r, None),
+        Ok(())
+    );
+    assert_eq!(
+        Condition::Principal(StringMatch::new(StringOp::Suffix("/sa/a".into()), false))
+            .holds_or_why(&r, None),
         Err("principal does not match suffix \"/sa/a\"".into())
     );
 }
@@ -130,20 +143,29 @@ fn ip_lists() {
     let nets: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap(), "::1/128".parse().unwrap()];
     let mut r = request();
     assert_eq!(
-        Condition::SourceIp(nets.clone()).check(&r),
+        Condition::SourceIp(nets.clone()).holds_or_why(&r, None),
         Err("no source ip".into())
     );
     r.source.ip = "10.2.3.4".parse().ok();
-    assert_eq!(Condition::SourceIp(nets.clone()).check(&r), Ok(()));
+    assert_eq!(
+        Condition::SourceIp(nets.clone()).holds_or_why(&r, None),
+        Ok(())
+    );
     r.source.ip = "::ffff:10.2.3.4".parse().ok();
-    assert_eq!(Condition::SourceIp(nets.clone()).check(&r), Ok(()));
+    assert_eq!(
+        Condition::SourceIp(nets.clone()).holds_or_why(&r, None),
+        Ok(())
+    );
     r.source.ip = "11.0.0.1".parse().ok();
     assert_eq!(
-        Condition::SourceIp(nets.clone()).check(&r),
+        Condition::SourceIp(nets.clone()).holds_or_why(&r, None),
         Err("source ip not in [10.0.0.0/8, ::1/128]".into())
     );
     r.destination.ip = "::1".parse().ok();
-    assert_eq!(Condition::DestinationIp(nets).check(&r), Ok(()));
+    assert_eq!(
+        Condition::DestinationIp(nets).holds_or_why(&r, None),
+        Ok(())
+    );
 }
 
 #[test]
@@ -151,34 +173,40 @@ fn header_and_context_entries() {
     let r = request();
     let header = |name: &str, op| Condition::Header(name.into(), op);
     assert_eq!(
-        header("x-ext-authz", EntryOp::Value(exact("allow"))).check(&r),
+        header("x-ext-authz", EntryOp::Value(exact("allow"))).holds_or_why(&r, None),
         Ok(())
     );
     assert_eq!(
-        header("x-ext-authz", EntryOp::Value(exact("deny"))).check(&r),
+        header("x-ext-authz", EntryOp::Value(exact("deny"))).holds_or_why(&r, None),
         Err("header x-ext-authz does not match exact \"deny\"".into())
     );
     assert_eq!(
-        header("x-missing", EntryOp::Value(regex(".*", false))).check(&r),
+        header("x-missing", EntryOp::Value(regex(".*", false))).holds_or_why(&r, None),
         Err("header x-missing absent".into())
     );
-    assert_eq!(header(":path", EntryOp::Present).check(&r), Ok(()));
-    assert_eq!(header("x-missing", EntryOp::Absent).check(&r), Ok(()));
     assert_eq!(
-        header("x-ext-authz", EntryOp::Absent).check(&r),
+        header(":path", EntryOp::Present).holds_or_why(&r, None),
+        Ok(())
+    );
+    assert_eq!(
+        header("x-missing", EntryOp::Absent).holds_or_why(&r, None),
+        Ok(())
+    );
+    assert_eq!(
+        header("x-ext-authz", EntryOp::Absent).holds_or_why(&r, None),
         Err("header x-ext-authz present".into())
     );
     assert_eq!(
-        header("x-missing", EntryOp::Present).check(&r),
+        header("x-missing", EntryOp::Present).holds_or_why(&r, None),
         Err("header x-missing absent".into())
     );
     let context = |name: &str, op| Condition::Context(name.into(), op);
     assert_eq!(
-        context("Tenant", EntryOp::Value(exact("acme"))).check(&r),
+        context("Tenant", EntryOp::Value(exact("acme"))).holds_or_why(&r, None),
         Ok(())
     );
     assert_eq!(
-        context("tenant", EntryOp::Present).check(&r),
+        context("tenant", EntryOp::Present).holds_or_why(&r, None),
         Err("context extension tenant absent".into())
     );
 }
@@ -188,24 +216,33 @@ fn combinators() {
     let r = request();
     let yes = || Condition::Method(vec!["GET".into()]);
     let no = || Condition::Transport(Transport::Http);
-    assert_eq!(Condition::All(vec![]).check(&r), Ok(()));
-    assert_eq!(Condition::All(vec![yes(), yes()]).check(&r), Ok(()));
+    assert_eq!(Condition::All(vec![]).holds_or_why(&r, None), Ok(()));
     assert_eq!(
-        Condition::All(vec![yes(), no()]).check(&r),
+        Condition::All(vec![yes(), yes()]).holds_or_why(&r, None),
+        Ok(())
+    );
+    assert_eq!(
+        Condition::All(vec![yes(), no()]).holds_or_why(&r, None),
         Err("transport is grpc, want http".into())
     );
-    assert_eq!(Condition::Any(vec![no(), yes()]).check(&r), Ok(()));
     assert_eq!(
-        Condition::Any(vec![no(), no()]).check(&r),
+        Condition::Any(vec![no(), yes()]).holds_or_why(&r, None),
+        Ok(())
+    );
+    assert_eq!(
+        Condition::Any(vec![no(), no()]).holds_or_why(&r, None),
         Err("none of 2 `any` conditions held".into())
     );
-    assert_eq!(Condition::Not(Box::new(no())).check(&r), Ok(()));
     assert_eq!(
-        Condition::Not(Box::new(yes())).check(&r),
+        Condition::Not(Box::new(no())).holds_or_why(&r, None),
+        Ok(())
+    );
+    assert_eq!(
+        Condition::Not(Box::new(yes())).holds_or_why(&r, None),
         Err("`not` condition held".into())
     );
     let nested = Condition::Not(Box::new(Condition::Not(Box::new(yes()))));
-    assert_eq!(nested.check(&r), Ok(()));
+    assert_eq!(nested.holds_or_why(&r, None), Ok(()));
 }
 
 #[test]
