@@ -277,6 +277,27 @@ fn scanner_does_not_count_a_reexport_a_mod_declaration_or_unit_tests() {
 }
 
 #[test]
+fn scanner_leaves_other_crates_alone() {
+    // `::http` is the http crate, not the child module of the same name; `std::` is std.
+    let files = [
+        (
+            "src/lib.rs",
+            "mod http;\nuse ::http::StatusCode;\npub struct Root(std::fmt::Error);\n",
+        ),
+        (
+            "src/http.rs",
+            "pub fn f() -> Option<crate::Root> { None }\n",
+        ),
+    ];
+    assert_eq!(cycles_in(&files), Vec::<String>::new());
+    let files = [
+        ("src/lib.rs", "mod http;\nuse http::f;\npub struct Root;\n"),
+        files[1],
+    ];
+    assert_eq!(cycles_in(&files), ["crate -> http -> crate"]);
+}
+
+#[test]
 fn scanner_measures_functions_methods_and_nested_functions_but_not_unit_tests() {
     let body = |n: usize| "    let _ = 1;\n".repeat(n);
     let text = format!(

@@ -7,8 +7,17 @@ use syn::visit::{self, Visit};
 
 use super::tree::is_cfg_test;
 
-/// Directories that hold build output or installed tools, not the project's source.
-const NOT_SOURCE: [&str; 4] = ["target", "fuzz/target", ".venv", ".git"];
+/// Directories that hold build output, installed tools or run state, not the project's source
+/// (the git-ignored directories of `.gitignore`, and `.git`).
+const NOT_SOURCE: [&str; 7] = [
+    "target",
+    "fuzz/target",
+    "fuzz/artifacts",
+    "fuzz/coverage",
+    ".venv",
+    ".test-run",
+    ".git",
+];
 
 /// Every `.rs` file under `dir`, skipping the build output and the Python venv.
 pub(crate) fn rust_files(repo: &Path, dir: &Path) -> Vec<PathBuf> {
@@ -19,11 +28,15 @@ pub(crate) fn rust_files(repo: &Path, dir: &Path) -> Vec<PathBuf> {
         for entry in entries.flatten() {
             let path = entry.path();
             let relative = path.strip_prefix(repo).unwrap_or(&path);
-            if path.is_dir() {
+            // Symbolic links are not followed: a link is not a second copy of the source.
+            let Ok(kind) = entry.file_type() else {
+                continue;
+            };
+            if kind.is_dir() {
                 if !NOT_SOURCE.iter().any(|skip| relative == Path::new(skip)) {
                     pending.push(path);
                 }
-            } else if path.extension().is_some_and(|e| e == "rs") {
+            } else if kind.is_file() && path.extension().is_some_and(|e| e == "rs") {
                 files.push(path);
             }
         }
