@@ -63,7 +63,7 @@ fuzz_target!(|data: &[u8]| {
     };
     for lists in [false, true] {
         let settings = settings(lists);
-        match authz_http::verdict(&settings, status, headers.clone(), body.clone()) {
+        match authz_http::verdict(&settings, status, &headers, body.clone()) {
             Verdict::Allow(mut allowed) => {
                 assert_eq!(status, StatusCode::OK, "an allow from {status}");
                 for (name, _) in &allowed.headers_to_set {

@@ -129,7 +129,7 @@ impl Gateway {
         let open = open_tx.receiver_count();
         tracing::info!(
             connections = open,
-            deadline_ms = drain_timeout.as_millis() as u64,
+            deadline_ms = u64::try_from(drain_timeout.as_millis()).unwrap_or(u64::MAX),
             "draining"
         );
         let drained = match tokio::time::timeout(drain_timeout, open_tx.closed()).await {

@@ -168,9 +168,10 @@ fn allowed(ok: OkHttpResponse) -> Result<Allowed, String> {
         // a non-default `append_action` is honoured when `append` is absent.
         let target = match how {
             HowToApply::Append(true) => &mut out.headers_to_append,
-            HowToApply::Append(false) => &mut out.headers_to_set,
-            HowToApply::Action(AppendAction::AppendIfExistsOrAdd)
-            | HowToApply::Action(AppendAction::OverwriteIfExistsOrAdd) => &mut out.headers_to_set,
+            HowToApply::Append(false)
+            | HowToApply::Action(
+                AppendAction::AppendIfExistsOrAdd | AppendAction::OverwriteIfExistsOrAdd,
+            ) => &mut out.headers_to_set,
             HowToApply::Action(AppendAction::AddIfAbsent) => &mut out.headers_to_add_if_absent,
             HowToApply::Action(AppendAction::OverwriteIfExists) => {
                 &mut out.headers_to_overwrite_if_exists

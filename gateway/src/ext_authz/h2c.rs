@@ -166,6 +166,19 @@ impl H2Channel {
                 Box::pin(async { Ok::<_, CallError>(self.connect().await?.ready().await?) }).await?
             }
         };
+        let request = self.request_head(path, timeout)?;
+        let (response, mut send) = sender.send_request(request, false)?;
+        send.send_data(frame(&message), true)?;
+        read_reply(response.await?, max_response_bytes).await
+    }
+
+    /// The head of one call: `POST path`, gRPC's content type, `te: trailers`, `grpc-timeout`
+    /// and the trace context.
+    fn request_head(
+        &self,
+        path: &'static str,
+        timeout: Duration,
+    ) -> Result<Request<()>, CallError> {
         let uri = Uri::builder()
             .scheme(Scheme::HTTP)
             .authority(self.authority.clone())
@@ -187,43 +200,7 @@ impl H2Channel {
         if let Ok(value) = HeaderValue::from_str(&format!("{}m", timeout.as_millis().max(1))) {
             headers.insert("grpc-timeout", value);
         }
-        let (response, mut send) = sender.send_request(request, false)?;
-        send.send_data(frame(&message), true)?;
-        let response = response.await?;
-        let (parts, mut body) = response.into_parts();
-        if parts.status != StatusCode::OK {
-            return Err(CallError::Protocol(format!(
-                "HTTP status {} from the gRPC server",
-                parts.status
-            )));
-        }
-        // Trailers-only: the status is in the headers and there is no message.
-        if let Some(status) = grpc_status(&parts.headers) {
-            return Ok(Reply {
-                status,
-                message: grpc_message(&parts.headers),
-                body: Bytes::new(),
-            });
-        }
-        let mut received = BytesMut::new();
-        while let Some(chunk) = body.data().await {
-            let chunk = chunk?;
-            let _ = body.flow_control().release_capacity(chunk.len());
-            if received.len() + chunk.len() > max_response_bytes + 5 {
-                return Err(CallError::Protocol(format!(
-                    "response over the {max_response_bytes}-byte message limit"
-                )));
-            }
-            received.extend_from_slice(&chunk);
-        }
-        let trailers = body.trailers().await?.unwrap_or_default();
-        let status = grpc_status(&trailers)
-            .ok_or_else(|| CallError::Protocol("no grpc-status in the response".into()))?;
-        Ok(Reply {
-            status,
-            message: grpc_message(&trailers),
-            body: unframe(received.freeze(), status)?,
-        })
+        Ok(request)
     }
 
     fn forget(&self) {
@@ -233,7 +210,52 @@ impl H2Channel {
     }
 }
 
+/// The reply to one call: trailers-only (status in the headers), or one message and the
+/// status in the trailers; over `max_response_bytes` is a protocol error.
+async fn read_reply(
+    response: ::http::Response<h2::RecvStream>,
+    max_response_bytes: usize,
+) -> Result<Reply, CallError> {
+    let (parts, mut body) = response.into_parts();
+    if parts.status != StatusCode::OK {
+        return Err(CallError::Protocol(format!(
+            "HTTP status {} from the gRPC server",
+            parts.status
+        )));
+    }
+    // Trailers-only: the status is in the headers and there is no message.
+    if let Some(status) = grpc_status(&parts.headers) {
+        return Ok(Reply {
+            status,
+            message: grpc_message(&parts.headers),
+            body: Bytes::new(),
+        });
+    }
+    let mut received = BytesMut::new();
+    while let Some(chunk) = body.data().await {
+        let chunk = chunk?;
+        let _ = body.flow_control().release_capacity(chunk.len());
+        if received.len() + chunk.len() > max_response_bytes + 5 {
+            return Err(CallError::Protocol(format!(
+                "response over the {max_response_bytes}-byte message limit"
+            )));
+        }
+        received.extend_from_slice(&chunk);
+    }
+    let trailers = body.trailers().await?.unwrap_or_default();
+    let status = grpc_status(&trailers)
+        .ok_or_else(|| CallError::Protocol("no grpc-status in the response".into()))?;
+    Ok(Reply {
+        status,
+        message: grpc_message(&trailers),
+        body: unframe(received.freeze(), status)?,
+    })
+}
+
 /// The gRPC length-prefixed message: uncompressed flag, 4-byte big-endian length, the bytes.
+// The cast cannot truncate: a check over `grpc::MAX_MESSAGE_BYTES` (4 MiB) is refused before
+// it is framed.
+#[allow(clippy::cast_possible_truncation)]
 fn frame(message: &[u8]) -> Bytes {
     let mut out = BytesMut::with_capacity(5 + message.len());
     out.put_u8(0);

@@ -70,7 +70,7 @@ pub async fn check(
     } else {
         denied_body(body, deadline).await
     };
-    verdict(settings, parts.status, parts.headers, body)
+    verdict(settings, parts.status, &parts.headers, body)
 }
 
 /// Reads a denial's body: the first [`MAX_DENIED_BODY`] bytes of a longer one, nothing when it
@@ -158,38 +158,16 @@ fn auth_request(
         .map_err(|e| format!("authorization request: {e}"))
 }
 
-/// Reads the authorization server's HTTP answer.
+/// Reads the authorization server's HTTP answer: 200 allows, a 5xx is an error, anything else
+/// denies.
 pub fn verdict(
     settings: &HttpSettings,
     status: StatusCode,
-    headers: header::HeaderMap,
+    headers: &header::HeaderMap,
     body: Bytes,
 ) -> Verdict {
     if status == StatusCode::OK {
-        let mut allowed = Allowed::default();
-        for name in &settings.allowed_upstream_headers {
-            if let Some(value) = headers.get(name) {
-                allowed.headers_to_set.push((name.clone(), value.clone()));
-            }
-        }
-        for value in headers.get_all(HEADERS_TO_REMOVE) {
-            let Ok(value) = value.to_str() else { continue };
-            for name in value.split(',').map(str::trim).filter(|n| !is_protected(n)) {
-                if let Ok(name) = HeaderName::from_bytes(name.to_ascii_lowercase().as_bytes()) {
-                    allowed.headers_to_remove.push(name);
-                }
-            }
-        }
-        for name in &settings.allowed_client_headers_on_success {
-            for value in headers.get_all(name) {
-                allowed.response_headers.push((
-                    name.clone(),
-                    value.clone(),
-                    AppendAction::AppendIfExistsOrAdd,
-                ));
-            }
-        }
-        return Verdict::Allow(allowed);
+        return Verdict::Allow(allowed(settings, headers));
     }
     if status.is_server_error() {
         return Verdict::Error {
@@ -197,8 +175,50 @@ pub fn verdict(
             response: None,
         };
     }
+    Verdict::Deny(Denied {
+        status: Some(status),
+        headers: passed_to_client(settings, headers),
+        body,
+    })
+}
+
+/// An allow: the upstream headers the policy lets through, the headers the server names in
+/// `x-envoy-auth-headers-to-remove` (never a protected one), the response headers on success.
+fn allowed(settings: &HttpSettings, headers: &header::HeaderMap) -> Allowed {
+    let mut allowed = Allowed::default();
+    for name in &settings.allowed_upstream_headers {
+        if let Some(value) = headers.get(name) {
+            allowed.headers_to_set.push((name.clone(), value.clone()));
+        }
+    }
+    for value in headers.get_all(HEADERS_TO_REMOVE) {
+        let Ok(value) = value.to_str() else { continue };
+        for name in value.split(',').map(str::trim).filter(|n| !is_protected(n)) {
+            if let Ok(name) = HeaderName::from_bytes(name.to_ascii_lowercase().as_bytes()) {
+                allowed.headers_to_remove.push(name);
+            }
+        }
+    }
+    for name in &settings.allowed_client_headers_on_success {
+        for value in headers.get_all(name) {
+            allowed.response_headers.push((
+                name.clone(),
+                value.clone(),
+                AppendAction::AppendIfExistsOrAdd,
+            ));
+        }
+    }
+    allowed
+}
+
+/// A denial's headers the client gets: all but `host` when no list is set, else the listed ones
+/// plus `www-authenticate` and `location`; never framing headers.
+fn passed_to_client(
+    settings: &HttpSettings,
+    headers: &header::HeaderMap,
+) -> Vec<(HeaderName, HeaderValue)> {
     let mut passed = Vec::new();
-    for (name, value) in &headers {
+    for (name, value) in headers {
         let wanted = if settings.allowed_client_headers.is_empty() {
             *name != header::HOST
         } else {
@@ -215,9 +235,5 @@ pub fn verdict(
             passed.push((name.clone(), value.clone()));
         }
     }
-    Verdict::Deny(Denied {
-        status: Some(status),
-        headers: passed,
-        body,
-    })
+    passed
 }

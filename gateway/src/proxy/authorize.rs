@@ -3,6 +3,7 @@
 //! the metrics, then decided: an allow changes the request and may add response headers,
 //! failure mode lets it through, a deny or an error ends it with the response the client gets.
 
+use std::ops::ControlFlow;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -57,7 +58,11 @@ pub(super) async fn authorize(
     {
         record.policy = Some(policy.label.policy.clone());
         let resolution = check(ctx, route, policy, parts, body, record).await?;
-        decide(policy, resolution, parts, record, &mut response_headers)?;
+        if let ControlFlow::Break(refused) =
+            decide(policy, resolution, parts, record, &mut response_headers)
+        {
+            return Err(refused);
+        }
     }
     Ok(response_headers)
 }
@@ -143,7 +148,8 @@ fn count(metrics: &Metrics, label: &PolicyLabel, resolution: &Resolution, took: 
     counter.get_or_create(label).inc();
 }
 
-/// What one policy's resolution does: an allow applies its changes to the request and collects
+/// What one policy's resolution does (continue to the next policy, or stop with the response
+/// the client gets): an allow applies its changes to the request and collects
 /// its response headers; failure mode lets the request through (marked when the policy says
 /// so); a deny answers with the server's response (403 by default), an error with the policy's
 /// `status_on_error`.
@@ -153,7 +159,7 @@ fn decide(
     parts: &mut Parts,
     record: &mut AuthzRecord,
     response_headers: &mut ResponseHeaders,
-) -> Result<(), Response<ProxyBody>> {
+) -> ControlFlow<Response<ProxyBody>> {
     match resolution {
         Resolution::Allow(mut allowed) => {
             record.outcome = "allowed";
@@ -162,7 +168,7 @@ fn decide(
             }
             allowed.apply_to_request(parts);
             response_headers.extend(allowed.take_response_headers());
-            Ok(())
+            ControlFlow::Continue(())
         }
         Resolution::FailureModeAllow { reason } => {
             record.outcome = "failure_mode_allowed";
@@ -173,16 +179,16 @@ fn decide(
                     HeaderValue::from_static("true"),
                 );
             }
-            Ok(())
+            ControlFlow::Continue(())
         }
         Resolution::Deny(denied) => {
             record.outcome = "denied";
-            Err(denied.into_response(StatusCode::FORBIDDEN))
+            ControlFlow::Break(denied.into_response(StatusCode::FORBIDDEN))
         }
         Resolution::Error { reason, response } => {
             record.outcome = "error";
             tracing::warn!(policy = %redact::escape(&policy.policy), reason = %redact::escape(&reason), "ext_authz check failed");
-            Err(response.into_response(policy.status_on_error))
+            ControlFlow::Break(response.into_response(policy.status_on_error))
         }
     }
 }

@@ -34,7 +34,7 @@ fn new_request_id() -> String {
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
     let nanos = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64);
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
     let mut words = [0u64; 2];
     for (i, w) in words.iter_mut().enumerate() {
         let mut h = std::collections::hash_map::RandomState::new().build_hasher();
