@@ -47,39 +47,45 @@ pub fn from_v3(check: v3::CheckRequest, renders: Renders) -> Request {
         ..Request::default()
     };
     if let Some(http) = request.and_then(|r| r.http) {
-        let v3::attribute_context::HttpRequest {
-            id: _,
-            method,
-            headers,
-            header_map,
-            path,
-            host,
-            scheme,
-            query: _,
-            fragment: _,
-            size: _,
-            protocol,
-            body,
-            raw_body,
-        } = http;
-        view.headers = match header_map {
-            // Envoy sends `header_map` instead of `headers` when raw header encoding is on.
-            Some(map) if !map.headers.is_empty() => joined_headers(
-                map.headers
-                    .into_iter()
-                    .map(|h| (h.key, raw_or_text(h.raw_value, h.value))),
-            ),
-            _ => lower_cased(headers),
-        };
-        view.body = if raw_body.is_empty() {
-            body
-        } else {
-            String::from_utf8(raw_body)
-                .unwrap_or_else(|error| String::from_utf8_lossy(error.as_bytes()).into_owned())
-        };
-        fill_http(&mut view, method, path, host, scheme, protocol);
+        take_http_v3(&mut view, http);
     }
     view
+}
+
+/// Moves a v3 check's HTTP request (headers, body, method, path, host, scheme, protocol) into
+/// the view.
+fn take_http_v3(view: &mut Request, http: v3::attribute_context::HttpRequest) {
+    let v3::attribute_context::HttpRequest {
+        id: _,
+        method,
+        headers,
+        header_map,
+        path,
+        host,
+        scheme,
+        query: _,
+        fragment: _,
+        size: _,
+        protocol,
+        body,
+        raw_body,
+    } = http;
+    view.headers = match header_map {
+        // Envoy sends `header_map` instead of `headers` when raw header encoding is on.
+        Some(map) if !map.headers.is_empty() => joined_headers(
+            map.headers
+                .into_iter()
+                .map(|h| (h.key, raw_or_text(h.raw_value, h.value))),
+        ),
+        _ => lower_cased(headers),
+    };
+    view.body = if raw_body.is_empty() {
+        body
+    } else {
+        String::from_utf8(raw_body)
+            .unwrap_or_else(|error| String::from_utf8_lossy(error.as_bytes()).into_owned())
+    };
+    fill_http(view, method, path, host, scheme, protocol);
 }
 
 /// The proxy's request id (`attributes.request.http.id`) for the decision log, when the request

@@ -7,7 +7,7 @@ use authz_server::Renders;
 use authz_server::attributes::{from_v3, joined_headers};
 use clap::Args;
 use extauthz_proto::v3;
-use rules::{Decision, RuleSet, Transport};
+use rules::{Decision, Evaluation, Request, RuleSet, Trace, Transport};
 
 /// A request described on the command line.
 #[derive(Args)]
@@ -40,71 +40,98 @@ pub(crate) struct ExplainArgs {
 
 /// Prints the decision, the deciding rule and the trace. Exit 0 on allow, 1 on deny.
 pub(crate) fn run(rules: &RuleSet, args: &ExplainArgs) -> ExitCode {
-    let mut headers: Vec<(String, String)> = Vec::new();
-    for header in &args.headers {
-        let Some((name, value)) = header.split_once(':') else {
+    let headers = match parse_headers(&args.headers) {
+        Ok(headers) => headers,
+        Err(header) => {
             eprintln!("explain: header {header:?} is not `name: value`");
             return ExitCode::from(2);
-        };
-        headers.push((name.trim().to_ascii_lowercase(), value.trim().to_owned()));
+        }
+    };
+    let mut request = from_v3(check_request(args, &headers), Renders::for_rules(rules));
+    if args.transport == "http" {
+        request.transport = Transport::Http;
     }
-    // Built as the CheckRequest a proxy would send, so the request goes through the same
-    // conversion (and attribute dump) as one arriving over gRPC.
-    let check = v3::CheckRequest {
+    let base_dir = args.config.as_deref().and_then(std::path::Path::parent);
+    match evaluate(rules, &request, base_dir) {
+        Ok((evaluation, trace)) => print(&evaluation, &trace),
+        Err(error) => {
+            eprintln!("explain: cannot start a runtime: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `name: value` pairs, names lower-cased and both trimmed; else the first header that is not.
+fn parse_headers(headers: &[String]) -> Result<Vec<(String, String)>, &str> {
+    headers
+        .iter()
+        .map(|header| {
+            let (name, value) = header.split_once(':').ok_or(header.as_str())?;
+            Ok((name.trim().to_ascii_lowercase(), value.trim().to_owned()))
+        })
+        .collect()
+}
+
+/// The request built as the CheckRequest a proxy would send, so it goes through the same
+/// conversion (and attribute dump) as one arriving over gRPC.
+fn check_request(args: &ExplainArgs, headers: &[(String, String)]) -> v3::CheckRequest {
+    let source_address = args.source_ip.map(|ip| v3::Address {
+        address: Some(v3::address::Address::SocketAddress(v3::SocketAddress {
+            address: ip.to_string(),
+            ..Default::default()
+        })),
+    });
+    let http = v3::attribute_context::HttpRequest {
+        method: args.method.clone(),
+        path: args.path.clone(),
+        host: args.host.clone(),
+        headers: joined_headers(headers.iter().cloned())
+            .into_iter()
+            .collect(),
+        ..Default::default()
+    };
+    v3::CheckRequest {
         attributes: Some(v3::AttributeContext {
             source: Some(v3::attribute_context::Peer {
-                address: args.source_ip.map(|ip| v3::Address {
-                    address: Some(v3::address::Address::SocketAddress(v3::SocketAddress {
-                        address: ip.to_string(),
-                        ..Default::default()
-                    })),
-                }),
+                address: source_address,
                 principal: args.principal.clone(),
                 ..Default::default()
             }),
             request: Some(v3::attribute_context::Request {
                 time: None,
-                http: Some(v3::attribute_context::HttpRequest {
-                    method: args.method.clone(),
-                    path: args.path.clone(),
-                    host: args.host.clone(),
-                    headers: joined_headers(headers.iter().map(|(k, v)| (k.clone(), v.clone())))
-                        .into_iter()
-                        .collect(),
-                    ..Default::default()
-                }),
+                http: Some(http),
             }),
             ..Default::default()
         }),
-    };
-    let mut request = from_v3(check, Renders::for_rules(rules));
-    if args.transport == "http" {
-        request.transport = Transport::Http;
     }
-    // The same hooks the server would use: databases are queried and JWKS URLs fetched, so the
-    // answer is the one a real check would get.
-    let base_dir = args.config.as_deref().and_then(std::path::Path::parent);
-    let runtime = match tokio::runtime::Builder::new_current_thread()
+}
+
+/// Evaluates with the same hooks the server would use: databases are queried and JWKS URLs
+/// fetched, so the answer is the one a real check would get.
+fn evaluate(
+    rules: &RuleSet,
+    request: &Request,
+    base_dir: Option<&std::path::Path>,
+) -> std::io::Result<(Evaluation, Trace)> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(error) => {
-            eprintln!("explain: cannot start a runtime: {error}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let mut trace = Vec::new();
+        .build()?;
+    let mut trace = Trace::new();
     let evaluation = runtime.block_on(async {
         let hooks = authz_server::hooks::connect(rules, base_dir).await;
-        rules.evaluate_traced(&request, &hooks, &mut trace).await
+        rules.evaluate_traced(request, &hooks, &mut trace).await
     });
+    Ok((evaluation, trace))
+}
+
+/// The decision, its rule, the trace and what the proxy would be told; the exit code for it.
+fn print(evaluation: &Evaluation, trace: &Trace) -> ExitCode {
     println!(
         "decision: {} (rule: {})",
         evaluation.decision.outcome(),
         evaluation.rule.as_deref().unwrap_or("default")
     );
-    for line in &trace {
+    for line in trace {
         println!("  {line}");
     }
     match &evaluation.decision {

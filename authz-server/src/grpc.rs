@@ -64,7 +64,7 @@ impl<A: Authorizer> CheckService<A> {
             api,
             &request,
             proxy_request_id,
-            path_for_log,
+            &path_for_log,
             &evaluation,
             elapsed,
         );

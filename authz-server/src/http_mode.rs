@@ -42,22 +42,9 @@ where
     let started = Instant::now();
     let (parts, body) = request.into_parts();
     let span = crate::otel::http_check(&parts.headers);
-    let reading = tokio::time::timeout(READ_TIMEOUT, Limited::new(body, MAX_BODY_BYTES).collect());
-    let body = match reading.await {
-        Ok(Ok(collected)) => collected.to_bytes(),
-        Ok(Err(error)) if error.downcast_ref::<LengthLimitError>().is_some() => {
-            return Ok(plain(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "request body too large",
-            ));
-        }
-        Ok(Err(_)) => {
-            return Ok(plain(
-                StatusCode::BAD_REQUEST,
-                "request body could not be read",
-            ));
-        }
-        Err(_) => return Ok(plain(StatusCode::REQUEST_TIMEOUT, "request body too slow")),
+    let body = match read_body(body).await {
+        Ok(body) => body,
+        Err(refused) => return Ok(refused),
     };
     // HTTP mode has no CheckRequest to render for a Rego policy (OPA-Envoy serves gRPC only):
     // the policy's input is built from the neutral view.
@@ -83,7 +70,7 @@ where
         "http",
         &view,
         "",
-        path_for_log,
+        &path_for_log,
         &evaluation,
         elapsed,
     );
@@ -91,6 +78,28 @@ where
         Ok(evaluation) => to_response(&evaluation.decision),
         Err(_) => plain(StatusCode::SERVICE_UNAVAILABLE, "authorizer unavailable"),
     })
+}
+
+/// The replayed request's body, read within [`READ_TIMEOUT`] and [`MAX_BODY_BYTES`]; else the
+/// answer naming the bound it broke.
+async fn read_body<B>(body: B) -> Result<Bytes, Response<Full<Bytes>>>
+where
+    B: hyper::body::Body<Data = Bytes>,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let reading = tokio::time::timeout(READ_TIMEOUT, Limited::new(body, MAX_BODY_BYTES).collect());
+    match reading.await {
+        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+        Ok(Err(error)) if error.downcast_ref::<LengthLimitError>().is_some() => Err(plain(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "request body too large",
+        )),
+        Ok(Err(_)) => Err(plain(
+            StatusCode::BAD_REQUEST,
+            "request body could not be read",
+        )),
+        Err(_) => Err(plain(StatusCode::REQUEST_TIMEOUT, "request body too slow")),
+    }
 }
 
 fn neutral_request(

@@ -28,77 +28,111 @@ pub(crate) fn decision(
     api: &'static str,
     request: &Request,
     proxy_request_id: &str,
-    path: String,
+    path: &str,
     evaluation: &Result<Evaluation, AuthorizeError>,
     latency: Duration,
 ) {
-    let latency_us = latency.as_micros() as u64;
-    let path = escape(&path);
-    let method = escape(&request.method);
-    let host = escape(&request.host);
-    let request_id = escape(request.header("x-request-id").unwrap_or(proxy_request_id));
+    let latency_us = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
+    let shown = Shown::escape(request, proxy_request_id, path);
     match evaluation {
         Ok(evaluation) => {
-            let outcome = evaluation.decision.outcome();
-            metrics.count_decision(api, evaluation.rule.as_ref(), outcome, latency);
-            for shadow in &evaluation.shadow {
-                metrics.shadow_match(&shadow.rule, shadow.outcome);
-            }
+            count_decision(metrics, api, evaluation, latency);
             if let (Some(failure), Some(rule)) = (&evaluation.failure, &evaluation.rule) {
                 // Fail closed, and say why: the policy's own message, never request values.
                 metrics.rego_failure(rule, failure.kind);
                 tracing::warn!(
                     target: "authz::decision",
                     api,
-                    request_id = %request_id,
+                    request_id = %shown.request_id,
                     rule = %escape(rule),
                     kind = failure.kind,
                     "rego policy did not decide, denied: {}",
                     escape(&failure.reason)
                 );
             }
-            let rule = evaluation.rule.as_deref().unwrap_or("default");
-            if !tracing::enabled!(target: "authz::decision", tracing::Level::INFO) {
-                return;
-            }
-            let rule = escape(rule);
-            let shadow = if evaluation.shadow.is_empty() {
-                String::new()
-            } else {
-                escape(&shadow_summary(evaluation)).into_owned()
-            };
-            let fields = line::Fields {
-                api,
-                request_id: &request_id,
-                method: &method,
-                host: &host,
-                path: &path,
-                outcome,
-                rule: &rule,
-                shadow: &shadow,
-                latency_us,
-            };
-            if !line::write(&fields) {
-                via_tracing(&fields);
+            if tracing::enabled!(target: "authz::decision", tracing::Level::INFO) {
+                log_decision(api, &shown, evaluation, latency_us);
             }
         }
         Err(error) => {
             metrics.count_failed_check(api, latency);
-            let error = escape(&error.to_string()).into_owned();
-            tracing::warn!(
-            target: "authz::decision",
-            api,
-            request_id = %request_id,
-            method = %method,
-            host = %host,
-            path = %path,
-            outcome = "error",
-            error = %error,
-            latency_us,
-            "decision"
-            );
+            log_failure(api, &shown, error, latency_us);
         }
     }
+}
+
+/// The request's fields as the decision line shows them: escaped, borrowed when clean.
+struct Shown<'a> {
+    request_id: Cow<'a, str>,
+    method: Cow<'a, str>,
+    host: Cow<'a, str>,
+    path: Cow<'a, str>,
+}
+
+impl<'a> Shown<'a> {
+    fn escape(request: &'a Request, proxy_request_id: &'a str, path: &'a str) -> Self {
+        Self {
+            request_id: escape(request.header("x-request-id").unwrap_or(proxy_request_id)),
+            method: escape(&request.method),
+            host: escape(&request.host),
+            path: escape(path),
+        }
+    }
+}
+
+/// The decision, its deciding rule and each shadow rule that matched, into the metrics.
+fn count_decision(
+    metrics: &Metrics,
+    api: &'static str,
+    evaluation: &Evaluation,
+    latency: Duration,
+) {
+    let outcome = evaluation.decision.outcome();
+    metrics.count_decision(api, evaluation.rule.as_ref(), outcome, latency);
+    for shadow in &evaluation.shadow {
+        metrics.shadow_match(&shadow.rule, shadow.outcome);
+    }
+}
+
+/// The decision line: through our own writer when one is installed, else through tracing.
+fn log_decision(api: &'static str, shown: &Shown<'_>, evaluation: &Evaluation, latency_us: u64) {
+    let rule = escape(evaluation.rule.as_deref().unwrap_or("default"));
+    let shadow = if evaluation.shadow.is_empty() {
+        String::new()
+    } else {
+        escape(&shadow_summary(evaluation)).into_owned()
+    };
+    let fields = line::Fields {
+        api,
+        request_id: &shown.request_id,
+        method: &shown.method,
+        host: &shown.host,
+        path: &shown.path,
+        outcome: evaluation.decision.outcome(),
+        rule: &rule,
+        shadow: &shadow,
+        latency_us,
+    };
+    if !line::write(&fields) {
+        via_tracing(&fields);
+    }
+}
+
+/// The line for a check that could not be decided, with the authorizer's error.
+fn log_failure(api: &'static str, shown: &Shown<'_>, error: &AuthorizeError, latency_us: u64) {
+    let error = escape(&error.to_string()).into_owned();
+    tracing::warn!(
+        target: "authz::decision",
+        api,
+        request_id = %shown.request_id,
+        method = %shown.method,
+        host = %shown.host,
+        path = %shown.path,
+        outcome = "error",
+        error = %error,
+        latency_us,
+        "decision"
+    );
 }
 
 /// The decision line through tracing's formatter: when no writer of our own is installed (the

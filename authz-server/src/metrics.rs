@@ -92,82 +92,81 @@ impl Default for Metrics {
 impl Metrics {
     /// A registry with every metric at zero and the config marked synchronized.
     pub fn new() -> Self {
-        let mut registry = Registry::default();
-        let checks = Family::<CheckLabels, Counter>::default();
-        registry.register(
+        let mut metrics = Self {
+            registry: Registry::default(),
+            checks: Family::default(),
+            check_latency: Family::new_with_constructor(latency_histogram as fn() -> _),
+            checks_expired: Family::default(),
+            shadow: Family::default(),
+            config_synchronized: Gauge::default(),
+            reloads: Family::default(),
+            lookup_cache: Family::default(),
+            database_errors: Family::default(),
+            jwks_errors: Counter::default(),
+            rego_failures: Family::default(),
+        };
+        metrics.config_synchronized.set(1);
+        metrics.register_decisions();
+        metrics.register_config_and_lookups();
+        metrics
+    }
+
+    /// What the checks decided, how long they took and what did not decide.
+    fn register_decisions(&mut self) {
+        self.registry.register(
             "authz_checks",
             "Decisions made, by API, deciding rule (`default` when none matched) and outcome",
-            checks.clone(),
+            self.checks.clone(),
         );
-        let check_latency =
-            Family::<ApiLabels, Histogram>::new_with_constructor(latency_histogram as fn() -> _);
-        registry.register(
+        self.registry.register(
             "authz_check_duration_seconds",
             "Time to decide one check, from request received to decision",
-            check_latency.clone(),
+            self.check_latency.clone(),
         );
-        let checks_expired = Family::<ApiLabels, Counter>::default();
-        registry.register(
+        self.registry.register(
             "authz_checks_expired",
             "Checks not evaluated because the caller's deadline (grpc-timeout) had passed on arrival",
-            checks_expired.clone(),
+            self.checks_expired.clone(),
         );
-        let shadow = Family::<ShadowLabels, Counter>::default();
-        registry.register(
+        self.registry.register(
             "authz_shadow_matches",
             "Shadow rules that matched, with the outcome they would have enforced",
-            shadow.clone(),
+            self.shadow.clone(),
         );
-        let config_synchronized = Gauge::default();
-        config_synchronized.set(1);
-        registry.register(
-            "authz_config_synchronized",
-            "1 when the rules in force are the config file's current content, 0 after a failed reload",
-            config_synchronized.clone(),
-        );
-        let reloads = Family::<ResultLabels, Counter>::default();
-        registry.register(
-            "authz_config_reloads",
-            "Config reload attempts by result",
-            reloads.clone(),
-        );
-        let lookup_cache = Family::<CacheLabels, Counter>::default();
-        registry.register(
-            "authz_lookup_cache",
-            "Database lookups by cache result (hit, coalesced, miss, stale)",
-            lookup_cache.clone(),
-        );
-        let database_errors = Family::<DatabaseLabels, Counter>::default();
-        registry.register(
-            "authz_database_errors",
-            "Database queries that failed or timed out",
-            database_errors.clone(),
-        );
-        let jwks_errors = Counter::default();
-        registry.register(
-            "authz_jwks_errors",
-            "JWKS documents that could not be fetched or parsed",
-            jwks_errors.clone(),
-        );
-        let rego_failures = Family::<RegoFailureLabels, Counter>::default();
-        registry.register(
+        self.registry.register(
             "authz_rego_failures",
             "Rego policies that did not decide (undefined, error, invalid, limit, input); each was a deny",
-            rego_failures.clone(),
+            self.rego_failures.clone(),
         );
-        Self {
-            rego_failures,
-            registry,
-            checks,
-            check_latency,
-            checks_expired,
-            shadow,
-            config_synchronized,
-            reloads,
-            lookup_cache,
-            database_errors,
-            jwks_errors,
-        }
+    }
+
+    /// Reloads, and what the checks' databases and JWKS sources answered.
+    fn register_config_and_lookups(&mut self) {
+        self.registry.register(
+            "authz_config_synchronized",
+            "1 when the rules in force are the config file's current content, 0 after a failed reload",
+            self.config_synchronized.clone(),
+        );
+        self.registry.register(
+            "authz_config_reloads",
+            "Config reload attempts by result",
+            self.reloads.clone(),
+        );
+        self.registry.register(
+            "authz_lookup_cache",
+            "Database lookups by cache result (hit, coalesced, miss, stale)",
+            self.lookup_cache.clone(),
+        );
+        self.registry.register(
+            "authz_database_errors",
+            "Database queries that failed or timed out",
+            self.database_errors.clone(),
+        );
+        self.registry.register(
+            "authz_jwks_errors",
+            "JWKS documents that could not be fetched or parsed",
+            self.jwks_errors.clone(),
+        );
     }
 
     /// Counts one decision by its deciding rule (`None`: the default decided).
@@ -179,7 +178,7 @@ impl Metrics {
         latency: Duration,
     ) {
         let rule = rule.unwrap_or(&DEFAULT_RULE).clone();
-        self.count_check(CheckLabels { api, rule, outcome }, latency);
+        self.count_check(&CheckLabels { api, rule, outcome }, latency);
     }
 
     /// Counts a check that could not be decided (`outcome="error"`, empty `rule`).
@@ -190,11 +189,11 @@ impl Metrics {
             rule,
             outcome: "error",
         };
-        self.count_check(labels, latency);
+        self.count_check(&labels, latency);
     }
 
-    fn count_check(&self, labels: CheckLabels, latency: Duration) {
-        self.checks.get_or_create(&labels).inc();
+    fn count_check(&self, labels: &CheckLabels, latency: Duration) {
+        self.checks.get_or_create(labels).inc();
         self.check_latency
             .get_or_create(&ApiLabels { api: labels.api })
             .observe(latency.as_secs_f64());
