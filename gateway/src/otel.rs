@@ -22,8 +22,6 @@ use telemetry::{Headers, OpenTelemetrySpanExt, TARGET};
 use tracing::Span;
 use tracing::field::Empty;
 
-use crate::ext_authz::{ExtAuthz, Resolution, Transport};
-
 /// `future` inside `span`, boxed: only on the traced path, so the untraced caller's future
 /// keeps its size (a larger future is copied, at thousands of instructions per request).
 pub(crate) fn traced<'a, T>(
@@ -67,43 +65,32 @@ pub(crate) fn response(span: &Span, route: &str, status: u16, authz: &'static st
     }
 }
 
-/// The client span of one ext_authz check, a child of the current (request) span.
-pub(crate) fn ext_authz(policy: &ExtAuthz) -> Span {
+/// The client span of one ext_authz check, a child of the current (request) span: `policy`
+/// asks the server at `authority` over `transport` (`grpc` or `http`).
+pub(crate) fn ext_authz(policy: &str, authority: &str, transport: &'static str) -> Span {
     if !telemetry::enabled() {
         return Span::none();
     }
-    let transport = match policy.transport {
-        Transport::Grpc => "grpc",
-        Transport::Http(_) => "http",
-    };
     tracing::info_span!(
         target: TARGET,
         "ext_authz.check",
         otel.kind = "client",
         rpc.system = transport,
-        authz.policy = policy.policy.as_str(),
-        server.address = policy.backend.authority.as_str(),
+        authz.policy = policy,
+        server.address = authority,
         authz.outcome = Empty,
         otel.status_code = Empty,
     )
 }
 
-/// Records how a check resolved on its span.
-pub(crate) fn resolved(span: &Span, resolution: &Resolution) {
+/// Records how a check resolved on its span: its `outcome`, and an error status when the check
+/// `failed` (whatever failure mode then decided).
+pub(crate) fn resolved(span: &Span, outcome: &'static str, failed: bool) {
     if span.is_none() {
         return;
     }
-    let outcome = match resolution {
-        Resolution::Allow(_) => "allowed",
-        Resolution::Deny(_) => "denied",
-        Resolution::FailureModeAllow { .. } => "failure_mode_allowed",
-        Resolution::Error { .. } => "error",
-    };
     span.record("authz.outcome", outcome);
-    if matches!(
-        resolution,
-        Resolution::FailureModeAllow { .. } | Resolution::Error { .. }
-    ) {
+    if failed {
         span.record("otel.status_code", "ERROR");
     }
 }

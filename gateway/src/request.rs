@@ -23,12 +23,17 @@
 //!
 //! Anything that has no single meaning is a [`Rejected`]: the client gets 400 and no check is
 //! sent.
+//!
+//! The request helpers every later room reads the head with live here too: [`target`],
+//! [`authority`], [`path_and_query`] (the check's `:authority` and `:path`, the HTTP
+//! authorization request, the access log and the prefix rewrite) and [`strip_port`] (routing).
 
 use std::net::{IpAddr, SocketAddr};
 
 use canonical::{HostError, HostOptions, PathError, PathOptions};
 use http::header::{self, HeaderValue};
 use http::request::Parts;
+use http::uri::PathAndQuery;
 use http::{Method, Uri, Version};
 
 use crate::headers;
@@ -259,6 +264,42 @@ pub fn client_address(
     match entries[index].parse::<IpAddr>() {
         Ok(ip) => SocketAddr::new(ip, 0),
         Err(_) => peer,
+    }
+}
+
+/// The request target's path and query as sent, `/` when the target has none (authority-form,
+/// `*` aside); borrowed, nothing is copied.
+pub fn target(uri: &Uri) -> &str {
+    uri.path_and_query().map_or("/", PathAndQuery::as_str)
+}
+
+/// The `:authority` of a request: the URI's (HTTP/2, absolute-form HTTP/1) or the `Host` header.
+/// After [`canonicalise`] that is the canonical authority.
+pub fn authority(parts: &Parts) -> String {
+    if let Some(a) = parts.uri.authority() {
+        return a.as_str().to_owned();
+    }
+    parts
+        .headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// The request's path with its query, as a check's `:path` (see [`target`]).
+pub fn path_and_query(parts: &Parts) -> String {
+    target(&parts.uri).to_owned()
+}
+
+/// `host:port` → `host`, leaving IPv6 literals (`[::1]:80` → `[::1]`) intact.
+pub fn strip_port(authority: &str) -> &str {
+    if let Some(end) = authority.rfind(']') {
+        return &authority[..=end];
+    }
+    match authority.rsplit_once(':') {
+        Some((host, port)) if port.bytes().all(|b| b.is_ascii_digit()) => host,
+        _ => authority,
     }
 }
 

@@ -22,6 +22,7 @@ use http::{HeaderMap, Method};
 use regex::Regex;
 
 use crate::ext_authz::ExtAuthz;
+use crate::request::strip_port;
 use crate::upstream::Backend;
 
 /// A validated route.
@@ -210,17 +211,6 @@ impl HeaderMatch {
             HeaderValueMatch::Exact(want) => values.any(|v| v.as_bytes() == want.as_bytes()),
             HeaderValueMatch::Regex(re) => values.any(|v| v.to_str().is_ok_and(|v| re.is_match(v))),
         }
-    }
-}
-
-/// `host:port` → `host`, leaving IPv6 literals (`[::1]:80` → `[::1]`) intact.
-pub fn strip_port(authority: &str) -> &str {
-    if let Some(end) = authority.rfind(']') {
-        return &authority[..=end];
-    }
-    match authority.rsplit_once(':') {
-        Some((host, port)) if port.bytes().all(|b| b.is_ascii_digit()) => host,
-        _ => authority,
     }
 }
 

@@ -7,31 +7,29 @@ use extauthz_proto::v3::{
     Address, AttributeContext, CheckRequest, SocketAddress, address, attribute_context,
     socket_address,
 };
-use http::Version;
-use http::request::Parts;
+use http::{HeaderName, Version};
 
-use super::{CheckInput, HeaderFilter, PARTIAL_BODY_HEADER};
+use super::input::CheckInput;
 use crate::headers::joined;
+use crate::request::{authority, path_and_query};
 
-/// The `:authority` of a request: the URI's (HTTP/2, absolute-form HTTP/1) or the `Host` header.
-pub fn authority(parts: &Parts) -> String {
-    if let Some(a) = parts.uri.authority() {
-        return a.as_str().to_owned();
-    }
-    parts
-        .headers
-        .get(http::header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .unwrap_or_default()
-        .to_owned()
+/// The header Envoy adds to a check that carries a body: whether the body was cut short.
+pub const PARTIAL_BODY_HEADER: &str = "x-envoy-auth-partial-body";
+
+/// Which request headers a check carries. Pseudo headers are always sent.
+#[derive(Debug, Default)]
+pub struct HeaderFilter {
+    /// Only these (when set).
+    pub allowed: Option<Vec<HeaderName>>,
+    /// Never these.
+    pub disallowed: Vec<HeaderName>,
 }
 
-/// The request's path with its query, as `:path`.
-pub fn path_and_query(parts: &Parts) -> String {
-    parts
-        .uri
-        .path_and_query()
-        .map_or_else(|| "/".to_owned(), |pq| pq.as_str().to_owned())
+impl HeaderFilter {
+    /// Whether header `name` goes into the check.
+    pub fn allows(&self, name: &HeaderName) -> bool {
+        self.allowed.as_ref().is_none_or(|a| a.contains(name)) && !self.disallowed.contains(name)
+    }
 }
 
 /// `HTTP/1.0`, `HTTP/1.1` or `HTTP/2`, as Envoy names them.

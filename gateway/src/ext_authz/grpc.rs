@@ -10,8 +10,10 @@ use extauthz_proto::v3::{
     OkHttpResponse, authorization_client::AuthorizationClient, check_response::HttpResponse,
 };
 
+use super::backend::AuthzBackend;
+use super::mutation::{Allowed, Denied};
 use super::mutation::{AppendAction, is_protected};
-use super::{Allowed, AuthzBackend, Denied, Verdict};
+use super::verdict::Verdict;
 
 /// The largest CheckRequest sent and CheckResponse read: gRPC's customary 4 MiB, the limit
 /// `authz-server` (and most gRPC servers) enforce. `with_request_body.max_request_bytes` is

@@ -12,19 +12,32 @@ use bytes::{Bytes, BytesMut};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
-use super::check_request::{authority, path_and_query};
-use super::mutation::{AppendAction, is_protected};
-use super::{
-    Allowed, AuthzBackend, CheckInput, Denied, HeaderFilter, HttpSettings, PARTIAL_BODY_HEADER,
-    Verdict,
-};
+use super::backend::AuthzBackend;
+use super::check_request::{HeaderFilter, PARTIAL_BODY_HEADER};
+use super::input::CheckInput;
+use super::mutation::{Allowed, AppendAction, Denied, is_protected};
+use super::verdict::Verdict;
 use crate::body;
+use crate::request::{authority, path_and_query};
 
 /// The largest denied body read from an HTTP authorization server; a longer one is truncated.
 const MAX_DENIED_BODY: usize = 1 << 20;
 
 /// The header an HTTP authorization server uses to name request headers to remove on allow.
 const HEADERS_TO_REMOVE: &str = "x-envoy-auth-headers-to-remove";
+
+/// Settings of the HTTP transport (Envoy's `http_service`).
+#[derive(Debug, Default)]
+pub struct HttpSettings {
+    /// Prepended to the original path.
+    pub path_prefix: String,
+    /// Authorization-response headers copied to the upstream request on allow.
+    pub allowed_upstream_headers: Vec<HeaderName>,
+    /// Authorization-response headers passed to the client on deny (empty: all).
+    pub allowed_client_headers: Vec<HeaderName>,
+    /// Authorization-response headers added to the client's response on allow.
+    pub allowed_client_headers_on_success: Vec<HeaderName>,
+}
 
 /// Sends one authorization request and waits at most `timeout` for the whole answer (a denial
 /// whose body is late is still a denial).

@@ -221,7 +221,7 @@ fn rewrite_query(
     set: &[(String, String)],
     remove: &[String],
 ) -> Result<PathAndQuery, InvalidMutation> {
-    let path_and_query = uri.path_and_query().map_or("/", |pq| pq.as_str());
+    let path_and_query = crate::request::target(uri);
     let (path, query) = path_and_query
         .split_once('?')
         .unwrap_or((path_and_query, ""));

@@ -4,7 +4,6 @@
 use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
 
-use http::uri::PathAndQuery;
 use http::{Method, StatusCode, Uri};
 use tracing::Span;
 
@@ -12,7 +11,7 @@ use super::connection::Connection;
 use super::record::Record;
 use crate::access_log;
 use crate::metrics::RequestLabels;
-use crate::request::{CanonicalRequest, Rejected};
+use crate::request::{self, CanonicalRequest, Rejected};
 
 /// The route label of a request no route served.
 static NO_ROUTE: LazyLock<Arc<str>> = LazyLock::new(|| Arc::from("-"));
@@ -58,10 +57,7 @@ pub(super) fn log(
     // (no forged log lines) and query values are redacted (credentials): see `access_log`.
     access_log::write(&access_log::Line {
         method: arrival.method.as_str(),
-        path_and_query: arrival
-            .target
-            .path_and_query()
-            .map_or("/", PathAndQuery::as_str),
+        path_and_query: request::target(&arrival.target),
         host: canonical.as_ref().map_or("-", |c| c.host.as_str()),
         canonical_path: canonical.as_ref().ok().map(|c| c.path.as_str()),
         rejected: canonical.as_ref().err().map(Rejected::reason),
