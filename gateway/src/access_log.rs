@@ -26,7 +26,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tracing_appender::non_blocking::NonBlocking;
 
-use crate::LogFormat;
+use crate::log_format::LogFormat;
 use crate::redact;
 
 /// A batch goes to the writer once it holds this many bytes (a few hundred lines)...
