@@ -8,15 +8,20 @@
 //!
 //! The binaries read their limits from their own config files; this crate only enforces them.
 
+mod body;
 mod connection;
 mod limits;
+mod request;
 mod slot;
+mod socket;
+mod state;
 
-pub use connection::{
-    IdleBody, LimitedBody, PREMATURE_RESET_LIFETIME, PREMATURE_RESET_STREAM_COUNT, STREAM_TIMEOUT,
-    StreamIdle, TOO_MANY_HEADERS, serve,
-};
+pub use body::{IdleBody, LimitedBody, StreamIdle};
+pub use connection::serve;
 pub use limits::*;
+pub use request::{
+    PREMATURE_RESET_LIFETIME, PREMATURE_RESET_STREAM_COUNT, STREAM_TIMEOUT, TOO_MANY_HEADERS,
+};
 pub use slot::ConnectionSlot;
 
 /// Any error a body can yield.
