@@ -185,17 +185,7 @@ impl<'a> Compiler<'a> {
             deny,
             rego,
         } = raw.get_ref();
-        let name_ok = match name.get_ref().as_str() {
-            "" => {
-                self.fail(name.span().start, Invalid::EmptyRuleName);
-                false
-            }
-            "default" => {
-                self.fail(name.span().start, Invalid::ReservedRuleName);
-                false
-            }
-            _ => true,
-        };
+        let name_ok = self.rule_name(name);
         self.identity_conditions = None;
         let when = match when {
             Some(when) => self.when(when, 0),
@@ -234,6 +224,18 @@ impl<'a> Compiler<'a> {
             rego: optional(rego)?,
         })
         .filter(|_| name_ok)
+    }
+
+    /// Whether a rule's name is usable: not empty, and not `default` (the name traces and
+    /// `{{rule.name}}` give the default).
+    fn rule_name(&mut self, name: &Spanned<String>) -> bool {
+        let invalid = match name.get_ref().as_str() {
+            "" => Invalid::EmptyRuleName,
+            "default" => Invalid::ReservedRuleName,
+            _ => return true,
+        };
+        self.fail(name.span().start, invalid);
+        false
     }
 
     /// A `rego` rule: the policy compiled, and the fail-closed deny (403, `PERMISSION_DENIED`)

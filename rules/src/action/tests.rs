@@ -15,9 +15,9 @@ fn request() -> Request {
     }
 }
 
-#[test]
-fn allow_renders_every_mutation_in_order() {
-    let action = Action::Allow(AllowAction {
+/// An allow with one of every mutation, templated where it can be.
+fn every_mutation() -> Action {
+    Action::Allow(AllowAction {
         request_headers: vec![
             (
                 "x-user".into(),
@@ -52,7 +52,12 @@ fn allow_renders_every_mutation_in_order() {
                 )])),
             ),
         ]),
-    });
+    })
+}
+
+#[test]
+fn allow_renders_every_mutation_in_order() {
+    let action = every_mutation();
     let request = request();
     let decision = action.render(&Scope {
         request: &request,

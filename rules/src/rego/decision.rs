@@ -40,75 +40,96 @@ pub(crate) fn map(decision: &Json) -> Result<Decision, String> {
     };
     // Checked for both outcomes, as OPA-Envoy does.
     let headers = headers(object, "headers")?;
-    let dynamic_metadata = match object.get("dynamic_metadata") {
-        None => Metadata::new(),
-        Some(Json::Object(map)) => map.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+    let dynamic_metadata = dynamic_metadata(object)?;
+    if allowed {
+        allow(object, headers, dynamic_metadata)
+    } else {
+        deny(object, headers, dynamic_metadata)
+    }
+}
+
+/// `dynamic_metadata`: an object, or nothing.
+fn dynamic_metadata(object: &Map<String, Json>) -> Result<Metadata, String> {
+    match object.get("dynamic_metadata") {
+        None => Ok(Metadata::new()),
+        Some(Json::Object(map)) => Ok(map.iter().map(|(k, v)| (k.clone(), v.clone())).collect()),
+        Some(other) => Err(format!(
+            "expected dynamic_metadata to be of type 'object' but got {}",
+            kind(other)
+        )),
+    }
+}
+
+/// An allowed decision: `headers` go upstream, plus the response headers and query changes.
+fn allow(
+    object: &Map<String, Json>,
+    headers: Vec<(String, String)>,
+    dynamic_metadata: Metadata,
+) -> Result<Decision, String> {
+    let request_headers = headers
+        .into_iter()
+        .map(|(name, value)| RequestHeader {
+            name,
+            value,
+            append: false,
+        })
+        .collect();
+    let response_headers = self::headers(object, "response_headers_to_add")?
+        .into_iter()
+        .map(|(name, value)| ResponseHeader {
+            name,
+            value,
+            action: AppendAction::AppendIfExistsOrAdd,
+        })
+        .collect();
+    let headers_to_remove = strings(object, "request_headers_to_remove")?
+        .into_iter()
+        .map(|name| name.to_ascii_lowercase())
+        .collect();
+    Ok(Decision::Allow(Allow {
+        request_headers,
+        headers_to_remove,
+        response_headers,
+        query_parameters_to_set: query_parameters(object)?,
+        query_parameters_to_remove: strings(object, "query_parameters_to_remove")?,
+        dynamic_metadata,
+    }))
+}
+
+/// A denied decision: `headers` go to the client with the body and status.
+fn deny(
+    object: &Map<String, Json>,
+    headers: Vec<(String, String)>,
+    dynamic_metadata: Metadata,
+) -> Result<Decision, String> {
+    let body = match object.get("body") {
+        None => String::new(),
+        Some(Json::String(body)) => body.clone(),
         Some(other) => {
             return Err(format!(
-                "expected dynamic_metadata to be of type 'object' but got {}",
+                "expected body to be of type 'string' but got {}",
                 kind(other)
             ));
         }
     };
-    if allowed {
-        let request_headers = headers
-            .into_iter()
-            .map(|(name, value)| RequestHeader {
-                name,
-                value,
-                append: false,
-            })
-            .collect();
-        let response_headers = self::headers(object, "response_headers_to_add")?
-            .into_iter()
-            .map(|(name, value)| ResponseHeader {
-                name,
-                value,
-                action: AppendAction::AppendIfExistsOrAdd,
-            })
-            .collect();
-        let headers_to_remove = strings(object, "request_headers_to_remove")?
-            .into_iter()
-            .map(|name| name.to_ascii_lowercase())
-            .collect();
-        Ok(Decision::Allow(Allow {
-            request_headers,
-            headers_to_remove,
-            response_headers,
-            query_parameters_to_set: query_parameters(object)?,
-            query_parameters_to_remove: strings(object, "query_parameters_to_remove")?,
-            dynamic_metadata,
-        }))
-    } else {
-        let body = match object.get("body") {
-            None => String::new(),
-            Some(Json::String(body)) => body.clone(),
-            Some(other) => {
-                return Err(format!(
-                    "expected body to be of type 'string' but got {}",
-                    kind(other)
-                ));
-            }
-        };
-        let status = match object.get("http_status") {
-            None => FORBIDDEN,
-            Some(Json::Number(number)) => number
-                .as_u64()
-                .and_then(|code| u16::try_from(code).ok())
-                .filter(|code| ENVOY_STATUS_CODES.contains(code))
-                .ok_or_else(|| format!("invalid HTTP status code {number}"))?,
-            Some(other) => {
-                return Err(format!(
-                    "expected http_status to be of type 'number' but got {}",
-                    kind(other)
-                ));
-            }
-        };
-        let mut deny = plain_deny(status, body);
-        deny.headers = headers;
-        deny.dynamic_metadata = dynamic_metadata;
-        Ok(Decision::Deny(deny))
-    }
+    let status = match object.get("http_status") {
+        None => FORBIDDEN,
+        Some(Json::Number(number)) => number
+            .as_u64()
+            .and_then(|code| u16::try_from(code).ok())
+            .filter(|code| ENVOY_STATUS_CODES.contains(code))
+            .ok_or_else(|| format!("invalid HTTP status code {number}"))?,
+        Some(other) => {
+            return Err(format!(
+                "expected http_status to be of type 'number' but got {}",
+                kind(other)
+            ));
+        }
+    };
+    let mut deny = plain_deny(status, body);
+    deny.headers = headers;
+    deny.dynamic_metadata = dynamic_metadata;
+    Ok(Decision::Deny(deny))
 }
 
 /// A deny with a status and body and nothing else.

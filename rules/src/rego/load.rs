@@ -3,7 +3,7 @@
 //! and never a surprise on the request path.
 
 use std::num::NonZeroU32;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -31,7 +31,79 @@ pub(crate) fn compile(
         v0_compatible,
     } = raw.get_ref();
     let mut errors = Vec::new();
-    let timeout = match timeout_ms {
+    let timeout = timeout(at, timeout_ms.as_ref(), &mut errors);
+    let query_text = query
+        .as_ref()
+        .map_or(DEFAULT_QUERY, |q| q.get_ref().as_str())
+        .to_owned();
+    let query_offset = query.as_ref().map_or(raw.span().start, |q| q.span().start);
+    let package = rule_path(&query_text).unwrap_or_else(|| {
+        errors.push(at.error(
+            query_offset,
+            format!(
+                "`query` must name a rule as `data.<package>.<rule>` (e.g. \
+                 `{DEFAULT_QUERY}`), not {query_text:?}"
+            ),
+        ));
+        None
+    });
+    if files.is_empty() {
+        errors.push(at.error(
+            raw.span().start,
+            "`rego.files` must name at least one .rego file",
+        ));
+    }
+    let mut engine = new_engine(at, raw.span().start, timeout, *v0_compatible, &mut errors);
+    let mut loaded = Loaded::default();
+    loaded.policies(&mut engine, at, base_dir, files, &mut errors);
+    loaded.data(&mut engine, at, base_dir, data, &mut errors);
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    let query_at = (query_text.as_str(), query_offset);
+    let mode = probe(&mut engine, at, query_at)?;
+    if !declared(&engine, &loaded.sources, &query_text) {
+        let message = format!("query `{query_text}`: no rule in the policy files declares it");
+        return Err(vec![at.error(query_offset, message)]);
+    }
+    Ok(RegoPolicy {
+        query: query_text,
+        mode,
+        package,
+        timeout,
+        files: loaded.watched,
+        template: engine.clone(),
+        pool: Mutex::new(vec![engine]),
+    })
+}
+
+/// An engine with the time budget, the Rego version and our JWT built-ins.
+fn new_engine(
+    at: &Locator<'_>,
+    offset: usize,
+    timeout: Duration,
+    v0_compatible: bool,
+    errors: &mut Vec<ConfigError>,
+) -> regorus::Engine {
+    let mut engine = regorus::Engine::new();
+    engine.set_rego_v0(v0_compatible);
+    engine.set_execution_timer_config(ExecutionTimerConfig {
+        limit: timeout,
+        check_interval: NonZeroU32::MIN,
+    });
+    if let Err(reason) = super::jwt::register(&mut engine) {
+        errors.push(at.error(offset, reason));
+    }
+    engine
+}
+
+/// `timeout_ms`, or the default (with an error) when out of range.
+fn timeout(
+    at: &Locator<'_>,
+    timeout_ms: Option<&Spanned<i64>>,
+    errors: &mut Vec<ConfigError>,
+) -> Duration {
+    match timeout_ms {
         None => DEFAULT_TIMEOUT,
         Some(ms) if (1..=MAX_TIMEOUT_MS).contains(ms.get_ref()) => {
             Duration::from_millis(ms.get_ref().unsigned_abs())
@@ -43,98 +115,102 @@ pub(crate) fn compile(
             ));
             DEFAULT_TIMEOUT
         }
-    };
-    let query_text = query
-        .as_ref()
-        .map_or(DEFAULT_QUERY, |q| q.get_ref().as_str())
-        .to_owned();
-    let query_offset = query.as_ref().map_or(raw.span().start, |q| q.span().start);
-    let package = match rule_path(&query_text) {
-        Some(package) => package,
-        None => {
-            errors.push(at.error(
-                query_offset,
-                format!(
-                    "`query` must name a rule as `data.<package>.<rule>` (e.g. \
-                     `{DEFAULT_QUERY}`), not {query_text:?}"
-                ),
-            ));
-            None
+    }
+}
+
+/// What the policy and data files gave: every path (for the reloader to watch, read or not) and
+/// each policy's (shown name, package).
+#[derive(Default)]
+struct Loaded {
+    watched: Vec<PathBuf>,
+    sources: Vec<(String, String)>,
+}
+
+impl Loaded {
+    /// Reads and parses each policy file into `engine`: the one read of `.rego` files, at load.
+    fn policies(
+        &mut self,
+        engine: &mut regorus::Engine,
+        at: &Locator<'_>,
+        base_dir: &Path,
+        files: &[Spanned<String>],
+        errors: &mut Vec<ConfigError>,
+    ) {
+        for file in files {
+            let path = base_dir.join(file.get_ref());
+            self.watched.push(path.clone());
+            let shown = path.display().to_string();
+            let text = match std::fs::read_to_string(&path) {
+                Ok(text) => text,
+                Err(error) => {
+                    errors.push(
+                        at.error(file.span().start, format!("cannot read `{shown}`: {error}")),
+                    );
+                    continue;
+                }
+            };
+            match engine.add_policy(shown.clone(), text) {
+                Ok(package) => self.sources.push((shown, package)),
+                Err(error) => errors.push(rego_error(&shown, &format!("{error:#}"))),
+            }
         }
-    };
-    if files.is_empty() {
-        errors.push(at.error(
-            raw.span().start,
-            "`rego.files` must name at least one .rego file",
-        ));
     }
 
-    let mut engine = regorus::Engine::new();
-    engine.set_rego_v0(*v0_compatible);
-    engine.set_execution_timer_config(ExecutionTimerConfig {
-        limit: timeout,
-        check_interval: NonZeroU32::MIN,
-    });
-    if let Err(reason) = super::jwt::register(&mut engine) {
-        errors.push(at.error(raw.span().start, reason));
-    }
-    let mut watched = Vec::new();
-    let mut sources = Vec::new();
-    for file in files {
-        let path = base_dir.join(file.get_ref());
-        watched.push(path.clone());
-        let shown = path.display().to_string();
-        let text = match std::fs::read_to_string(&path) {
-            Ok(text) => text,
-            Err(error) => {
-                errors.push(at.error(file.span().start, format!("cannot read `{shown}`: {error}")));
-                continue;
-            }
-        };
-        match engine.add_policy(shown.clone(), text) {
-            Ok(package) => sources.push((shown, package)),
-            Err(error) => errors.push(rego_error(&shown, &format!("{error:#}"))),
-        }
-    }
-    for file in data {
-        let path = base_dir.join(file.get_ref());
-        watched.push(path.clone());
-        let shown = path.display().to_string();
-        let value = std::fs::read_to_string(&path)
-            .map_err(|error| format!("cannot read `{shown}`: {error}"))
-            .and_then(|text| {
-                serde_json::from_str::<serde_json::Value>(&text)
-                    .map_err(|error| format!("`{shown}` is not JSON: {error}"))
+    /// Reads each JSON data file and merges it at `data`: the one read of data files, at load.
+    fn data(
+        &mut self,
+        engine: &mut regorus::Engine,
+        at: &Locator<'_>,
+        base_dir: &Path,
+        files: &[Spanned<String>],
+        errors: &mut Vec<ConfigError>,
+    ) {
+        for file in files {
+            let path = base_dir.join(file.get_ref());
+            self.watched.push(path.clone());
+            let shown = path.display().to_string();
+            let value = std::fs::read_to_string(&path)
+                .map_err(|error| format!("cannot read `{shown}`: {error}"))
+                .and_then(|text| {
+                    serde_json::from_str::<serde_json::Value>(&text)
+                        .map_err(|error| format!("`{shown}` is not JSON: {error}"))
+                });
+            let merged = value.and_then(|value| {
+                if !value.is_object() {
+                    return Err(format!(
+                        "`{shown}` must hold a JSON object (merged at `data`)"
+                    ));
+                }
+                engine
+                    .add_data(regorus::Value::from(value))
+                    .map_err(|error| {
+                        format!("`{shown}` conflicts with data loaded before: {error}")
+                    })
             });
-        let merged = value.and_then(|value| {
-            if !value.is_object() {
-                return Err(format!(
-                    "`{shown}` must hold a JSON object (merged at `data`)"
-                ));
+            if let Err(message) = merged {
+                errors.push(at.error(file.span().start, message));
             }
-            engine
-                .add_data(regorus::Value::from(value))
-                .map_err(|error| format!("`{shown}` conflicts with data loaded before: {error}"))
-        });
-        if let Err(message) = merged {
-            errors.push(at.error(file.span().start, message));
         }
     }
-    if !errors.is_empty() {
-        return Err(errors);
-    }
-    // A first evaluation on an empty input prepares the engine once (every clone starts
-    // prepared) and reports what only analysis finds: unknown functions, unsafe variables, a
-    // query naming no rule.
+}
+
+/// A first evaluation on an empty input prepares the engine once (every clone starts prepared)
+/// and reports what only analysis finds: unknown functions, unsafe variables, a query naming no
+/// rule. The query mode that works: a rule path, or a general query.
+fn probe(
+    engine: &mut regorus::Engine,
+    at: &Locator<'_>,
+    (query_text, query_offset): (&str, usize),
+) -> Result<QueryMode, Vec<ConfigError>> {
     engine.set_input(regorus::Value::new_object());
     let mut mode = QueryMode::Rule;
-    let mut probe = run_query(&mut engine, &query_text, mode);
+    let mut probe = run_query(engine, query_text, mode);
     if probe
         .as_ref()
         .is_err_and(|text| text.contains("not a valid rule path"))
     {
         mode = QueryMode::Query;
-        probe = run_query(&mut engine, &query_text, mode);
+        probe = run_query(engine, query_text, mode);
     }
     // A policy slow on an empty input is judged on real ones, under the same budget.
     if let Err(text) = probe.as_ref().map_err(String::as_str)
@@ -150,8 +226,13 @@ pub(crate) fn compile(
         };
         return Err(vec![error]);
     }
-    // Rule paths are relative to a module's package.
-    let declared = sources.iter().any(|(source, package)| {
+    Ok(mode)
+}
+
+/// Whether some policy declares the queried rule (rule paths are relative to a module's
+/// package).
+fn declared(engine: &regorus::Engine, sources: &[(String, String)], query_text: &str) -> bool {
+    sources.iter().any(|(source, package)| {
         query_text
             .strip_prefix(package.as_str())
             .and_then(|rest| rest.strip_prefix('.'))
@@ -160,19 +241,6 @@ pub(crate) fn compile(
                     .has_declared_rule_rooted_at(source, rest)
                     .unwrap_or(false)
             })
-    });
-    if !declared {
-        let message = format!("query `{query_text}`: no rule in the policy files declares it");
-        return Err(vec![at.error(query_offset, message)]);
-    }
-    Ok(RegoPolicy {
-        query: query_text,
-        mode,
-        package,
-        timeout,
-        files: watched,
-        template: engine.clone(),
-        pool: Mutex::new(vec![engine]),
     })
 }
 
