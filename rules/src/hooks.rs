@@ -1,6 +1,7 @@
 //! The engine's only windows on the outside world: database lookups and JWKS documents fetched by
-//! URL. The engine calls these traits and never does I/O itself; the server wires the real
-//! implementations (connection pools, caches, an HTTP client) and tests drive in-memory doubles.
+//! URL. The engine calls these traits and does no I/O of its own per request; the server wires
+//! the real implementations (connection pools, caches, an HTTP client) and tests drive in-memory
+//! doubles. Files a policy names are read once, at load (see the crate docs).
 
 use std::collections::BTreeMap;
 use std::future::Future;
