@@ -17,26 +17,10 @@ use prost_reflect::{DescriptorPool, DynamicMessage};
 /// The v3 attributes as one line.
 pub(super) fn v3(attributes: &v3::AttributeContext) -> String {
     let http = attributes.request.as_ref().and_then(|r| r.http.as_ref());
-    let mut text = Text::sized(http.map_or(0, |http| {
-        let v3::attribute_context::HttpRequest {
-            id,
-            method,
-            headers,
-            path,
-            host,
-            scheme,
-            protocol,
-            body,
-            raw_body,
-            ..
-        } = http;
-        [id, method, path, host, scheme, protocol, body]
-            .iter()
-            .map(|s| s.len())
-            .sum::<usize>()
-            + raw_body.len()
-            + map_size(headers)
-    }));
+    let mut text = Text::sized(
+        http.and_then(http_v3)
+            .map_or(0, |(http, raw_body)| http.len() + raw_body.len()),
+    );
     if text.context_v3(attributes).is_some() {
         text.out
     } else {
@@ -47,8 +31,33 @@ pub(super) fn v3(attributes: &v3::AttributeContext) -> String {
 /// The v2 attributes as one line.
 pub(super) fn v2(attributes: &v2::AttributeContext) -> String {
     let http = attributes.request.as_ref().and_then(|r| r.http.as_ref());
-    let mut text = Text::sized(http.map_or(0, |http| {
-        let v2::attribute_context::HttpRequest {
+    let mut text = Text::sized(http.map_or(0, |http| http_v2(http).len()));
+    if text.context_v2(attributes).is_some() {
+        text.out
+    } else {
+        reflected("envoy.service.auth.v2.AttributeContext", attributes)
+    }
+}
+
+/// The fields of an `HttpRequest` that v3 and v2 share, in field-number order.
+struct HttpFields<'a> {
+    id: &'a str,
+    method: &'a str,
+    headers: &'a HashMap<String, String>,
+    path: &'a str,
+    host: &'a str,
+    scheme: &'a str,
+    query: &'a str,
+    fragment: &'a str,
+    size: i64,
+    protocol: &'a str,
+    body: &'a str,
+}
+
+impl HttpFields<'_> {
+    /// Bytes the request's fields take in the line, before escapes (for sizing the buffer).
+    fn len(&self) -> usize {
+        let Self {
             id,
             method,
             headers,
@@ -58,18 +67,191 @@ pub(super) fn v2(attributes: &v2::AttributeContext) -> String {
             protocol,
             body,
             ..
-        } = http;
+        } = self;
         [id, method, path, host, scheme, protocol, body]
             .iter()
             .map(|s| s.len())
             .sum::<usize>()
             + map_size(headers)
-    }));
-    if text.context_v2(attributes).is_some() {
-        text.out
-    } else {
-        reflected("envoy.service.auth.v2.AttributeContext", attributes)
     }
+}
+
+/// A v3 request's shared fields and its `raw_body`; `None` when it carries a `header_map`
+/// (written by reflection).
+fn http_v3(http: &v3::attribute_context::HttpRequest) -> Option<(HttpFields<'_>, &[u8])> {
+    let v3::attribute_context::HttpRequest {
+        id,
+        method,
+        headers,
+        header_map,
+        path,
+        host,
+        scheme,
+        query,
+        fragment,
+        size,
+        protocol,
+        body,
+        raw_body,
+    } = http;
+    if header_map.is_some() {
+        return None;
+    }
+    let fields = HttpFields {
+        id,
+        method,
+        headers,
+        path,
+        host,
+        scheme,
+        query,
+        fragment,
+        size: *size,
+        protocol,
+        body,
+    };
+    Some((fields, raw_body))
+}
+
+fn http_v2(http: &v2::attribute_context::HttpRequest) -> HttpFields<'_> {
+    let v2::attribute_context::HttpRequest {
+        id,
+        method,
+        headers,
+        path,
+        host,
+        scheme,
+        query,
+        fragment,
+        size,
+        protocol,
+        body,
+    } = http;
+    HttpFields {
+        id,
+        method,
+        headers,
+        path,
+        host,
+        scheme,
+        query,
+        fragment,
+        size: *size,
+        protocol,
+        body,
+    }
+}
+
+/// The fields of a peer the line shows, from v3 or v2.
+struct PeerFields<'a> {
+    socket: Option<SocketFields<'a>>,
+    service: &'a str,
+    labels: &'a HashMap<String, String>,
+    principal: &'a str,
+    certificate: &'a str,
+}
+
+/// A `SocketAddress`'s fields; v2 has no network namespace (empty, so not written).
+struct SocketFields<'a> {
+    protocol: i32,
+    address: &'a str,
+    port: Option<Port<'a>>,
+    resolver_name: &'a str,
+    ipv4_compat: bool,
+    network_namespace_filepath: &'a str,
+}
+
+enum Port<'a> {
+    Value(u32),
+    Named(&'a str),
+}
+
+/// `None` for an address other than a socket address (a pipe or an internal address: written
+/// by reflection).
+fn peer_v3(peer: &v3::attribute_context::Peer) -> Option<PeerFields<'_>> {
+    let v3::attribute_context::Peer {
+        address,
+        service,
+        labels,
+        principal,
+        certificate,
+    } = peer;
+    let socket = match address.as_ref().map(|a| &a.address) {
+        None => None,
+        Some(Some(v3::address::Address::SocketAddress(socket))) => {
+            let v3::SocketAddress {
+                protocol,
+                address,
+                resolver_name,
+                ipv4_compat,
+                network_namespace_filepath,
+                port_specifier,
+            } = socket;
+            let port = port_specifier.as_ref().map(|port| match port {
+                v3::socket_address::PortSpecifier::PortValue(port) => Port::Value(*port),
+                v3::socket_address::PortSpecifier::NamedPort(name) => Port::Named(name),
+            });
+            Some(SocketFields {
+                protocol: *protocol,
+                address,
+                port,
+                resolver_name,
+                ipv4_compat: *ipv4_compat,
+                network_namespace_filepath,
+            })
+        }
+        Some(_) => return None,
+    };
+    Some(PeerFields {
+        socket,
+        service,
+        labels,
+        principal,
+        certificate,
+    })
+}
+
+/// [`peer_v3`] for a v2 peer.
+fn peer_v2(peer: &v2::attribute_context::Peer) -> Option<PeerFields<'_>> {
+    let v2::attribute_context::Peer {
+        address,
+        service,
+        labels,
+        principal,
+        certificate,
+    } = peer;
+    let socket = match address.as_ref().map(|a| &a.address) {
+        None => None,
+        Some(Some(v2::address::Address::SocketAddress(socket))) => {
+            let v2::SocketAddress {
+                protocol,
+                address,
+                resolver_name,
+                ipv4_compat,
+                port_specifier,
+            } = socket;
+            let port = port_specifier.as_ref().map(|port| match port {
+                v2::socket_address::PortSpecifier::PortValue(port) => Port::Value(*port),
+                v2::socket_address::PortSpecifier::NamedPort(name) => Port::Named(name),
+            });
+            Some(SocketFields {
+                protocol: *protocol,
+                address,
+                port,
+                resolver_name,
+                ipv4_compat: *ipv4_compat,
+                network_namespace_filepath: "",
+            })
+        }
+        Some(_) => return None,
+    };
+    Some(PeerFields {
+        socket,
+        service,
+        labels,
+        principal,
+        certificate,
+    })
 }
 
 /// A text-format writer. Each method returns `None` for a shape it does not write, and the
@@ -167,16 +349,21 @@ impl Text {
         } = context;
         self.first = true;
         if let Some(peer) = source {
-            self.message("source", |t| t.peer_v3(peer))?;
+            self.message("source", |t| t.peer(peer_v3(peer)))?;
         }
         if let Some(peer) = destination {
-            self.message("destination", |t| t.peer_v3(peer))?;
+            self.message("destination", |t| t.peer(peer_v3(peer)))?;
         }
         if let Some(request) = request {
             self.message("request", |t| {
                 t.time(request.time.as_ref());
                 match &request.http {
-                    Some(http) => t.message("http", |t| t.http_v3(http)),
+                    Some(http) => t.message("http", |t| {
+                        let (http, raw_body) = http_v3(http)?;
+                        t.http(&http);
+                        t.bytes("raw_body", raw_body);
+                        Some(())
+                    }),
                     None => Some(()),
                 }
             })?;
@@ -209,16 +396,19 @@ impl Text {
         } = context;
         self.first = true;
         if let Some(peer) = source {
-            self.message("source", |t| t.peer_v2(peer))?;
+            self.message("source", |t| t.peer(peer_v2(peer)))?;
         }
         if let Some(peer) = destination {
-            self.message("destination", |t| t.peer_v2(peer))?;
+            self.message("destination", |t| t.peer(peer_v2(peer)))?;
         }
         if let Some(request) = request {
             self.message("request", |t| {
                 t.time(request.time.as_ref());
                 match &request.http {
-                    Some(http) => t.message("http", |t| t.http_v2(http)),
+                    Some(http) => t.message("http", |t| {
+                        t.http(&http_v2(http));
+                        Some(())
+                    }),
                     None => Some(()),
                 }
             })?;
@@ -241,47 +431,17 @@ impl Text {
         }
     }
 
-    fn peer_v3(&mut self, peer: &v3::attribute_context::Peer) -> Option<()> {
-        let v3::attribute_context::Peer {
-            address,
+    fn peer(&mut self, peer: Option<PeerFields<'_>>) -> Option<()> {
+        let PeerFields {
+            socket,
             service,
             labels,
             principal,
             certificate,
-        } = peer;
-        if let Some(address) = address {
-            let Some(v3::address::Address::SocketAddress(socket)) = &address.address else {
-                return None;
-            };
-            let v3::SocketAddress {
-                protocol,
-                address,
-                resolver_name,
-                ipv4_compat,
-                network_namespace_filepath,
-                port_specifier,
-            } = socket;
+        } = peer?;
+        if let Some(socket) = socket {
             self.message("address", |t| {
-                t.message("socket_address", |t| {
-                    t.protocol(*protocol)?;
-                    t.string("address", address);
-                    match port_specifier {
-                        Some(v3::socket_address::PortSpecifier::PortValue(port)) => {
-                            t.name("port_value");
-                            let _ = write!(t.out, ":{port}");
-                        }
-                        Some(v3::socket_address::PortSpecifier::NamedPort(name)) => {
-                            t.name("named_port");
-                            t.out.push(':');
-                            quoted(&mut t.out, name.as_bytes());
-                        }
-                        None => {}
-                    }
-                    t.string("resolver_name", resolver_name);
-                    t.number("ipv4_compat", *ipv4_compat);
-                    t.string("network_namespace_filepath", network_namespace_filepath);
-                    Some(())
-                })
+                t.message("socket_address", |t| t.socket_address(&socket))
             })?;
         }
         self.string("service", service);
@@ -291,51 +451,27 @@ impl Text {
         Some(())
     }
 
-    fn peer_v2(&mut self, peer: &v2::attribute_context::Peer) -> Option<()> {
-        let v2::attribute_context::Peer {
-            address,
-            service,
-            labels,
-            principal,
-            certificate,
-        } = peer;
-        if let Some(address) = address {
-            let Some(v2::address::Address::SocketAddress(socket)) = &address.address else {
-                return None;
-            };
-            let v2::SocketAddress {
-                protocol,
-                address,
-                resolver_name,
-                ipv4_compat,
-                port_specifier,
-            } = socket;
-            self.message("address", |t| {
-                t.message("socket_address", |t| {
-                    t.protocol(*protocol)?;
-                    t.string("address", address);
-                    match port_specifier {
-                        Some(v2::socket_address::PortSpecifier::PortValue(port)) => {
-                            t.name("port_value");
-                            let _ = write!(t.out, ":{port}");
-                        }
-                        Some(v2::socket_address::PortSpecifier::NamedPort(name)) => {
-                            t.name("named_port");
-                            t.out.push(':');
-                            quoted(&mut t.out, name.as_bytes());
-                        }
-                        None => {}
-                    }
-                    t.string("resolver_name", resolver_name);
-                    t.number("ipv4_compat", *ipv4_compat);
-                    Some(())
-                })
-            })?;
+    fn socket_address(&mut self, socket: &SocketFields<'_>) -> Option<()> {
+        self.protocol(socket.protocol)?;
+        self.string("address", socket.address);
+        match socket.port {
+            Some(Port::Value(port)) => {
+                self.name("port_value");
+                let _ = write!(self.out, ":{port}");
+            }
+            Some(Port::Named(name)) => {
+                self.name("named_port");
+                self.out.push(':');
+                quoted(&mut self.out, name.as_bytes());
+            }
+            None => {}
         }
-        self.string("service", service);
-        self.map("labels", labels);
-        self.string("principal", principal);
-        self.string("certificate", certificate);
+        self.string("resolver_name", socket.resolver_name);
+        self.number("ipv4_compat", socket.ipv4_compat);
+        self.string(
+            "network_namespace_filepath",
+            socket.network_namespace_filepath,
+        );
         Some(())
     }
 
@@ -352,66 +488,18 @@ impl Text {
         }
     }
 
-    fn http_v3(&mut self, http: &v3::attribute_context::HttpRequest) -> Option<()> {
-        let v3::attribute_context::HttpRequest {
-            id,
-            method,
-            headers,
-            header_map,
-            path,
-            host,
-            scheme,
-            query,
-            fragment,
-            size,
-            protocol,
-            body,
-            raw_body,
-        } = http;
-        if header_map.is_some() {
-            return None;
-        }
-        self.string("id", id);
-        self.string("method", method);
-        self.map("headers", headers);
-        self.string("path", path);
-        self.string("host", host);
-        self.string("scheme", scheme);
-        self.string("query", query);
-        self.string("fragment", fragment);
-        self.number("size", *size);
-        self.string("protocol", protocol);
-        self.string("body", body);
-        self.bytes("raw_body", raw_body);
-        Some(())
-    }
-
-    fn http_v2(&mut self, http: &v2::attribute_context::HttpRequest) -> Option<()> {
-        let v2::attribute_context::HttpRequest {
-            id,
-            method,
-            headers,
-            path,
-            host,
-            scheme,
-            query,
-            fragment,
-            size,
-            protocol,
-            body,
-        } = http;
-        self.string("id", id);
-        self.string("method", method);
-        self.map("headers", headers);
-        self.string("path", path);
-        self.string("host", host);
-        self.string("scheme", scheme);
-        self.string("query", query);
-        self.string("fragment", fragment);
-        self.number("size", *size);
-        self.string("protocol", protocol);
-        self.string("body", body);
-        Some(())
+    fn http(&mut self, http: &HttpFields<'_>) {
+        self.string("id", http.id);
+        self.string("method", http.method);
+        self.map("headers", http.headers);
+        self.string("path", http.path);
+        self.string("host", http.host);
+        self.string("scheme", http.scheme);
+        self.string("query", http.query);
+        self.string("fragment", http.fragment);
+        self.number("size", http.size);
+        self.string("protocol", http.protocol);
+        self.string("body", http.body);
     }
 }
 
