@@ -90,21 +90,7 @@ async fn respond(
         .to_owned();
     let stream = request_json.get("stream").and_then(Value::as_bool) == Some(true);
 
-    let mut headers = serde_json::Map::new();
-    let mut raw_headers = Vec::new();
-    for (name, value) in &parts.headers {
-        let value = String::from_utf8_lossy(value.as_bytes()).into_owned();
-        raw_headers.push(json!([name.as_str(), value]));
-        match headers.get_mut(name.as_str()) {
-            Some(Value::String(existing)) => {
-                existing.push_str(", ");
-                existing.push_str(&value);
-            }
-            _ => {
-                headers.insert(name.as_str().to_owned(), Value::String(value));
-            }
-        }
-    }
+    let (headers, raw_headers) = echoed_headers(&parts.headers);
     let echo = json!({
         "method": parts.method.as_str(),
         "path": parts.uri.path(),
@@ -122,6 +108,31 @@ async fn respond(
     if stream {
         return sse(model, created, echo, options.sse_delay);
     }
+    completion(&model, created, echo)
+}
+
+/// The request's headers as the echo shows them: joined per name (`, `), and raw in order.
+fn echoed_headers(headers: &http::HeaderMap) -> (serde_json::Map<String, Value>, Vec<Value>) {
+    let mut joined = serde_json::Map::new();
+    let mut raw_headers = Vec::new();
+    for (name, value) in headers {
+        let value = String::from_utf8_lossy(value.as_bytes()).into_owned();
+        raw_headers.push(json!([name.as_str(), value]));
+        match joined.get_mut(name.as_str()) {
+            Some(Value::String(existing)) => {
+                existing.push_str(", ");
+                existing.push_str(&value);
+            }
+            _ => {
+                joined.insert(name.as_str().to_owned(), Value::String(value));
+            }
+        }
+    }
+    (joined, raw_headers)
+}
+
+/// A whole (non-streamed) chat completion carrying the echo of the request.
+fn completion(model: &str, created: u64, echo: Value) -> Response<ProxyBody> {
     let completion = json!({
         "id": "chatcmpl-demo",
         "object": "chat.completion",

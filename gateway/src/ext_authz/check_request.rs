@@ -88,31 +88,6 @@ pub fn build(
     filter: &HeaderFilter,
     include_peer_certificate: bool,
 ) -> CheckRequest {
-    let parts = input.parts;
-    let (body, raw_body) = match &input.body {
-        None => (String::new(), Vec::new()),
-        Some(b) if b.pack_as_bytes => (String::new(), b.bytes.to_vec()),
-        Some(b) => (String::from_utf8_lossy(&b.bytes).into_owned(), Vec::new()),
-    };
-    let headers = check_headers(input, filter);
-    // The same strings as `:path` and `:authority`, copied rather than rebuilt from the head.
-    let path = headers.get(":path").cloned().unwrap_or_default();
-    let host = headers.get(":authority").cloned().unwrap_or_default();
-    let http = attribute_context::HttpRequest {
-        id: input.request_id.to_owned(),
-        method: parts.method.as_str().to_owned(),
-        headers,
-        header_map: None,
-        path,
-        host,
-        scheme: input.scheme.into(),
-        query: String::new(),
-        fragment: String::new(),
-        size: size(input),
-        protocol: protocol(parts.version).into(),
-        body,
-        raw_body,
-    };
     CheckRequest {
         attributes: Some(AttributeContext {
             source: Some(attribute_context::Peer {
@@ -133,7 +108,7 @@ pub fn build(
             }),
             request: Some(attribute_context::Request {
                 time: Some(input.time.into()),
-                http: Some(http),
+                http: Some(http_request(input, filter)),
             }),
             context_extensions: input
                 .context_extensions
@@ -143,6 +118,35 @@ pub fn build(
                 .collect(),
             ..AttributeContext::default()
         }),
+    }
+}
+
+/// `attributes.request.http`: the head, the headers the filter lets through, the body.
+fn http_request(input: &CheckInput<'_>, filter: &HeaderFilter) -> attribute_context::HttpRequest {
+    let parts = input.parts;
+    let (body, raw_body) = match &input.body {
+        None => (String::new(), Vec::new()),
+        Some(b) if b.pack_as_bytes => (String::new(), b.bytes.to_vec()),
+        Some(b) => (String::from_utf8_lossy(&b.bytes).into_owned(), Vec::new()),
+    };
+    let headers = check_headers(input, filter);
+    // The same strings as `:path` and `:authority`, copied rather than rebuilt from the head.
+    let path = headers.get(":path").cloned().unwrap_or_default();
+    let host = headers.get(":authority").cloned().unwrap_or_default();
+    attribute_context::HttpRequest {
+        id: input.request_id.to_owned(),
+        method: parts.method.as_str().to_owned(),
+        headers,
+        header_map: None,
+        path,
+        host,
+        scheme: input.scheme.into(),
+        query: String::new(),
+        fragment: String::new(),
+        size: size(input),
+        protocol: protocol(parts.version).into(),
+        body,
+        raw_body,
     }
 }
 
