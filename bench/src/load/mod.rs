@@ -113,7 +113,8 @@ pub async fn run<C: Caller>(callers: Vec<C>, plan: Plan) -> Outcome {
                 match result {
                     Ok(()) => {
                         outcome.ok += 1;
-                        let nanos = intended.elapsed().as_nanos().min(u128::from(u64::MAX)) as u64;
+                        let nanos =
+                            u64::try_from(intended.elapsed().as_nanos()).unwrap_or(u64::MAX);
                         outcome.latency_ns.saturating_record(nanos.max(1));
                     }
                     Err(error) => {

@@ -89,7 +89,7 @@ pub struct Spec<'a> {
 }
 
 /// Starts `spec` on [`SERVER_CPU`] with `TOKIO_WORKER_THREADS=1`, stderr to `<logs>/<name>.log`.
-pub fn start(spec: Spec<'_>, logs: &Path, pin: bool) -> anyhow::Result<Server> {
+pub fn start(spec: &Spec<'_>, logs: &Path, pin: bool) -> anyhow::Result<Server> {
     let log_path = logs.join(format!("{}.log", spec.name));
     let log =
         File::create(&log_path).with_context(|| format!("creating {}", log_path.display()))?;

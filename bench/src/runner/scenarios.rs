@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 
-use super::Options;
 use super::fixtures::{self, GatewayPolicy};
+use super::options::Options;
 use super::procs::{self, Server, Spec};
 
 /// How a scenario loads its server.
@@ -86,7 +86,7 @@ impl Starter<'_> {
         self.options.bin_dir.join(name)
     }
 
-    fn start(&mut self, spec: Spec<'_>) -> anyhow::Result<usize> {
+    fn start(&mut self, spec: &Spec<'_>) -> anyhow::Result<usize> {
         let server = procs::start(spec, self.dir, self.pin)?;
         self.servers.push(server);
         Ok(self.servers.len() - 1)
@@ -120,7 +120,7 @@ impl Starter<'_> {
         env: Vec<(&str, &str)>,
     ) -> anyhow::Result<usize> {
         let program = self.bin("authz-server");
-        self.start(Spec {
+        self.start(&Spec {
             name,
             program: &program,
             args,
@@ -139,7 +139,7 @@ impl Starter<'_> {
         let path = self.dir.join(format!("{name}.toml"));
         std::fs::write(&path, fixtures::gateway(backend, policy))?;
         let program = self.bin("gateway");
-        self.start(Spec {
+        self.start(&Spec {
             name,
             program: &program,
             args: vec![
@@ -172,7 +172,7 @@ pub fn setup(options: &Options, dir: &Path) -> anyhow::Result<Setup> {
         skipped.push("taskset not found: processes are not pinned".to_owned());
     }
     let floor_bin = s.bin("floor");
-    let floor = s.start(Spec {
+    let floor = s.start(&Spec {
         name: "floor",
         program: &floor_bin,
         args: vec![],
@@ -180,7 +180,7 @@ pub fn setup(options: &Options, dir: &Path) -> anyhow::Result<Setup> {
         listening: &["grpc"],
         ready_port: None,
     })?;
-    let backend = s.start(Spec {
+    let backend = s.start(&Spec {
         name: "backend",
         program: &floor_bin,
         args: vec!["--http".to_owned(), "127.0.0.1:0".to_owned()],
@@ -407,7 +407,7 @@ pub fn setup(options: &Options, dir: &Path) -> anyhow::Result<Setup> {
                     s.addr(gw_authz, "http")?,
                 ),
             )?;
-            let index = s.start(Spec {
+            let index = s.start(&Spec {
                 name: "nginx",
                 program,
                 args: vec![
