@@ -253,12 +253,7 @@ fn peer_v3(peer: v3::attribute_context::Peer) -> Peer {
         )),
         _ => None,
     };
-    let (ip, port) = neutral_socket(socket);
-    Peer {
-        ip,
-        port,
-        principal: peer.principal,
-    }
+    neutral_peer(socket, peer.principal)
 }
 
 fn peer_v2(peer: v2::attribute_context::Peer) -> Peer {
@@ -274,18 +269,19 @@ fn peer_v2(peer: v2::attribute_context::Peer) -> Peer {
         )),
         _ => None,
     };
-    let (ip, port) = neutral_socket(socket);
+    neutral_peer(socket, peer.principal)
+}
+
+/// A peer from its socket address (an IP address and a port, when it has one) and principal.
+fn neutral_peer(socket: Option<(&str, u32)>, principal: String) -> Peer {
+    let (ip, port) = socket
+        .map(|(address, port)| (address.parse::<IpAddr>().ok(), port))
+        .unwrap_or((None, 0));
     Peer {
         ip,
         port,
-        principal: peer.principal,
+        principal,
     }
-}
-
-fn neutral_socket(socket: Option<(&str, u32)>) -> (Option<IpAddr>, u32) {
-    socket
-        .map(|(address, port)| (address.parse::<IpAddr>().ok(), port))
-        .unwrap_or((None, 0))
 }
 
 #[cfg(test)]

@@ -32,30 +32,33 @@ use crate::authorizer::{AuthorizeError, Checked};
 /// The server span of one v3 gRPC check, parented as the module doc says; `Span::none()` when
 /// tracing is off.
 pub(crate) fn grpc_v3(metadata: MetadataMap, check: &v3::CheckRequest) -> Span {
-    if !telemetry::enabled() {
-        return Span::none();
-    }
-    let headers = check
-        .attributes
-        .as_ref()
-        .and_then(|a| a.request.as_ref())
-        .and_then(|r| r.http.as_ref())
-        .map(|http| &http.headers);
-    check_span("grpc.v3", "grpc", grpc_parent(&metadata, headers))
+    grpc_check("grpc.v3", metadata, || {
+        let http = check.attributes.as_ref()?.request.as_ref()?.http.as_ref()?;
+        Some(&http.headers)
+    })
 }
 
 /// [`grpc_v3`] for a v2 check.
 pub(crate) fn grpc_v2(metadata: MetadataMap, check: &v2::CheckRequest) -> Span {
+    grpc_check("grpc.v2", metadata, || {
+        let http = check.attributes.as_ref()?.request.as_ref()?.http.as_ref()?;
+        Some(&http.headers)
+    })
+}
+
+/// The check span of either gRPC version. The request's headers are looked up only when tracing
+/// is on. `metadata` is taken by value so that the caller's future does not hold it across the
+/// check's await (a larger future costs a copy per check).
+#[allow(clippy::needless_pass_by_value)] // by value on purpose: see above.
+fn grpc_check<'a>(
+    api: &'static str,
+    metadata: MetadataMap,
+    request_headers: impl FnOnce() -> Option<&'a HashMap<String, String>>,
+) -> Span {
     if !telemetry::enabled() {
         return Span::none();
     }
-    let headers = check
-        .attributes
-        .as_ref()
-        .and_then(|a| a.request.as_ref())
-        .and_then(|r| r.http.as_ref())
-        .map(|http| &http.headers);
-    check_span("grpc.v2", "grpc", grpc_parent(&metadata, headers))
+    check_span(api, "grpc", grpc_parent(&metadata, request_headers()))
 }
 
 /// The precedence between the two contexts a gRPC check can carry (see the module doc); this
