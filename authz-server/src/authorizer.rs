@@ -12,24 +12,6 @@ use rules::{Evaluation, Hooks, Request, RuleSet};
 #[error("authorizer could not decide: {0}")]
 pub struct AuthorizeError(pub String);
 
-/// Decides one request. Implement it to serve your own logic over gRPC (v3 and v2) and HTTP.
-///
-/// A [`rules::Deny`] is always sent as a denial: `grpc_code: 0` (OK, which Envoy would read as
-/// an allow) goes out as 7 `PERMISSION_DENIED`, and `http_status: 200` or a 1xx as 403, each
-/// with a warning in the log.
-///
-/// ```
-/// use authz_server::{AuthorizeError, Authorizer};
-/// use rules::{Allow, Decision, Evaluation, Request};
-///
-/// struct AllowEveryone;
-///
-/// impl Authorizer for AllowEveryone {
-///     async fn check(&self, _request: &Request) -> Result<Evaluation, AuthorizeError> {
-///         Ok(Decision::Allow(Allow::default()).into())
-///     }
-/// }
-/// ```
 /// What a transport renders into the [`Request`] besides the neutral view; each costs, so only
 /// what the authorizer will read.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -50,6 +32,24 @@ impl Renders {
     }
 }
 
+/// Decides one request. Implement it to serve your own logic over gRPC (v3 and v2) and HTTP.
+///
+/// A [`rules::Deny`] is always sent as a denial: `grpc_code: 0` (OK, which Envoy would read as
+/// an allow) goes out as 7 `PERMISSION_DENIED`, and `http_status: 200` or a 1xx as 403, each
+/// with a warning in the log.
+///
+/// ```
+/// use authz_server::{AuthorizeError, Authorizer};
+/// use rules::{Allow, Decision, Evaluation, Request};
+///
+/// struct AllowEveryone;
+///
+/// impl Authorizer for AllowEveryone {
+///     async fn check(&self, _request: &Request) -> Result<Evaluation, AuthorizeError> {
+///         Ok(Decision::Allow(Allow::default()).into())
+///     }
+/// }
+/// ```
 pub trait Authorizer: Send + Sync + 'static {
     /// Decides `request`. An `Err` is reported to the proxy as an error, never as an allow.
     fn check(

@@ -68,7 +68,7 @@ impl<A: Authorizer> CheckService<A> {
             &evaluation,
             elapsed,
         );
-        evaluation.map_err(rescue)
+        evaluation.map_err(|error| rescue(&error))
     }
 
     /// A check that arrived with a deadline that has passed is not evaluated ([`deadline`]).
@@ -84,7 +84,7 @@ impl<A: Authorizer> CheckService<A> {
 }
 
 /// An authorizer failure is an error for the proxy (its failure mode applies), never a deny.
-fn rescue(error: AuthorizeError) -> Status {
+fn rescue(error: &AuthorizeError) -> Status {
     Status::unavailable(error.to_string())
 }
 

@@ -131,12 +131,14 @@ fn is_dot_segment(segment: &[u8]) -> bool {
 /// [`is_path_char`] as a table, for [`is_canonical_path`]'s scan.
 static PATH_CHARS: [bool; 256] = {
     let mut table = [false; 256];
-    let mut b = 0;
-    while b < 256 {
-        table[b] = is_path_char(b as u8);
+    let mut b: u8 = 0;
+    loop {
+        table[b as usize] = is_path_char(b);
+        if b == u8::MAX {
+            break table;
+        }
         b += 1;
     }
-    table
 };
 
 /// Step 1: one pass over the bytes, deciding each escape and each raw byte.

@@ -98,8 +98,8 @@ mod tests {
         let mut previous = UtcDateTime::from_unix_seconds(0);
         for day in 1..156_000u64 {
             let next = UtcDateTime::from_unix_seconds(day * 86_400);
-            let leap =
-                previous.year % 4 == 0 && (previous.year % 100 != 0 || previous.year % 400 == 0);
+            let leap = previous.year.is_multiple_of(4)
+                && (!previous.year.is_multiple_of(100) || previous.year.is_multiple_of(400));
             let length = match previous.month {
                 2 if leap => 29,
                 2 => 28,

@@ -298,7 +298,7 @@ impl Text {
         }
     }
 
-    fn number(&mut self, name: &str, value: impl std::fmt::Display + PartialEq + Default) {
+    fn number(&mut self, name: &str, value: impl std::fmt::Display + PartialEq + Default + Copy) {
         if value != Default::default() {
             self.name(name);
             let _ = write!(self.out, ":{value}");
@@ -539,9 +539,9 @@ fn quoted(out: &mut String, bytes: &[u8]) {
 /// Bytes written as they are inside a string literal: printable ASCII but `\`, `'` and `"`.
 static PLAIN: [bool; 256] = {
     let mut table = [false; 256];
-    let mut b = 0x20;
+    let mut b: u8 = 0x20;
     while b <= 0x7e {
-        table[b] = !matches!(b as u8, b'\\' | b'\'' | b'"');
+        table[b as usize] = !matches!(b, b'\\' | b'\'' | b'"');
         b += 1;
     }
     table
