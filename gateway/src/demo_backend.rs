@@ -108,7 +108,7 @@ async fn respond(
     if stream {
         return sse(model, created, echo, options.sse_delay);
     }
-    completion(&model, created, echo)
+    completion(&model, created, &echo)
 }
 
 /// The request's headers as the echo shows them: joined per name (`, `), and raw in order.
@@ -132,7 +132,7 @@ fn echoed_headers(headers: &http::HeaderMap) -> (serde_json::Map<String, Value>,
 }
 
 /// A whole (non-streamed) chat completion carrying the echo of the request.
-fn completion(model: &str, created: u64, echo: Value) -> Response<ProxyBody> {
+fn completion(model: &str, created: u64, echo: &Value) -> Response<ProxyBody> {
     let completion = json!({
         "id": "chatcmpl-demo",
         "object": "chat.completion",

@@ -85,6 +85,35 @@ fn compile_ext_auth(
             format!("unknown authz backend `{}`", backend_name.get_ref()),
         );
     }
+    let transport = compile_transport(p, backend.as_ref(), backend_name, errors);
+    let status_on_error = compile_status_on_error(ext.status_on_error.as_ref(), errors);
+    let headers = compile_header_filter(p, errors);
+    let with_request_body = compile_with_request_body(p, errors);
+    Some(ExtAuthz {
+        policy: p.name.get_ref().clone(),
+        label: crate::metrics::Metrics::policy(p.name.get_ref()),
+        backend: backend?,
+        transport,
+        timeout: duration(&ext.timeout, ext_authz::DEFAULT_TIMEOUT, errors),
+        failure_mode_allow: ext.failure_mode_allow,
+        failure_mode_allow_header_add: ext.failure_mode_allow_header_add,
+        status_on_error,
+        headers,
+        with_request_body,
+        context_extensions: ext.context_extensions.clone(),
+        include_peer_certificate: ext.include_peer_certificate,
+    })
+}
+
+/// `grpc = {}` or `http = { ... }` (gRPC when neither is given); the HTTP transport reaches only
+/// plaintext servers and its `path_prefix` starts with `/`.
+fn compile_transport(
+    p: &raw::RawPolicy,
+    backend: Option<&Arc<AuthzBackend>>,
+    backend_name: &Spanned<String>,
+    errors: &mut Errors,
+) -> Transport {
+    let ext = &p.ext_auth;
     let transport = match (&ext.grpc, &ext.http) {
         (Some(_), Some(_)) => {
             errors.at(&p.name, "ext_auth takes `grpc` or `http`, not both");
@@ -105,8 +134,7 @@ fn compile_ext_auth(
             })
         }
     };
-    if matches!(transport, Transport::Http(_)) && backend.as_ref().is_some_and(|b| b.tls.is_some())
-    {
+    if matches!(transport, Transport::Http(_)) && backend.is_some_and(|b| b.tls.is_some()) {
         errors.at(
             backend_name,
             "the http transport reaches only http:// authz backends; use grpc for https://",
@@ -118,7 +146,12 @@ fn compile_ext_auth(
     {
         errors.at(&p.name, "http.path_prefix must start with `/`");
     }
-    let status_on_error = match &ext.status_on_error {
+    transport
+}
+
+/// `status_on_error`: an HTTP status between 200 and 599 (403 when absent).
+fn compile_status_on_error(raw: Option<&Spanned<u16>>, errors: &mut Errors) -> StatusCode {
+    match raw {
         None => StatusCode::FORBIDDEN,
         Some(s) => match StatusCode::from_u16(*s.get_ref()) {
             Ok(code) if (200..=599).contains(s.get_ref()) => code,
@@ -130,17 +163,29 @@ fn compile_ext_auth(
                 StatusCode::FORBIDDEN
             }
         },
-    };
+    }
+}
+
+/// `allowed_headers` and `disallowed_headers`: which request headers go into the check.
+fn compile_header_filter(p: &raw::RawPolicy, errors: &mut Errors) -> HeaderFilter {
+    let ext = &p.ext_auth;
     let name_list = |list: &[String], errors: &mut Errors| -> Vec<HeaderName> {
         list.iter()
             .filter_map(|n| header_name(&Spanned::new(p.name.span(), n.clone()), errors))
             .collect()
     };
-    let headers = HeaderFilter {
+    HeaderFilter {
         allowed: ext.allowed_headers.as_ref().map(|l| name_list(l, errors)),
         disallowed: name_list(&ext.disallowed_headers, errors),
-    };
-    let with_request_body = ext.with_request_body.as_ref().map(|b| {
+    }
+}
+
+/// `with_request_body`: how much of the body goes into the check.
+fn compile_with_request_body(
+    p: &raw::RawPolicy,
+    errors: &mut Errors,
+) -> Option<ext_authz::WithRequestBody> {
+    p.ext_auth.with_request_body.as_ref().map(|b| {
         if *b.max_request_bytes.get_ref() == 0 {
             errors.at(
                 &p.name,
@@ -152,19 +197,5 @@ fn compile_ext_auth(
             allow_partial_message: b.allow_partial_message,
             pack_as_bytes: b.pack_as_bytes,
         }
-    });
-    Some(ExtAuthz {
-        policy: p.name.get_ref().clone(),
-        label: crate::metrics::Metrics::policy(p.name.get_ref()),
-        backend: backend?,
-        transport,
-        timeout: duration(&ext.timeout, ext_authz::DEFAULT_TIMEOUT, errors),
-        failure_mode_allow: ext.failure_mode_allow,
-        failure_mode_allow_header_add: ext.failure_mode_allow_header_add,
-        status_on_error,
-        headers,
-        with_request_body,
-        context_extensions: ext.context_extensions.clone(),
-        include_peer_certificate: ext.include_peer_certificate,
     })
 }

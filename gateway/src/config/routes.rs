@@ -27,75 +27,13 @@ pub(super) fn compile_route(
             format!("unknown backend `{}`", r.backend.get_ref()),
         );
     }
-    let mut hosts = Vec::new();
-    for h in &r.hosts {
-        let host = h.get_ref().to_ascii_lowercase();
-        if let Some(suffix) = host.strip_prefix('*') {
-            if suffix.starts_with('.') && suffix.len() > 1 && !suffix.contains('*') {
-                hosts.push(HostMatch::Suffix(suffix.to_owned()));
-                continue;
-            }
-        } else if !host.is_empty() && !host.contains(['*', '/', ':']) {
-            hosts.push(HostMatch::Exact(host));
-            continue;
-        }
-        errors.at(
-            h,
-            format!(
-                "invalid host `{}`: expected example.com or *.example.com",
-                h.get_ref()
-            ),
-        );
-    }
-    let path = match &r.path {
-        None => PathMatch::Any,
-        Some(p) => match (&p.get_ref().exact, &p.get_ref().prefix, &p.get_ref().regex) {
-            (Some(e), None, None) if e.starts_with('/') => {
-                route_path_is_canonical(p, e, errors);
-                PathMatch::Exact(e.clone())
-            }
-            (None, Some(pre), None) if pre.starts_with('/') => {
-                route_path_is_canonical(p, pre, errors);
-                PathMatch::Prefix(pre.clone())
-            }
-            (None, None, Some(re)) => anchored(&Spanned::new(p.span(), re.clone()), errors)
-                .map_or(PathMatch::Any, PathMatch::Regex),
-            (Some(_), None, None) | (None, Some(_), None) => {
-                errors.at(p, "path exact and prefix must start with `/`");
-                PathMatch::Any
-            }
-            _ => {
-                errors.at(p, "path needs exactly one of `exact`, `prefix`, `regex`");
-                PathMatch::Any
-            }
-        },
-    };
-    let mut methods = Vec::new();
-    for m in &r.methods {
-        match Method::from_bytes(m.get_ref().to_ascii_uppercase().as_bytes()) {
-            Ok(method) => methods.push(method),
-            Err(_) => errors.at(m, format!("invalid method `{}`", m.get_ref())),
-        }
-    }
-    let mut headers = Vec::new();
-    for h in &r.headers {
-        let Some(name) = header_name(&h.name, errors) else {
-            continue;
-        };
-        let value = match (&h.value, &h.regex) {
-            (None, None) => HeaderValueMatch::Present,
-            (Some(v), None) => HeaderValueMatch::Exact(v.clone()),
-            (None, Some(re)) => match anchored(re, errors) {
-                Some(re) => HeaderValueMatch::Regex(re),
-                None => continue,
-            },
-            (Some(_), Some(re)) => {
-                errors.at(re, "a header match takes `value` or `regex`, not both");
-                continue;
-            }
-        };
-        headers.push(HeaderMatch { name, value });
-    }
+    let hosts = route_hosts(&r.hosts, errors);
+    let path = r
+        .path
+        .as_ref()
+        .map_or(PathMatch::Any, |p| route_path(p, errors));
+    let methods = route_methods(&r.methods, errors);
+    let headers = route_headers(&r.headers, errors);
     if let Some(rw) = &r.rewrite_prefix {
         if !matches!(path, PathMatch::Prefix(_)) {
             errors.at(rw, "rewrite_prefix needs a `path = { prefix = ... }` match");
@@ -121,6 +59,91 @@ pub(super) fn compile_route(
         gateway_policies_disabled: false,
         context_extensions: BTreeMap::new(),
     })
+}
+
+/// `hosts = [...]`: exact hosts and `*.suffix` wildcards, lower-cased.
+fn route_hosts(raw: &[Spanned<String>], errors: &mut Errors) -> Vec<HostMatch> {
+    let mut hosts = Vec::new();
+    for h in raw {
+        let host = h.get_ref().to_ascii_lowercase();
+        if let Some(suffix) = host.strip_prefix('*') {
+            if suffix.starts_with('.') && suffix.len() > 1 && !suffix.contains('*') {
+                hosts.push(HostMatch::Suffix(suffix.to_owned()));
+                continue;
+            }
+        } else if !host.is_empty() && !host.contains(['*', '/', ':']) {
+            hosts.push(HostMatch::Exact(host));
+            continue;
+        }
+        errors.at(
+            h,
+            format!(
+                "invalid host `{}`: expected example.com or *.example.com",
+                h.get_ref()
+            ),
+        );
+    }
+    hosts
+}
+
+/// `path = { exact | prefix | regex }`: exactly one, exact and prefix in canonical form.
+fn route_path(p: &Spanned<raw::RawPathMatch>, errors: &mut Errors) -> PathMatch {
+    match (&p.get_ref().exact, &p.get_ref().prefix, &p.get_ref().regex) {
+        (Some(e), None, None) if e.starts_with('/') => {
+            route_path_is_canonical(p, e, errors);
+            PathMatch::Exact(e.clone())
+        }
+        (None, Some(pre), None) if pre.starts_with('/') => {
+            route_path_is_canonical(p, pre, errors);
+            PathMatch::Prefix(pre.clone())
+        }
+        (None, None, Some(re)) => anchored(&Spanned::new(p.span(), re.clone()), errors)
+            .map_or(PathMatch::Any, PathMatch::Regex),
+        (Some(_), None, None) | (None, Some(_), None) => {
+            errors.at(p, "path exact and prefix must start with `/`");
+            PathMatch::Any
+        }
+        _ => {
+            errors.at(p, "path needs exactly one of `exact`, `prefix`, `regex`");
+            PathMatch::Any
+        }
+    }
+}
+
+/// `methods = [...]`, upper-cased.
+fn route_methods(raw: &[Spanned<String>], errors: &mut Errors) -> Vec<Method> {
+    let mut methods = Vec::new();
+    for m in raw {
+        match Method::from_bytes(m.get_ref().to_ascii_uppercase().as_bytes()) {
+            Ok(method) => methods.push(method),
+            Err(_) => errors.at(m, format!("invalid method `{}`", m.get_ref())),
+        }
+    }
+    methods
+}
+
+/// `headers = [...]`: present, exact value or anchored regex.
+fn route_headers(raw: &[raw::RawHeaderMatch], errors: &mut Errors) -> Vec<HeaderMatch> {
+    let mut headers = Vec::new();
+    for h in raw {
+        let Some(name) = header_name(&h.name, errors) else {
+            continue;
+        };
+        let value = match (&h.value, &h.regex) {
+            (None, None) => HeaderValueMatch::Present,
+            (Some(v), None) => HeaderValueMatch::Exact(v.clone()),
+            (None, Some(re)) => match anchored(re, errors) {
+                Some(re) => HeaderValueMatch::Regex(re),
+                None => continue,
+            },
+            (Some(_), Some(re)) => {
+                errors.at(re, "a header match takes `value` or `regex`, not both");
+                continue;
+            }
+        };
+        headers.push(HeaderMatch { name, value });
+    }
+    headers
 }
 
 /// Routes match the canonical path, so a route written in another spelling (`/%7Euser`,
