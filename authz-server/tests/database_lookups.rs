@@ -162,7 +162,7 @@ async fn sqlite() -> Seeded {
 }
 
 async fn postgres(test: &str) -> Option<Seeded> {
-    let base = support::postgres_url(test)?;
+    let base = testkit::postgres_url(test)?;
     Some(seed(support::fresh_postgres_database(&base).await).await)
 }
 
@@ -483,15 +483,12 @@ async fn sqlite_database_missing_at_start_fails_closed_and_is_not_created() {
 
 #[tokio::test]
 async fn postgres_stopped_mid_run_fails_closed_or_serves_stale_per_rule_then_recovers() {
-    if support::postgres_url(
-        "postgres_stopped_mid_run_fails_closed_or_serves_stale_per_rule_then_recovers",
-    )
-    .is_none()
-    {
-        return;
-    }
     // A server of this test's own, since it is stopped.
-    let throwaway = support::Throwaway::start();
+    let Some(throwaway) = testkit::Throwaway::start(
+        "postgres_stopped_mid_run_fails_closed_or_serves_stale_per_rule_then_recovers",
+    ) else {
+        return;
+    };
     let db = seed(throwaway.url.clone()).await;
     let server = start(&config(&db.url)).await;
     let mut client = client(&server).await;

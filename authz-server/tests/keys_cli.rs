@@ -127,7 +127,7 @@ async fn keys_round_trip_on_sqlite() {
 
 #[tokio::test]
 async fn keys_round_trip_on_postgres() {
-    let Some(base) = support::postgres_url("keys_round_trip_on_postgres") else {
+    let Some(base) = testkit::postgres_url("keys_round_trip_on_postgres") else {
         return;
     };
     let url = support::fresh_postgres_database(&base).await;

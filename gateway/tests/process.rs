@@ -101,7 +101,7 @@ fn read(path: &Path) -> String {
 async fn sigterm_drains_requests_in_flight_refuses_new_connections_and_exits_0() {
     let backend = start_backend().await;
     let authz = MockAuthz::istio().await;
-    let dir = temp_dir("sigterm");
+    let dir = testkit::scratch_dir("sigterm");
     let file = dir.join("gateway.toml");
     std::fs::write(&file, seed_config(backend, authz.addr, GATEWAY_POLICY)).unwrap();
     let mut gw = GatewayProcess::start(&file, &["--drain-timeout", "5s"], "info");
@@ -142,7 +142,7 @@ async fn sigterm_drains_requests_in_flight_refuses_new_connections_and_exits_0()
 async fn the_drain_deadline_cuts_what_is_left_and_still_exits_0() {
     let backend = start_backend().await;
     let authz = MockAuthz::istio().await;
-    let dir = temp_dir("deadline");
+    let dir = testkit::scratch_dir("deadline");
     let file = dir.join("gateway.toml");
     std::fs::write(&file, seed_config(backend, authz.addr, GATEWAY_POLICY)).unwrap();
     let mut gw = GatewayProcess::start(&file, &["--drain-timeout", "300ms"], "info");
@@ -172,7 +172,7 @@ async fn the_drain_deadline_cuts_what_is_left_and_still_exits_0() {
 async fn sighup_reloads_and_the_admin_port_counts_it() {
     let backend = start_backend().await;
     let authz = MockAuthz::istio().await;
-    let dir = temp_dir("sighup");
+    let dir = testkit::scratch_dir("sighup");
     let file = dir.join("gateway.toml");
     let with_rewrite = |to: &str| {
         seed_config(backend, authz.addr, GATEWAY_POLICY).replace(
@@ -283,7 +283,7 @@ async fn assert_no_credential_logged(format: &str) {
         .unwrap()
         .local_addr()
         .unwrap();
-    let dir = temp_dir("redaction");
+    let dir = testkit::scratch_dir("redaction");
     let file = dir.join("gateway.toml");
     let extra = format!(
         r#"{GATEWAY_POLICY}
@@ -357,7 +357,7 @@ async fn control_characters_in_logged_values_cannot_forge_a_text_log_line() {
         ))
     })
     .await;
-    let dir = temp_dir("escaping");
+    let dir = testkit::scratch_dir("escaping");
     let file = dir.join("gateway.toml");
     let config = seed_config(backend, authz.addr, GATEWAY_POLICY).replace(
         "name = \"openai\"\npath",

@@ -100,7 +100,7 @@ async fn one_hundred_changes_under_load_fail_no_request() {
     let a = start_backend().await;
     let b = start_backend().await;
     let authz = MockAuthz::istio().await;
-    let dir = temp_dir("reload-load");
+    let dir = testkit::scratch_dir("reload-load");
     let file = dir.join("gateway.toml");
     std::fs::write(&file, versioned(a, b, authz.addr, 0)).unwrap();
     let gw = start_watched(&file).await;
@@ -144,7 +144,7 @@ async fn one_hundred_changes_under_load_fail_no_request() {
                 "rewrite_prefix = \"/v49\"",
                 "rewrite_prefix = \"v49\"\ntimeout = \"soon\"",
             );
-            write_atomically(&file, &broken);
+            testkit::write_atomically(&file, &broken);
             let deadline = Instant::now() + Duration::from_secs(10);
             while sample(
                 &gw.shared.metrics.encode(),
@@ -158,7 +158,7 @@ async fn one_hundred_changes_under_load_fail_no_request() {
             assert_eq!(sample(&metrics, "gateway_config_synchronized"), Some(0.0));
             assert_eq!(probe(gw.addr).await, ("/v49".to_owned(), b.to_string()));
         }
-        write_atomically(&file, &versioned(a, b, authz.addr, version));
+        testkit::write_atomically(&file, &versioned(a, b, authz.addr, version));
         let backend = if version.is_multiple_of(2) { a } else { b };
         wait_for_version(gw.addr, version, backend).await;
     }
@@ -189,7 +189,7 @@ async fn one_hundred_changes_under_load_fail_no_request() {
 async fn a_refused_reload_reports_every_error_with_its_place() {
     let a = start_backend().await;
     let authz = MockAuthz::istio().await;
-    let dir = temp_dir("reload-errors");
+    let dir = testkit::scratch_dir("reload-errors");
     let file = dir.join("gateway.toml");
     std::fs::write(&file, versioned(a, a, authz.addr, 0)).unwrap();
     let text = std::fs::read_to_string(&file).unwrap();
@@ -244,7 +244,7 @@ async fn a_refused_reload_reports_every_error_with_its_place() {
 async fn a_request_in_flight_finishes_on_the_config_it_started_with() {
     let a = start_backend().await;
     let authz = MockAuthz::istio().await;
-    let dir = temp_dir("reload-inflight");
+    let dir = testkit::scratch_dir("reload-inflight");
     let file = dir.join("gateway.toml");
     std::fs::write(&file, versioned(a, a, authz.addr, 0)).unwrap();
     let gw = start_watched(&file).await;
@@ -255,7 +255,7 @@ async fn a_request_in_flight_finishes_on_the_config_it_started_with() {
         &[("x-ext-authz", "allow")],
     )));
     tokio::time::sleep(Duration::from_millis(150)).await;
-    write_atomically(&file, &versioned(a, a, authz.addr, 2));
+    testkit::write_atomically(&file, &versioned(a, a, authz.addr, 2));
     wait_for_version(gw.addr, 2, a).await;
     let slow = slow.await.unwrap();
     assert_eq!(slow.status, StatusCode::OK);

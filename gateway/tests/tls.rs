@@ -63,7 +63,7 @@ fn mtls(server: &Issued, ca: &Path, required: bool) -> String {
 
 #[tokio::test]
 async fn tls_listener_serves_clients_that_trust_its_ca_and_only_them() {
-    let dir = temp_dir("tls-listener");
+    let dir = testkit::scratch_dir("tls-listener");
     let pki = Pki::new(&dir, "main");
     let other = Pki::new(&dir, "other");
     let server = pki.server("gateway");
@@ -109,7 +109,7 @@ async fn tls_listener_serves_clients_that_trust_its_ca_and_only_them() {
 
 #[tokio::test]
 async fn mtls_required_refuses_missing_and_foreign_certificates_and_passes_the_principal() {
-    let dir = temp_dir("mtls-required");
+    let dir = testkit::scratch_dir("mtls-required");
     let pki = Pki::new(&dir, "main");
     let other = Pki::new(&dir, "other");
     let server = pki.server("gateway");
@@ -181,7 +181,7 @@ async fn mtls_required_refuses_missing_and_foreign_certificates_and_passes_the_p
 
 #[tokio::test]
 async fn the_principal_falls_back_to_the_dns_san_and_the_certificate_is_sent_only_when_asked() {
-    let dir = temp_dir("mtls-dns");
+    let dir = testkit::scratch_dir("mtls-dns");
     let pki = Pki::new(&dir, "main");
     let server = pki.server("gateway");
     let dns_only = pki.client("dns-only", vec![dns("client.example.com")]);
@@ -214,7 +214,7 @@ async fn the_principal_falls_back_to_the_dns_san_and_the_certificate_is_sent_onl
 
 #[tokio::test]
 async fn optional_mtls_lets_clients_without_a_certificate_in_without_a_principal() {
-    let dir = temp_dir("mtls-optional");
+    let dir = testkit::scratch_dir("mtls-optional");
     let pki = Pki::new(&dir, "main");
     let other = Pki::new(&dir, "other");
     let server = pki.server("gateway");
@@ -273,7 +273,7 @@ fn gateway_to_tls_authz(backend: SocketAddr, authz_port: u16, tls: &str) -> Stri
 
 #[tokio::test]
 async fn the_gateway_reaches_its_authz_server_over_tls_and_mtls() {
-    let dir = temp_dir("authz-tls");
+    let dir = testkit::scratch_dir("authz-tls");
     let pki = Pki::new(&dir, "main");
     let other = Pki::new(&dir, "other");
     let authz_cert = pki.server("authz");
@@ -353,7 +353,7 @@ async fn the_gateway_reaches_its_authz_server_over_tls_and_mtls() {
 
 #[test]
 fn tls_settings_are_checked_when_the_config_is_loaded() {
-    let dir = temp_dir("tls-config");
+    let dir = testkit::scratch_dir("tls-config");
     let missing = dir.join("missing.pem").display().to_string();
     let not_pem = dir.join("not.pem");
     std::fs::write(&not_pem, "hello").unwrap();
@@ -383,22 +383,12 @@ fn tls_settings_are_checked_when_the_config_is_loaded() {
     }
 }
 
-/// The real `authz-server` binary (built by `cargo build --workspace --bins`).
-fn authz_server_bin() -> Option<std::path::PathBuf> {
-    let bin = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug/authz-server");
-    let bin = std::env::var_os("AUTHZ_SERVER_BIN").map_or(bin, Into::into);
-    bin.is_file().then_some(bin)
-}
-
 #[tokio::test]
 async fn istio_sa_a_fallback_through_a_real_mtls_gateway() {
-    let Some(bin) = authz_server_bin() else {
-        let why = "SKIPPED: target/debug/authz-server not built (cargo build --workspace --bins)";
-        assert!(
-            std::env::var_os("AUTHZ_TEST_STRICT").is_none(),
-            "{why} — under AUTHZ_TEST_STRICT=1 a skipped suite fails"
-        );
-        eprintln!("{why}");
+    let Some(bin) = testkit::binary(
+        "istio_sa_a_fallback_through_a_real_mtls_gateway",
+        "authz-server",
+    ) else {
         return;
     };
     use std::io::BufRead;
@@ -429,7 +419,7 @@ async fn istio_sa_a_fallback_through_a_real_mtls_gateway() {
     let _server = Kill(server);
     let grpc = grpc.expect("authz-server printed no `listening grpc` line");
 
-    let dir = temp_dir("istio-sa");
+    let dir = testkit::scratch_dir("istio-sa");
     let pki = Pki::new(&dir, "mesh");
     let server_cert = pki.server("gateway");
     let sa_a = pki.client("sa-a", vec![uri(SA_A)]);
@@ -479,7 +469,7 @@ async fn istio_sa_a_fallback_through_a_real_mtls_gateway() {
 
 #[tokio::test]
 async fn a_reload_rotates_the_listener_certificate_for_new_connections() {
-    let dir = temp_dir("tls-rotate");
+    let dir = testkit::scratch_dir("tls-rotate");
     let old_pki = Pki::new(&dir, "old");
     let new_pki = Pki::new(&dir, "new");
     let old_cert = old_pki.server("gateway");
@@ -518,7 +508,7 @@ async fn a_reload_rotates_the_listener_certificate_for_new_connections() {
 
 #[tokio::test]
 async fn h2_over_tls_is_negotiated_by_alpn() {
-    let dir = temp_dir("tls-h2");
+    let dir = testkit::scratch_dir("tls-h2");
     let pki = Pki::new(&dir, "main");
     let server = pki.server("gateway");
     let backend = start_backend().await;

@@ -81,10 +81,15 @@ pub fn repo_root() -> PathBuf {
 }
 
 /// Where a workspace binary is built: `target/<profile>/<name>` next to the running test
-/// executable (which sits in `target/<profile>/deps/`). `None` when it is not built.
+/// executable (which sits in `target/<profile>/deps/`), or the file named by `<NAME>_BIN`
+/// (`AUTHZ_SERVER_BIN` for `authz-server`, as the interop suites read it) to test another build.
+/// `None` when it is not there.
 pub fn built_binary(name: &str) -> Option<PathBuf> {
-    let exe = std::env::current_exe().ok()?;
-    let path = exe.parent()?.parent()?.join(name);
+    let override_var = format!("{}_BIN", name.to_ascii_uppercase().replace('-', "_"));
+    let path = match std::env::var_os(override_var) {
+        Some(path) => PathBuf::from(path),
+        None => std::env::current_exe().ok()?.parent()?.parent()?.join(name),
+    };
     path.is_file().then_some(path)
 }
 
@@ -153,4 +158,12 @@ pub fn scratch_dir(name: &str) -> PathBuf {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("creates a scratch dir");
     dir
+}
+
+/// Replaces `path`'s content atomically (write a sibling, rename over it), as a careful deploy
+/// tool does: a reader sees the old file or the new one, never half of one.
+pub fn write_atomically(path: &std::path::Path, text: &str) {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text).expect("writes the temp file");
+    std::fs::rename(&tmp, path).expect("renames it over the file");
 }
