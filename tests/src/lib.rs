@@ -206,6 +206,21 @@ pub async fn http_request(
     }
 }
 
+/// Starts the demo backend in this process on a loopback port; streamed events are 100 ms apart.
+pub async fn start_demo_backend() -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("binds a loopback port");
+    let address = listener.local_addr().expect("bound");
+    tokio::spawn(gateway::demo_backend::serve(
+        listener,
+        gateway::demo_backend::DemoOptions {
+            sse_delay: std::time::Duration::from_millis(100),
+        },
+    ));
+    address
+}
+
 /// The Istio test server's deny body, 76 bytes.
 pub const DENY_BODY: &str =
     "denied by ext_authz for not found header `x-ext-authz: allow` in the request";

@@ -1,5 +1,5 @@
-//! The real binaries as processes, for the fault and soak suites: found next to the test
-//! executable, started on loopback ports, read for their `listening KIND ADDR` lines, killed on
+//! The real binaries as processes, for the fault and soak suites (found with
+//! `testkit::binaries`): started on loopback ports, read for their `listening KIND ADDR` lines, killed on
 //! drop; and what `/proc` says about them (open descriptors, resident memory, TCP connections).
 
 use std::collections::HashMap;
@@ -12,41 +12,6 @@ use std::time::Duration;
 
 /// How long a debug binary gets to print its listening lines.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// `target/<profile>/<name>`: the directory holding this test executable's `deps/` parent.
-pub fn binary(name: &str) -> Option<PathBuf> {
-    let exe = std::env::current_exe().ok()?;
-    let profile_dir = exe.parent()?.parent()?;
-    let path = profile_dir.join(name);
-    path.is_file().then_some(path)
-}
-
-/// The binaries `names`, or `None` after saying why `test` is skipped. Under
-/// `AUTHZ_TEST_STRICT=1` (set by `scripts/test`) a missing binary fails the test instead.
-pub fn binaries<const N: usize>(test: &str, names: [&str; N]) -> Option<[PathBuf; N]> {
-    let found = names.map(binary);
-    if found.iter().all(Option::is_some) {
-        return Some(found.map(|p| p.expect("checked above")));
-    }
-    let why = format!(
-        "SKIPPED {test}: {names:?} not all built next to the test executable (run `cargo build --workspace --bins` first; scripts/test does)"
-    );
-    assert!(
-        std::env::var_os("AUTHZ_TEST_STRICT").is_none(),
-        "{why} — under AUTHZ_TEST_STRICT=1 (set by scripts/test) a skipped suite fails"
-    );
-    println!("{why}");
-    None
-}
-
-/// A port on loopback that was free a moment ago (for a server that must come back on the same
-/// address after a restart).
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("binds a loopback port")
-        .port()
-}
 
 /// A running binary, killed (SIGKILL) on drop if still alive.
 pub struct Process {
@@ -162,6 +127,19 @@ impl Drop for Process {
     }
 }
 
+/// Starts the `gateway` binary at `program` on `config`, written to `dir/gateway.toml`; its
+/// stderr goes to `dir/gateway.stderr.log`. Waits for its `listening http` line.
+pub fn start_gateway(program: &Path, dir: &Path, config: &str) -> Process {
+    let file = dir.join("gateway.toml");
+    std::fs::write(&file, config).expect("writes the gateway config");
+    Process::start(
+        program,
+        &["run".into(), "--config".into(), file.display().to_string()],
+        &["http"],
+        &dir.join("gateway.stderr.log"),
+    )
+}
+
 /// Open file descriptors of `pid` (entries of `/proc/PID/fd`).
 pub fn open_fds(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd"))
@@ -223,24 +201,6 @@ pub fn sockets_to(pid: u32, port: u16) -> Vec<String> {
         }
     }
     states
-}
-
-/// A fresh directory for one test's files (configs, logs), under `AUTHZ_TEST_RUN_DIR` when set.
-pub fn scratch_dir(name: &str) -> PathBuf {
-    let base = std::env::var_os("AUTHZ_TEST_RUN_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(std::env::temp_dir);
-    let dir = base.join(format!("e2e-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("creates a scratch dir");
-    dir
-}
-
-/// Replaces `path`'s content atomically (write a sibling, rename), as a deploy tool does.
-pub fn write_atomically(path: &Path, text: &str) {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, text).expect("writes the temp file");
-    std::fs::rename(&tmp, path).expect("renames over the config");
 }
 
 /// Runs `authz-server keys <args>` (the binary at `bin`) and returns what it printed, trimmed;

@@ -14,7 +14,8 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use e2e::load::{Answer, Load, Sample, get, h2_client, http_client, quantile};
-use e2e::procs::{Process, binaries, open_fds, scratch_dir, sockets_to};
+use e2e::procs::{open_fds, sockets_to, start_gateway};
+use testkit::{binaries, scratch_dir};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// The declared body length of the cut responses (only a part of it is sent).
@@ -132,14 +133,7 @@ path = {{ prefix = "/" }}
 backend = "flaky"
 "#
     );
-    let file = dir.join("gateway.toml");
-    std::fs::write(&file, config).expect("writes the config");
-    let gw = Process::start(
-        &gateway_bin,
-        &["run".into(), "--config".into(), file.display().to_string()],
-        &["http"],
-        &dir.join("gateway.stderr.log"),
-    );
+    let gw = start_gateway(&gateway_bin, &dir, &config);
     let gw_addr = gw.address("http");
     let gw_pid = gw.pid();
 

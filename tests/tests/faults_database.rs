@@ -9,15 +9,14 @@
 //!   being allowed, with the row's headers, throughout;
 //! - a revoked key and an unknown key are never allowed, up or down.
 
-use std::path::PathBuf;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use e2e::load::{Load, Sample, quantile};
-use e2e::procs::{Process, authz_keys, binaries, scratch_dir};
+use e2e::procs::{Process, authz_keys};
 use extauthz_proto::v3::CheckRequest;
 use extauthz_proto::v3::authorization_client::AuthorizationClient;
 use extauthz_proto::v3::check_response::HttpResponse;
+use testkit::{Throwaway, binaries, scratch_dir};
 use tonic::transport::Channel;
 
 const BY_HASH: &str =
@@ -67,70 +66,6 @@ on_missing = {{ status = 403, body = "unknown key" }}
         ));
     }
     text
-}
-
-/// A PostgreSQL of this test's own, destroyed on drop.
-struct Throwaway {
-    dir: PathBuf,
-    url: String,
-}
-
-fn pg_throwaway(command: &str, dir: &std::path::Path) -> std::process::Output {
-    let output = Command::new(format!(
-        "{}/../scripts/pg-throwaway",
-        env!("CARGO_MANIFEST_DIR")
-    ))
-    .arg(command)
-    .arg(dir)
-    .output()
-    .expect("runs scripts/pg-throwaway");
-    assert!(
-        output.status.success(),
-        "pg-throwaway {command}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    output
-}
-
-impl Throwaway {
-    /// One under `AUTHZ_TEST_RUN_DIR` (or the temp dir), or `None` (with the reason printed) when there is no
-    /// PostgreSQL for tests; fails instead under `AUTHZ_TEST_STRICT=1`.
-    fn start(test: &str) -> Option<Throwaway> {
-        if !std::env::var("AUTHZ_TEST_POSTGRES_URL").is_ok_and(|url| !url.is_empty()) {
-            let why = format!(
-                "SKIPPED {test}: AUTHZ_TEST_POSTGRES_URL is unset (scripts/test starts a throwaway PostgreSQL and sets it)"
-            );
-            assert!(
-                std::env::var_os("AUTHZ_TEST_STRICT").is_none(),
-                "{why} — under AUTHZ_TEST_STRICT=1 (set by scripts/test) a skipped suite fails"
-            );
-            println!("{why}");
-            return None;
-        }
-        // Where scripts/test keeps its throwaway servers, or the system temp dir.
-        let base = std::env::var_os("AUTHZ_TEST_RUN_DIR")
-            .map(PathBuf::from)
-            .unwrap_or_else(std::env::temp_dir);
-        let dir = base.join(format!("pg-faults-{}", std::process::id()));
-        let output = pg_throwaway("start", &dir);
-        let url = String::from_utf8(output.stdout)
-            .expect("UTF-8 URL")
-            .trim()
-            .to_owned();
-        Some(Throwaway { dir, url })
-    }
-}
-
-impl Drop for Throwaway {
-    fn drop(&mut self) {
-        let _ = Command::new(format!(
-            "{}/../scripts/pg-throwaway",
-            env!("CARGO_MANIFEST_DIR")
-        ))
-        .arg("destroy")
-        .arg(&self.dir)
-        .status();
-    }
 }
 
 /// What one check decided.
@@ -285,11 +220,11 @@ async fn postgres_stopped_and_restarted_under_load() {
     });
     tokio::time::sleep(Duration::from_secs(2)).await;
     let halting = Instant::now();
-    pg_throwaway("halt", &pg.dir);
+    pg.halt();
     let halted = Instant::now();
     tokio::time::sleep(Duration::from_secs(4)).await;
     let resuming = Instant::now();
-    pg_throwaway("resume", &pg.dir);
+    pg.resume();
     let resumed = Instant::now();
     tokio::time::sleep(Duration::from_secs(5)).await;
     let samples = load.stop().await;

@@ -20,7 +20,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use e2e::load::{Answer, Load, get, http_client};
-use e2e::procs::{Process, binaries, scratch_dir, write_atomically};
+use e2e::procs::Process;
+use testkit::{binaries, scratch_dir, write_atomically};
 
 fn authz_config(version: usize) -> String {
     let status = if version.is_multiple_of(2) { 403 } else { 401 };
@@ -94,20 +95,6 @@ fn broken_gateway_config(
             .replace("backend = \"a\"", "backend = \"nowhere\"")
             .replace("backend = \"b\"", "backend = \"nowhere\""),
     }
-}
-
-async fn start_backend() -> SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("binds");
-    let address = listener.local_addr().expect("bound");
-    tokio::spawn(gateway::demo_backend::serve(
-        listener,
-        gateway::demo_backend::DemoOptions {
-            sse_delay: Duration::from_millis(100),
-        },
-    ));
-    address
 }
 
 /// The versions one answer shows: (authz version, gateway version when allowed), or why it
@@ -192,7 +179,10 @@ async fn reload_storm_under_load_fails_nothing_and_never_half_applies() {
         return;
     };
     let dir = scratch_dir("fault-reload-storm");
-    let (a, b) = (start_backend().await, start_backend().await);
+    let (a, b) = (
+        e2e::start_demo_backend().await,
+        e2e::start_demo_backend().await,
+    );
     let authz_file = dir.join("authz.toml");
     std::fs::write(&authz_file, authz_config(0)).expect("writes");
     let authz = start(
