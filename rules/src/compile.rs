@@ -108,7 +108,7 @@ impl<'a> Compiler<'a> {
 
     /// Records an error at a byte offset.
     fn fail(&mut self, offset: usize, invalid: Invalid) {
-        self.errors.push(self.at.error(offset, invalid.to_string()));
+        self.errors.push(self.at.error(offset, invalid));
     }
 
     /// All errors, in document order. Never empty: a step that failed without saying why would

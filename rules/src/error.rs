@@ -215,13 +215,13 @@ impl<'a> Locator<'a> {
     }
 
     /// An error at a byte offset.
-    pub(crate) fn error(&self, offset: usize, message: impl Into<String>) -> ConfigError {
+    pub(crate) fn error(&self, offset: usize, message: impl std::fmt::Display) -> ConfigError {
         let (line, column) = self.line_col(offset);
         ConfigError {
             file: self.file.to_owned(),
             line,
             column,
-            message: message.into(),
+            message: message.to_string(),
         }
     }
 

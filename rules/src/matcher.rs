@@ -181,7 +181,6 @@ impl ClaimOp {
             (ClaimOp::Present, found) => found.is_some(),
             (ClaimOp::Absent, found) => found.is_none(),
             (_, None) => false,
-            (ClaimOp::Exact(want), Some(v)) => claim_text(v) == want.as_str(),
             (ClaimOp::OneOf(list), Some(v)) => {
                 let text = claim_text(v);
                 list.iter().any(|item| *item == text)
@@ -192,7 +191,10 @@ impl ClaimOp {
             (ClaimOp::Contains(want), Some(serde_json::Value::String(text))) => {
                 text.split(' ').any(|word| word == want)
             }
-            (ClaimOp::Contains(want), Some(v)) => claim_text(v) == want.as_str(),
+            // An exact claim, and `contains` on a claim neither array nor string: equal as text.
+            (ClaimOp::Exact(want) | ClaimOp::Contains(want), Some(v)) => {
+                claim_text(v) == want.as_str()
+            }
             (ClaimOp::Substring(want), Some(serde_json::Value::Array(items))) => items
                 .iter()
                 .any(|item| claim_text(item).contains(want.as_str())),
@@ -433,9 +435,8 @@ fn ip_or_why(what: &str, nets: &[IpNet], ip: Option<IpAddr>) -> Result<(), Strin
 fn entry_or_why(what: &str, name: &str, op: &EntryOp, value: Option<&str>) -> Result<(), String> {
     match (op, value) {
         (EntryOp::Present, Some(_)) | (EntryOp::Absent, None) => Ok(()),
-        (EntryOp::Present, None) => Err(format!("{what} {name} absent")),
+        (EntryOp::Present | EntryOp::Value(_), None) => Err(format!("{what} {name} absent")),
         (EntryOp::Absent, Some(_)) => Err(format!("{what} {name} present")),
-        (EntryOp::Value(_), None) => Err(format!("{what} {name} absent")),
         (EntryOp::Value(m), Some(value)) if m.matches(value) => Ok(()),
         (EntryOp::Value(m), Some(_)) => {
             Err(format!("{what} {name} does not match {}", m.describe()))

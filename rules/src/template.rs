@@ -263,10 +263,10 @@ fn find_close(text: &str) -> Option<usize> {
     for (i, &b) in bytes.iter().enumerate() {
         match quote {
             Some(q) if b == q => quote = None,
-            Some(_) => {}
             None if b == b'"' || b == b'\'' => quote = Some(b),
             None if b == b'}' && bytes.get(i + 1) == Some(&b'}') => return Some(i),
-            None => {}
+            // Inside a quoted string, or an ordinary byte outside one.
+            Some(_) | None => {}
         }
     }
     None

@@ -196,7 +196,7 @@ fn request(case: &CaseRequest) -> Result<Request, String> {
 }
 
 /// `Err` describes the first difference.
-fn same<T: PartialEq + std::fmt::Debug>(what: &str, got: T, want: T) -> Result<(), String> {
+fn same<T: PartialEq + std::fmt::Debug>(what: &str, got: &T, want: &T) -> Result<(), String> {
     if got == want {
         return Ok(());
     }
@@ -217,23 +217,19 @@ fn same<T: PartialEq + std::fmt::Debug>(what: &str, got: T, want: T) -> Result<(
             .collect();
         format!("{head}...{tail} ({} bytes)", text.len())
     };
-    Err(format!(
-        "{what}: got {}, want {}",
-        short(&got),
-        short(&want)
-    ))
+    Err(format!("{what}: got {}, want {}", short(got), short(want)))
 }
 
 fn check(evaluation: &Evaluation, got_trace: &[String], expect: &Expect) -> Result<(), String> {
     same(
         "outcome",
-        evaluation.decision.outcome(),
-        expect.outcome.as_str(),
+        &evaluation.decision.outcome(),
+        &expect.outcome.as_str(),
     )?;
     let rule = evaluation.rule.as_deref().unwrap_or("default");
-    same("rule", rule, expect.rule.as_str())?;
+    same("rule", &rule, &expect.rule.as_str())?;
     if let Some(trace) = &expect.trace {
-        same("trace", got_trace, trace.as_slice())?;
+        same("trace", &got_trace, &trace.as_slice())?;
     }
     let metadata = |m: &rules::Metadata| serde_json::to_value(m).map_err(|e| e.to_string());
     let want_metadata =
@@ -250,26 +246,26 @@ fn check(evaluation: &Evaluation, got_trace: &[String], expect: &Expect) -> Resu
                 .collect();
             same(
                 "request header count",
-                allow.request_headers.len(),
-                got.len(),
+                &allow.request_headers.len(),
+                &got.len(),
             )?;
             let want: BTreeMap<_, _> = expect
                 .request_headers
                 .iter()
                 .map(|(k, v)| (k.clone(), v.text()))
                 .collect();
-            same("request_headers", got, want)?;
+            same("request_headers", &got, &want)?;
             let appended: Vec<_> = allow
                 .request_headers
                 .iter()
                 .filter(|h| h.append)
                 .map(|h| h.name.clone())
                 .collect();
-            same("append", appended, expect.append.clone())?;
+            same("append", &appended, &expect.append.clone())?;
             same(
                 "headers_to_remove",
-                &allow.headers_to_remove,
-                &expect.headers_to_remove,
+                &&allow.headers_to_remove,
+                &&expect.headers_to_remove,
             )?;
             let responses: Vec<_> = allow
                 .response_headers
@@ -281,21 +277,21 @@ fn check(evaluation: &Evaluation, got_trace: &[String], expect: &Expect) -> Resu
                 .iter()
                 .map(|h| (h.name.clone(), h.value.clone(), action(h.action.as_deref())))
                 .collect();
-            same("response_headers", responses, want)?;
+            same("response_headers", &responses, &want)?;
             same(
                 "query_set",
-                &allow.query_parameters_to_set,
-                &expect.query_set,
+                &&allow.query_parameters_to_set,
+                &&expect.query_set,
             )?;
             same(
                 "query_remove",
-                &allow.query_parameters_to_remove,
-                &expect.query_remove,
+                &&allow.query_parameters_to_remove,
+                &&expect.query_remove,
             )?;
             same(
                 "dynamic_metadata",
-                metadata(&allow.dynamic_metadata)?,
-                want_metadata,
+                &metadata(&allow.dynamic_metadata)?,
+                &want_metadata,
             )?;
         }
         Decision::Deny(deny) => {
@@ -306,22 +302,22 @@ fn check(evaluation: &Evaluation, got_trace: &[String], expect: &Expect) -> Resu
                 return Err("deny: request/response headers only apply to an allow".into());
             }
             let status = expect.status.ok_or("a deny case must give `status`")?;
-            same("status", deny.http_status, status)?;
+            same("status", &deny.http_status, &status)?;
             let code = expect
                 .grpc_code
                 .ok_or("a deny case must give `grpc_code`")?;
-            same("grpc_code", deny.grpc_code, code)?;
+            same("grpc_code", &deny.grpc_code, &code)?;
             let body = expect.body.as_ref().map(Text::text).unwrap_or_default();
-            same("body", &deny.body, &body)?;
+            same("body", &&deny.body, &&body)?;
             same(
                 "headers",
-                &deny.headers,
-                &deny_headers(expect.headers.as_ref())?,
+                &&deny.headers,
+                &&deny_headers(expect.headers.as_ref())?,
             )?;
             same(
                 "dynamic_metadata",
-                metadata(&deny.dynamic_metadata)?,
-                want_metadata,
+                &metadata(&deny.dynamic_metadata)?,
+                &want_metadata,
             )?;
         }
     }
@@ -382,8 +378,8 @@ fn run(path: &Path) -> Result<(), String> {
     // Nobody tracing must not change the decision.
     same(
         "untraced evaluation",
-        &rule_set.decide(&request),
-        &evaluation,
+        &&rule_set.decide(&request),
+        &&evaluation,
     )?;
     let trace = rules::trace::lines(&trace);
     // Deny headers given as a table are order-free: compare sorted.

@@ -56,8 +56,12 @@ fn a_token_signed_by_another_key_is_refused_for_every_algorithm() {
         let rules = jwt_policy(alg, &keys_for(alg).verify);
         // RSA reuses one key per run, so sign with a fresh non-RSA key of another family there.
         let (other_alg, other) = match alg {
-            Algorithm::RS256 | Algorithm::RS384 | Algorithm::RS512 => (alg, None),
-            Algorithm::PS256 | Algorithm::PS384 | Algorithm::PS512 => (alg, None),
+            Algorithm::RS256
+            | Algorithm::RS384
+            | Algorithm::RS512
+            | Algorithm::PS256
+            | Algorithm::PS384
+            | Algorithm::PS512 => (alg, None),
             _ => (alg, Some(keys_for(alg))),
         };
         let token = match other {
@@ -109,7 +113,7 @@ fn claims_outside_their_validity_or_audience_are_refused() {
 }
 
 fn unsigned(header: &Value, claims: &Value) -> String {
-    let encode = |v: &Value| URL_SAFE_NO_PAD.encode(serde_json::to_vec(v).unwrap());
+    let encode = |v: &Value| URL_SAFE_NO_PAD.encode(serde_json::to_vec(v).expect("JSON"));
     format!("{}.{}.", encode(header), encode(claims))
 }
 

@@ -55,7 +55,7 @@ impl Double {
     }
 
     fn seen(&self) -> Vec<Seen> {
-        self.seen.lock().unwrap().clone()
+        self.seen.lock().expect("not poisoned").clone()
     }
 
     fn hooks(self: &Arc<Self>) -> Hooks {
@@ -71,7 +71,7 @@ impl Lookup for Double {
         &'a self,
         query: LookupQuery<'a>,
     ) -> BoxFuture<'a, Result<Option<Arc<Row>>, LookupError>> {
-        self.seen.lock().unwrap().push(Seen {
+        self.seen.lock().expect("not poisoned").push(Seen {
             database: query.database.to_owned(),
             sql: query.sql.to_owned(),
             params: query.params.to_vec(),

@@ -244,7 +244,9 @@ fn inside(net: IpAddr, prefix: u8, noise: u128) -> IpAddr {
             } else {
                 u32::MAX << (32 - prefix)
             };
-            IpAddr::from(((u32::from(v4) & mask) | (noise as u32 & !mask)).to_be_bytes())
+            // The low 32 bits of the noise fill the host part.
+            let low = u32::try_from(noise & u128::from(u32::MAX)).expect("masked to 32 bits");
+            IpAddr::from(((u32::from(v4) & mask) | (low & !mask)).to_be_bytes())
         }
         IpAddr::V6(v6) => {
             let mask = if prefix == 0 {

@@ -45,10 +45,10 @@ fn now() -> u64 {
         .as_secs()
 }
 
-fn hs256(secret: &str, claims: serde_json::Value) -> String {
+fn hs256(secret: &str, claims: &serde_json::Value) -> String {
     jsonwebtoken::encode(
         &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
-        &claims,
+        claims,
         &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
     )
     .expect("signs")
@@ -70,7 +70,7 @@ fn opa_envoy_quick_start_policy_decides_as_documented() {
         // `sub` is "alice", base64url-encoded, as in the documentation's tokens.
         hs256(
             "secret",
-            json!({ "role": role, "sub": "YWxpY2U", "nbf": 1514851139u64, "exp": exp }),
+            &json!({ "role": role, "sub": "YWxpY2U", "nbf": 1514851139u64, "exp": exp }),
         )
     };
     let bearer = |t: String| format!("Bearer {t}");
@@ -124,7 +124,7 @@ fn opa_envoy_quick_start_policy_decides_as_documented() {
     denied(&rules.decide(&request("/people", &[("authorization", &expired)])));
     let forged = bearer(hs256(
         "not-the-secret",
-        json!({ "role": "admin", "nbf": 0, "exp": now() + 300 }),
+        &json!({ "role": "admin", "nbf": 0, "exp": now() + 300 }),
     ));
     denied(&rules.decide(&request("/people", &[("authorization", &forged)])));
     denied(&rules.decide(&request("/people", &[])));
@@ -216,7 +216,8 @@ fn input_of(request: &Request) -> serde_json::Value {
             "package echo\nimport rego.v1\nresult := {\"allowed\": true, \"dynamic_metadata\": {\"input\": input}}\n",
         )],
     );
-    let rules = load_in(&dir, &rego_config("echo.rego", "data.echo.result", "")).unwrap();
+    let rules = load_in(&dir, &rego_config("echo.rego", "data.echo.result", ""))
+        .expect("the echo policy loads");
     let evaluation = rules.decide(request);
     allowed(&evaluation).dynamic_metadata["input"].clone()
 }
@@ -475,7 +476,7 @@ fn rego_errors_are_config_errors_at_file_line_col() {
 fn jwt_builtins_decode_and_verify() {
     let token = hs256(
         "k",
-        json!({ "sub": "ann", "aud": "api", "iss": "me", "exp": now() + 60 }),
+        &json!({ "sub": "ann", "aud": "api", "iss": "me", "exp": now() + 60 }),
     );
     let policy = format!(
         r#"package p
@@ -546,7 +547,7 @@ query = "data.p.allow"
             "Bearer {}",
             hs256(
                 "0123456789abcdef0123456789abcdef",
-                json!({ "plan": plan, "exp": now() + 60 })
+                &json!({ "plan": plan, "exp": now() + 60 })
             )
         )
     };
@@ -569,7 +570,7 @@ fn shipped_opa_envoy_example_loads_and_answers_as_its_comments_say() {
             "Bearer {}",
             hs256(
                 "demo-secret-change-me-0123456789abcdef",
-                json!({ "roles": roles, "iss": "https://issuer.example", "exp": now() + 60 })
+                &json!({ "roles": roles, "iss": "https://issuer.example", "exp": now() + 60 })
             )
         )
     };

@@ -35,10 +35,14 @@ pub(crate) const EXTENSIONS: &[(&str, u8)] = &[
 pub(crate) fn register(engine: &mut regorus::Engine) -> Result<(), String> {
     for &(name, nargs) in EXTENSIONS {
         let added = match name {
-            "io.jwt.decode" => engine.add_extension(name.to_owned(), nargs, Box::new(decode)),
-            "io.jwt.decode_verify" => {
-                engine.add_extension(name.to_owned(), nargs, Box::new(decode_verify))
+            "io.jwt.decode" => {
+                engine.add_extension(name.to_owned(), nargs, Box::new(|args| decode(&args)))
             }
+            "io.jwt.decode_verify" => engine.add_extension(
+                name.to_owned(),
+                nargs,
+                Box::new(|args| decode_verify(&args)),
+            ),
             _ => {
                 let alg =
                     verify_algorithm(name).ok_or_else(|| format!("no algorithm for {name}"))?;
@@ -124,8 +128,8 @@ fn split(token: &str) -> Result<(Json, Json, Vec<u8>), JwtError> {
 }
 
 /// `io.jwt.decode(token)`: `[header, payload, signature as hex]`, unverified.
-fn decode(args: Vec<Value>) -> anyhow::Result<Value> {
-    let token = string_arg(&args, 0, "io.jwt.decode")?;
+fn decode(args: &[Value]) -> anyhow::Result<Value> {
+    let token = string_arg(args, 0, "io.jwt.decode")?;
     let (header, payload, signature) = split(token)?;
     let hex: String = signature.iter().map(|b| format!("{b:02x}")).collect();
     Ok(Value::from(vec![
@@ -192,11 +196,10 @@ fn public_keys(text: &str, alg: Algorithm) -> Vec<DecodingKey> {
 /// `io.jwt.decode_verify(token, constraints)`: `[true, header, payload]` when the signature
 /// verifies and the constraints (`alg`, `iss`, `aud`, `time`, and the token's own `exp`/`nbf`)
 /// hold; `[false, {}, {}]` otherwise.
-fn decode_verify(args: Vec<Value>) -> anyhow::Result<Value> {
-    let token = string_arg(&args, 0, "io.jwt.decode_verify")?;
-    let constraints = match args.get(1).map(serde_json::to_value) {
-        Some(Ok(Json::Object(map))) => map,
-        _ => return Err(JwtError::NotAnObject("io.jwt.decode_verify").into()),
+fn decode_verify(args: &[Value]) -> anyhow::Result<Value> {
+    let token = string_arg(args, 0, "io.jwt.decode_verify")?;
+    let Some(Ok(Json::Object(constraints))) = args.get(1).map(serde_json::to_value) else {
+        return Err(JwtError::NotAnObject("io.jwt.decode_verify").into());
     };
     let invalid = || {
         Value::from(vec![
@@ -289,11 +292,11 @@ fn claims_hold(payload: &Json, constraints: &Map<String, Json>) -> bool {
     let wanted = constraints.get("aud").and_then(Json::as_str);
     match (payload.get("aud"), wanted) {
         (None, None) => true,
-        (Some(_), None) | (None, Some(_)) => false,
         (Some(Json::String(aud)), Some(wanted)) => aud == wanted,
         (Some(Json::Array(auds)), Some(wanted)) => {
             auds.iter().any(|aud| aud.as_str() == Some(wanted))
         }
-        (Some(_), Some(_)) => false,
+        // Present on one side only, or not a string or an array.
+        (Some(_), _) | (None, Some(_)) => false,
     }
 }

@@ -168,7 +168,7 @@ impl RegoPolicy {
     ) -> Outcome {
         let input = match input::document(raw, canonical, identity) {
             Ok(input) => input,
-            Err(error) => return failed(Failure::Input(error), None),
+            Err(error) => return failed(&Failure::Input(error), None),
         };
         let mut engine = self.engine();
         engine.set_input(regorus::Value::from(input));
@@ -176,14 +176,14 @@ impl RegoPolicy {
         self.give_back(engine);
         let value = match value {
             Ok(value) => value,
-            Err(error) => return failed(self.evaluation_error(&error), None),
+            Err(error) => return failed(&self.evaluation_error(&error), None),
         };
         if value == regorus::Value::Undefined {
-            return failed(Failure::Undefined, None);
+            return failed(&Failure::Undefined, None);
         }
         let result = match serde_json::to_value(&value) {
             Ok(result) => result,
-            Err(error) => return failed(Failure::Invalid(error.to_string()), None),
+            Err(error) => return failed(&Failure::Invalid(error.to_string()), None),
         };
         match decision::map(&result) {
             Ok(decision) => Outcome {
@@ -191,7 +191,7 @@ impl RegoPolicy {
                 failure: None,
                 result: Some(result),
             },
-            Err(reason) => failed(Failure::Invalid(reason), Some(result)),
+            Err(reason) => failed(&Failure::Invalid(reason), Some(result)),
         }
     }
 
@@ -240,7 +240,7 @@ impl RegoPolicy {
     }
 }
 
-fn failed(failure: Failure, result: Option<Json>) -> Outcome {
+fn failed(failure: &Failure, result: Option<Json>) -> Outcome {
     Outcome {
         decision: failure.deny(),
         failure: Some(PolicyFailure {
