@@ -87,83 +87,84 @@ impl Default for Metrics {
 impl Metrics {
     /// Creates and registers every metric; the config is taken as synchronized.
     pub fn new() -> Metrics {
-        let mut registry = Registry::default();
-        let counter = |registry: &mut Registry, name: &str, help: &str| {
-            let family = Family::<PolicyLabel, Counter>::default();
-            registry.register(name, help, family.clone());
-            family
-        };
-        let ext_authz_ok = counter(
-            &mut registry,
-            "gateway_ext_authz_ok",
-            "ext_authz checks that allowed the request",
-        );
-        let ext_authz_denied = counter(
-            &mut registry,
-            "gateway_ext_authz_denied",
-            "ext_authz checks that denied the request",
-        );
-        let ext_authz_error = counter(
-            &mut registry,
-            "gateway_ext_authz_error",
-            "ext_authz checks that failed (timeout, transport error, 5xx, bad answer)",
-        );
-        let ext_authz_failure_mode_allowed = counter(
-            &mut registry,
-            "gateway_ext_authz_failure_mode_allowed",
-            "failed ext_authz checks let through by failure_mode_allow",
-        );
-        let ext_authz_disabled = counter(
-            &mut registry,
-            "gateway_ext_authz_disabled",
-            "requests on routes that switched this gateway-level policy off",
-        );
-        let requests = Family::<RequestLabels, Counter>::default();
-        registry.register(
-            "gateway_requests",
-            "requests by route and response status",
-            requests.clone(),
-        );
-        let upstream_latency: LatencyFamily<RouteLabel> =
-            Family::new_with_constructor(latency_histogram);
-        registry.register(
-            "gateway_upstream_latency_seconds",
-            "time from sending the request upstream to its response headers",
-            upstream_latency.clone(),
-        );
-        let ext_authz_latency: LatencyFamily<PolicyLabel> =
-            Family::new_with_constructor(latency_histogram);
-        registry.register(
-            "gateway_ext_authz_latency_seconds",
-            "time one ext_authz check took",
-            ext_authz_latency.clone(),
-        );
         let config_synchronized = Gauge::default();
         config_synchronized.set(1);
-        registry.register(
+        let mut metrics = Metrics {
+            registry: Registry::default(),
+            ext_authz_ok: Family::default(),
+            ext_authz_denied: Family::default(),
+            ext_authz_error: Family::default(),
+            ext_authz_failure_mode_allowed: Family::default(),
+            ext_authz_disabled: Family::default(),
+            requests: Family::default(),
+            upstream_latency: Family::new_with_constructor(latency_histogram),
+            ext_authz_latency: Family::new_with_constructor(latency_histogram),
+            config_synchronized,
+            config_reloads: Family::default(),
+        };
+        metrics.register();
+        metrics
+    }
+
+    /// Registers every metric with its name and help text (a registered metric shares its
+    /// values with the field the gateway updates).
+    fn register(&mut self) {
+        let r = &mut self.registry;
+        let ext_authz = [
+            (
+                &self.ext_authz_ok,
+                "gateway_ext_authz_ok",
+                "ext_authz checks that allowed the request",
+            ),
+            (
+                &self.ext_authz_denied,
+                "gateway_ext_authz_denied",
+                "ext_authz checks that denied the request",
+            ),
+            (
+                &self.ext_authz_error,
+                "gateway_ext_authz_error",
+                "ext_authz checks that failed (timeout, transport error, 5xx, bad answer)",
+            ),
+            (
+                &self.ext_authz_failure_mode_allowed,
+                "gateway_ext_authz_failure_mode_allowed",
+                "failed ext_authz checks let through by failure_mode_allow",
+            ),
+            (
+                &self.ext_authz_disabled,
+                "gateway_ext_authz_disabled",
+                "requests on routes that switched this gateway-level policy off",
+            ),
+        ];
+        for (family, name, help) in ext_authz {
+            r.register(name, help, family.clone());
+        }
+        r.register(
+            "gateway_requests",
+            "requests by route and response status",
+            self.requests.clone(),
+        );
+        r.register(
+            "gateway_upstream_latency_seconds",
+            "time from sending the request upstream to its response headers",
+            self.upstream_latency.clone(),
+        );
+        r.register(
+            "gateway_ext_authz_latency_seconds",
+            "time one ext_authz check took",
+            self.ext_authz_latency.clone(),
+        );
+        r.register(
             "gateway_config_synchronized",
             "1 when the running config is the file's; 0 after a refused reload",
-            config_synchronized.clone(),
+            self.config_synchronized.clone(),
         );
-        let config_reloads = Family::<ResultLabel, Counter>::default();
-        registry.register(
+        r.register(
             "gateway_config_reloads",
             "config reload attempts by result",
-            config_reloads.clone(),
+            self.config_reloads.clone(),
         );
-        Metrics {
-            registry,
-            ext_authz_ok,
-            ext_authz_denied,
-            ext_authz_error,
-            ext_authz_failure_mode_allowed,
-            ext_authz_disabled,
-            requests,
-            upstream_latency,
-            ext_authz_latency,
-            config_synchronized,
-            config_reloads,
-        }
     }
 
     /// The Prometheus (OpenMetrics) text exposition.

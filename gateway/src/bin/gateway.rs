@@ -1,6 +1,6 @@
 //! The `gateway` binary: `gateway run --config FILE` serves, `gateway validate FILE` checks.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
@@ -64,18 +64,8 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    match cli.command {
-        Command::Validate { file } => match Config::load(&file, &Overrides::default()) {
-            Ok(_) => {
-                println!("{}: ok", file.display());
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("{e}");
-                ExitCode::from(2)
-            }
-        },
+    match Cli::parse().command {
+        Command::Validate { file } => validate(&file),
         Command::Run {
             config,
             listen,
@@ -97,43 +87,61 @@ fn main() -> ExitCode {
                 }
             };
             let overrides = Overrides {
-                listen: listen
-                    .into_iter()
-                    .map(|l| match l.split_once('=') {
-                        Some((name, addr)) => (Some(name.to_owned()), addr.to_owned()),
-                        None => (None, l),
-                    })
-                    .collect(),
+                listen: listen.into_iter().map(listen_override).collect(),
                 backend_urls: pairs(backend_url),
                 authz_urls: pairs(authz_url),
                 admin,
             };
-            match Config::load(&config, &overrides) {
-                Err(LoadError::Invalid(e)) => {
-                    eprintln!("{e}");
-                    ExitCode::from(2)
-                }
-                Err(e) => {
-                    eprintln!("{e}");
-                    ExitCode::FAILURE
-                }
-                Ok(loaded) => match run(
-                    loaded,
-                    Reloading {
-                        path: config,
-                        overrides,
-                        interval: reload_interval,
-                    },
-                    drain_timeout,
-                ) {
-                    Ok(()) => ExitCode::SUCCESS,
-                    Err(e) => {
-                        eprintln!("error: {e:#}");
-                        ExitCode::FAILURE
-                    }
-                },
-            }
+            let reloading = Reloading {
+                path: config,
+                overrides,
+                interval: reload_interval,
+            };
+            load_and_serve(reloading, drain_timeout)
         }
+    }
+}
+
+/// `gateway validate FILE`: exit 0 and `FILE: ok`, or every error and exit 2.
+fn validate(file: &Path) -> ExitCode {
+    match Config::load(file, &Overrides::default()) {
+        Ok(_) => {
+            println!("{}: ok", file.display());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// Loads the config (an invalid one exits 2 with every error) and serves it until shutdown.
+fn load_and_serve(reloading: Reloading, drain_timeout: Duration) -> ExitCode {
+    match Config::load(&reloading.path, &reloading.overrides) {
+        Err(LoadError::Invalid(e)) => {
+            eprintln!("{e}");
+            ExitCode::from(2)
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::FAILURE
+        }
+        Ok(loaded) => match run(loaded, reloading, drain_timeout) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
+    }
+}
+
+/// `--listen ADDR` (the first listener) or `--listen NAME=ADDR`.
+fn listen_override(value: String) -> (Option<String>, String) {
+    match value.split_once('=') {
+        Some((name, addr)) => (Some(name.to_owned()), addr.to_owned()),
+        None => (None, value),
     }
 }
 

@@ -16,7 +16,7 @@ use super::routes::compile_route;
 use super::validated::{Config, Listener};
 use crate::ext_authz::AuthzBackend;
 use crate::route::{Route, RouteTable};
-use crate::tls::ListenerTls;
+use crate::tls::{ClientTls, ListenerTls};
 use crate::upstream::Backend;
 
 const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -246,6 +246,8 @@ fn compile_backends(
     out
 }
 
+/// Every `[[authz_backends]]`, names unique; an unchanged one is taken over from `previous`
+/// with its connections.
 fn compile_authz_backends(
     raw: &[raw::RawAuthzBackend],
     previous: Option<&Config>,
@@ -263,45 +265,8 @@ fn compile_authz_backends(
         let Some((scheme, authority)) = url_authority(&b.url, &["http", "https"], errors) else {
             continue;
         };
-        let tls = match (&b.tls, scheme.as_str()) {
-            (None, "https") => {
-                errors.at(
-                    &b.url,
-                    "an https:// authz backend needs `tls = { ca = ... }`",
-                );
-                continue;
-            }
-            (Some(t), "http") => {
-                errors.at(&t.ca, "`tls` needs an https:// url");
-                continue;
-            }
-            (None, _) => None,
-            (Some(t), _) => {
-                let identity = match (&t.cert, &t.key) {
-                    (Some(c), Some(k)) => Some((c.get_ref().as_str(), k.get_ref().as_str())),
-                    (None, None) => None,
-                    (Some(c), None) | (None, Some(c)) => {
-                        errors.at(c, "tls `cert` and `key` go together");
-                        continue;
-                    }
-                };
-                match crate::tls::ClientTls::load(
-                    t.ca.get_ref(),
-                    identity,
-                    t.sni.as_ref().map(|s| s.get_ref().clone()),
-                ) {
-                    Ok(tls) => Some(tls),
-                    Err(e) => {
-                        let at = [Some(&t.ca), t.cert.as_ref(), t.key.as_ref()]
-                            .into_iter()
-                            .flatten()
-                            .find(|f| e.contains(&format!("`{}`", f.get_ref())))
-                            .unwrap_or(&t.ca);
-                        errors.at(at, format!("tls: {e}"));
-                        continue;
-                    }
-                }
-            }
+        let Ok(tls) = compile_authz_tls(b, &scheme, errors) else {
+            continue;
         };
         if let Some(old) = previous
             .and_then(|p| p.authz_backends.get(b.name.get_ref()))
@@ -318,4 +283,54 @@ fn compile_authz_backends(
         }
     }
     out
+}
+
+/// An authorization server's TLS: required by `https://`, refused on `http://`; `Err` when the
+/// server is to be skipped (the error is recorded).
+fn compile_authz_tls(
+    b: &raw::RawAuthzBackend,
+    scheme: &str,
+    errors: &mut Errors,
+) -> Result<Option<ClientTls>, ()> {
+    match (&b.tls, scheme) {
+        (None, "https") => {
+            errors.at(
+                &b.url,
+                "an https:// authz backend needs `tls = { ca = ... }`",
+            );
+            Err(())
+        }
+        (Some(t), "http") => {
+            errors.at(&t.ca, "`tls` needs an https:// url");
+            Err(())
+        }
+        (None, _) => Ok(None),
+        (Some(t), _) => load_client_tls(t, errors).map(Some),
+    }
+}
+
+/// The CA, the optional client identity (`cert` and `key` together) and SNI, loaded now.
+fn load_client_tls(t: &raw::RawClientTls, errors: &mut Errors) -> Result<ClientTls, ()> {
+    let identity = match (&t.cert, &t.key) {
+        (Some(c), Some(k)) => Some((c.get_ref().as_str(), k.get_ref().as_str())),
+        (None, None) => None,
+        (Some(c), None) | (None, Some(c)) => {
+            errors.at(c, "tls `cert` and `key` go together");
+            return Err(());
+        }
+    };
+    ClientTls::load(
+        t.ca.get_ref(),
+        identity,
+        t.sni.as_ref().map(|s| s.get_ref().clone()),
+    )
+    .map_err(|e| {
+        // Point at the file the message names when it names one.
+        let at = [Some(&t.ca), t.cert.as_ref(), t.key.as_ref()]
+            .into_iter()
+            .flatten()
+            .find(|f| e.contains(&format!("`{}`", f.get_ref())))
+            .unwrap_or(&t.ca);
+        errors.at(at, format!("tls: {e}"));
+    })
 }
