@@ -47,14 +47,16 @@ pub mod metrics;
 mod otel;
 pub mod reload;
 mod response;
+pub mod rule_engine;
 pub mod server;
 pub mod tls;
 
-pub use authorizer::{AuthorizeError, Authorizer, Checked, Renders, RuleEngine};
+pub use authorizer::{AuthorizeError, Authorizer, Checked, Renders};
 pub use config::{Config, LoadError, ServerSection};
 pub use grpc::CheckService;
 pub use jwks::HttpJwks;
 pub use log::{LineFormat, write_decisions_to};
 pub use lookup::DatabaseLookup;
 pub use metrics::Metrics;
+pub use rule_engine::RuleEngine;
 pub use server::{ServeError, Server};

@@ -7,9 +7,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use crate::authorizer::RuleEngine;
 use crate::config::{Config, ServerSection};
 use crate::metrics::Metrics;
+use crate::rule_engine::RuleEngine;
 
 /// How often the file's fingerprint (mtime, size, inode) is compared.
 pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(1);
