@@ -130,7 +130,7 @@ impl RuleSet {
     fn decide_with(&self, request: &Request, mut trace: Option<&mut Trace>) -> Evaluation {
         let hooks = Hooks::default();
         let polled = {
-            let evaluation = pin!(self.run(request, &hooks, trace.as_deref_mut()));
+            let evaluation = pin!(self.evaluate_with(request, &hooks, trace.as_deref_mut()));
             evaluation.poll(&mut Context::from_waker(Waker::noop()))
         };
         match polled {
@@ -157,7 +157,7 @@ impl RuleSet {
     /// Decides one request, calling `hooks` for rules that need them. No trace is kept (see
     /// [`RuleSet::evaluate_traced`]); precedence is documented there, the only place it lives.
     pub async fn evaluate(&self, raw: &Request, hooks: &Hooks) -> Evaluation {
-        self.run(raw, hooks, None).await
+        self.evaluate_with(raw, hooks, None).await
     }
 
     /// Decides one request, calling `hooks` for rules that need them, and records each step
@@ -198,11 +198,16 @@ impl RuleSet {
         hooks: &Hooks,
         trace: &mut Trace,
     ) -> Evaluation {
-        self.run(raw, hooks, Some(trace)).await
+        self.evaluate_with(raw, hooks, Some(trace)).await
     }
 
     /// [`RuleSet::evaluate_traced`]'s steps, tracing when `trace` is given.
-    async fn run(&self, raw: &Request, hooks: &Hooks, mut trace: Option<&mut Trace>) -> Evaluation {
+    async fn evaluate_with(
+        &self,
+        raw: &Request,
+        hooks: &Hooks,
+        mut trace: Option<&mut Trace>,
+    ) -> Evaluation {
         let request = match prepare(raw, &self.options) {
             Ok(request) => request,
             Err(unusable) => return self.refuse(raw, &unusable, trace),

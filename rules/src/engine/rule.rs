@@ -55,10 +55,12 @@ pub(crate) async fn try_rule(
     // 2. The credential: missing or invalid decides.
     let verified = match &rule.credential {
         None => None,
-        Some(credential) => match verify(rule, credential, request, hooks, &mut trace).await {
-            Ok(verified) => Some(verified),
-            Err(deny) => return Some(deny),
-        },
+        Some(credential) => {
+            match verify_credential(rule, credential, request, hooks, &mut trace).await {
+                Ok(verified) => Some(verified),
+                Err(deny) => return Some(deny),
+            }
+        }
     };
     if let Some(verified) = &verified {
         identity.claims.clone_from(&verified.claims);
@@ -88,7 +90,7 @@ pub(crate) async fn try_rule(
 }
 
 /// Step 2: the verified credential, or the rule's `on_failure` deny.
-async fn verify(
+async fn verify_credential(
     rule: &Rule,
     credential: &Credential,
     request: &Request,
@@ -201,7 +203,8 @@ fn rule_decision(
     failure: &mut Option<PolicyFailure>,
 ) -> Decision {
     if let Some(policy) = &rule.rego {
-        let decision = crate::rego::step::decide(policy, &rule.name, raw, request, identity, trace);
+        let decision =
+            crate::rego::step::policy_decision(policy, &rule.name, raw, request, identity, trace);
         *failure = decision.1;
         return decision.0;
     }

@@ -12,7 +12,7 @@ use super::RegoPolicy;
 const SHOWN_BYTES: usize = 2_000;
 
 /// The policy's decision for this request, and why it failed if it did.
-pub(crate) fn decide(
+pub(crate) fn policy_decision(
     policy: &RegoPolicy,
     rule: &str,
     raw: &Request,
