@@ -23,7 +23,7 @@ pub const METRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.
 /// (by default [`listener::Limits::for_admin`]: 64 connections, 100 header fields and 60 KiB of
 /// headers, 10 s to send them); the limits in force at start stay for the process's
 /// life.
-pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
+pub async fn serve_admin(listener: TcpListener, shared: Arc<Shared>) {
     let limits = shared.config.load().admin_limits.clone();
     // Never signalled: admin connections end with the task, not with the drain.
     let (_never, drain) = watch::channel(false);

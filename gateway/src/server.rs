@@ -114,7 +114,7 @@ impl Gateway {
         }
         let admin = self
             .admin
-            .map(|socket| tokio::spawn(crate::admin::serve(socket, self.shared.clone())));
+            .map(|socket| tokio::spawn(crate::admin::serve_admin(socket, self.shared.clone())));
         let pacer = tokio::spawn(timer_pacer());
 
         tokio::select! {

@@ -25,85 +25,113 @@ pub(super) fn compile(
     errors: &mut Vec<(usize, String)>,
 ) -> Limits {
     let Some(raw) = raw else { return defaults };
-    let mut count = |field: &Option<Spanned<u32>>, name: &str, default: u32, zero_ok: bool| {
-        let Some(value) = field else { return default };
-        if *value.get_ref() == 0 && !zero_ok {
-            errors.push((value.span().start, format!("{name} must be at least 1")));
-            return default;
-        }
-        *value.get_ref()
-    };
-    let max_connections = count(
+    let mut limits = defaults;
+    set_counts(raw, &mut limits, errors);
+    set_times(raw, &mut limits, errors);
+    limits
+}
+
+/// The count limits: connections, streams, header fields, requests per connection, resets.
+fn set_counts(raw: &RawLimits, limits: &mut Limits, errors: &mut Vec<(usize, String)>) {
+    let max_connections = u32::try_from(limits.max_connections).unwrap_or(u32::MAX);
+    limits.max_connections = count(
         &raw.max_connections,
         "max_connections",
-        u32::try_from(defaults.max_connections).unwrap_or(u32::MAX),
+        max_connections,
         false,
-    );
-    let max_concurrent_streams = count(
+        errors,
+    ) as usize;
+    limits.max_concurrent_streams = count(
         &raw.max_concurrent_streams,
         "max_concurrent_streams",
         DEFAULT_MAX_CONCURRENT_STREAMS,
         false,
+        errors,
     );
-    let max_request_headers = count(
+    limits.max_request_headers = count(
         &raw.max_request_headers,
         "max_request_headers",
         DEFAULT_MAX_REQUEST_HEADERS,
         false,
-    );
-    let max_requests = count(&raw.max_requests_per_connection, "", 0, true);
-    let pending_resets = count(
+        errors,
+    ) as usize;
+    let max_requests = count(&raw.max_requests_per_connection, "", 0, true, errors);
+    limits.max_requests_per_connection = (max_requests > 0).then_some(u64::from(max_requests));
+    limits.http2_max_pending_accept_reset_streams = count(
         &raw.http2_max_pending_accept_reset_streams,
         "http2_max_pending_accept_reset_streams",
         DEFAULT_HTTP2_MAX_PENDING_ACCEPT_RESET_STREAMS,
         false,
-    );
-    let local_resets = count(
+        errors,
+    ) as usize;
+    limits.http2_max_local_error_reset_streams = count(
         &raw.http2_max_local_error_reset_streams,
         "http2_max_local_error_reset_streams",
         DEFAULT_HTTP2_MAX_LOCAL_ERROR_RESET_STREAMS,
         false,
-    );
-    let mut time = |field: &Option<Spanned<String>>, zero_ok: bool| -> Option<Option<Duration>> {
-        let field = field.as_ref()?;
-        match parse_duration(field.get_ref()) {
-            Some(d) if d.is_zero() && zero_ok => Some(None),
-            Some(d) if !d.is_zero() => Some(Some(d)),
-            _ => {
-                let zero = if zero_ok {
-                    " (\"0s\" turns it off)"
-                } else {
-                    ""
-                };
-                errors.push((
-                    field.span().start,
-                    format!(
-                        "invalid duration `{}`: expected a positive whole number with unit ms, s, m or h, e.g. \"10s\"{zero}",
-                        field.get_ref()
-                    ),
-                ));
-                None
-            }
+        errors,
+    ) as usize;
+}
+
+/// The time limits: header timeout, stream and connection idle timeouts, HTTP/2 keep-alive.
+fn set_times(raw: &RawLimits, limits: &mut Limits, errors: &mut Vec<(usize, String)>) {
+    if let Some(t) = time(&raw.request_headers_timeout, false, errors).flatten() {
+        limits.request_headers_timeout = t;
+    }
+    if let Some(t) = time(&raw.stream_idle_timeout, true, errors) {
+        limits.stream_idle_timeout = t;
+    }
+    if let Some(t) = time(&raw.idle_timeout, true, errors) {
+        limits.idle_timeout = t;
+    }
+    limits.http2_keepalive_interval = time(&raw.http2_keepalive_interval, false, errors).flatten();
+    if let Some(t) = time(&raw.http2_keepalive_timeout, false, errors).flatten() {
+        limits.http2_keepalive_timeout = t;
+    }
+}
+
+/// A count limit: absent → `default`; 0 is refused unless `zero_ok` (then `default` stands).
+fn count(
+    field: &Option<Spanned<u32>>,
+    name: &str,
+    default: u32,
+    zero_ok: bool,
+    errors: &mut Vec<(usize, String)>,
+) -> u32 {
+    let Some(value) = field else { return default };
+    if *value.get_ref() == 0 && !zero_ok {
+        errors.push((value.span().start, format!("{name} must be at least 1")));
+        return default;
+    }
+    *value.get_ref()
+}
+
+/// A time limit: absent → `None` (the caller's default); `Some(None)` is "off" (`"0s"`, only
+/// when `zero_ok`); an invalid one is recorded and counts as absent.
+fn time(
+    field: &Option<Spanned<String>>,
+    zero_ok: bool,
+    errors: &mut Vec<(usize, String)>,
+) -> Option<Option<Duration>> {
+    let field = field.as_ref()?;
+    match parse_duration(field.get_ref()) {
+        Some(d) if d.is_zero() && zero_ok => Some(None),
+        Some(d) if !d.is_zero() => Some(Some(d)),
+        _ => {
+            let zero = if zero_ok {
+                " (\"0s\" turns it off)"
+            } else {
+                ""
+            };
+            errors.push((
+                field.span().start,
+                format!(
+                    "invalid duration `{}`: expected a positive whole number with unit ms, s, m or h, e.g. \"10s\"{zero}",
+                    field.get_ref()
+                ),
+            ));
+            None
         }
-    };
-    Limits {
-        max_connections: max_connections as usize,
-        max_concurrent_streams,
-        max_request_headers: max_request_headers as usize,
-        max_request_header_bytes: defaults.max_request_header_bytes,
-        request_headers_timeout: time(&raw.request_headers_timeout, false)
-            .flatten()
-            .unwrap_or(defaults.request_headers_timeout),
-        stream_idle_timeout: time(&raw.stream_idle_timeout, true)
-            .unwrap_or(defaults.stream_idle_timeout),
-        idle_timeout: time(&raw.idle_timeout, true).unwrap_or(defaults.idle_timeout),
-        max_requests_per_connection: (max_requests > 0).then_some(u64::from(max_requests)),
-        http2_keepalive_interval: time(&raw.http2_keepalive_interval, false).flatten(),
-        http2_keepalive_timeout: time(&raw.http2_keepalive_timeout, false)
-            .flatten()
-            .unwrap_or(defaults.http2_keepalive_timeout),
-        http2_max_pending_accept_reset_streams: pending_resets as usize,
-        http2_max_local_error_reset_streams: local_resets as usize,
     }
 }
 
