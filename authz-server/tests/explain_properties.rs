@@ -252,7 +252,9 @@ fn from_server(response: v3::CheckResponse) -> (Outcome, String) {
         (code, Some(HttpResponse::DeniedResponse(denied))) => {
             let headers = pairs(&denied.headers);
             let outcome = Outcome::Deny {
-                status: denied.status.map_or(0, |s| s.code as u16),
+                status: denied
+                    .status
+                    .map_or(0, |s| u16::try_from(s.code).expect("an HTTP status code")),
                 grpc_code: code,
                 headers: headers.clone(),
                 body: denied.body,

@@ -26,22 +26,22 @@ async fn start(limits: &str) -> Running {
     );
     let config = Config::parse("test.toml", &text).unwrap_or_else(|e| panic!("{e}"));
     let limits: Limits = config.server.limits.limits();
-    let loopback: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    let loopback: SocketAddr = "127.0.0.1:0".parse().expect("a socket address");
     let server = Server::bind(
         RuleEngine::new(config.rules),
         Some(loopback),
         Some(loopback),
     )
     .await
-    .unwrap()
+    .expect("binds loopback ports")
     .with_admin(loopback)
     .await
-    .unwrap()
+    .expect("binds loopback ports")
     .with_limits(limits);
     let (grpc, http, admin) = (
-        server.grpc_addr().unwrap(),
-        server.http_addr().unwrap(),
-        server.admin_addr().unwrap(),
+        server.grpc_addr().expect("the server is bound"),
+        server.http_addr().expect("the server is bound"),
+        server.admin_addr().expect("the server is bound"),
     );
     let (stop, stopped) = tokio::sync::oneshot::channel();
     tokio::spawn(server.serve_until(async {
@@ -72,8 +72,10 @@ async fn closes_within(stream: &mut TcpStream, within: Duration, seen: &mut Vec<
 
 /// One HTTP/1.1 exchange on a fresh connection: the status line and the rest.
 async fn exchange(addr: SocketAddr, request: &str) -> String {
-    let mut s = TcpStream::connect(addr).await.unwrap();
-    s.write_all(request.as_bytes()).await.unwrap();
+    let mut s = TcpStream::connect(addr).await.expect("connects");
+    s.write_all(request.as_bytes())
+        .await
+        .expect("writes to the socket");
     let mut seen = Vec::new();
     let _ = closes_within(&mut s, Duration::from_secs(2), &mut seen).await;
     String::from_utf8_lossy(&seen).into_owned()
@@ -216,8 +218,10 @@ const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 /// An HTTP/2 frame (RFC 9113 §4.1).
 fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
-    let len = payload.len() as u32;
-    let mut out = vec![(len >> 16) as u8, (len >> 8) as u8, len as u8, kind, flags];
+    let len = u32::try_from(payload.len()).expect("a payload under 4 GiB");
+    // The length field is 24 bits: the low three bytes, big-endian.
+    let [_, high, middle, low] = len.to_be_bytes();
+    let mut out = vec![high, middle, low, kind, flags];
     out.extend_from_slice(&stream.to_be_bytes());
     out.extend_from_slice(payload);
     out
@@ -235,8 +239,8 @@ async fn reset_burst_gets_goaway(addr: SocketAddr) {
         burst.extend(frame(0x1, 0x4, stream, &block)); // HEADERS, END_HEADERS
         burst.extend(frame(0x3, 0, stream, &8u32.to_be_bytes())); // RST_STREAM CANCEL
     }
-    let mut s = TcpStream::connect(addr).await.unwrap();
-    s.write_all(&burst).await.unwrap();
+    let mut s = TcpStream::connect(addr).await.expect("connects");
+    s.write_all(&burst).await.expect("writes to the socket");
     let mut seen = Vec::new();
     assert!(closes_within(&mut s, Duration::from_secs(3), &mut seen).await);
     // Find the GOAWAY frame among the server's frames and read its error code.

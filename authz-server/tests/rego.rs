@@ -192,7 +192,12 @@ async fn a_table_of_requests_gets_opa_envoys_responses_over_v3_v2_and_http() {
                 assert_eq!(ok.query_parameters_to_remove, ["debug"]);
             }
             Some(v3::check_response::HttpResponse::DeniedResponse(denied)) => {
-                assert_eq!(denied.status.map(|s| s.code as u16), Some(row.status));
+                assert_eq!(
+                    denied
+                        .status
+                        .map(|s| u16::try_from(s.code).expect("an HTTP status code")),
+                    Some(row.status)
+                );
                 assert_eq!(pairs3(&denied.headers), owned(row.answer_headers));
                 assert_eq!(denied.body, row.body);
             }
@@ -234,7 +239,12 @@ async fn a_table_of_requests_gets_opa_envoys_responses_over_v3_v2_and_http() {
                 assert_eq!(pairs2(&ok.headers), owned(row.answer_headers));
             }
             Some(v2::check_response::HttpResponse::DeniedResponse(denied)) => {
-                assert_eq!(denied.status.map(|s| s.code as u16), Some(row.status));
+                assert_eq!(
+                    denied
+                        .status
+                        .map(|s| u16::try_from(s.code).expect("an HTTP status code")),
+                    Some(row.status)
+                );
                 assert_eq!(pairs2(&denied.headers), owned(row.answer_headers));
                 assert_eq!(denied.body, row.body);
             }

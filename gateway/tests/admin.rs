@@ -10,8 +10,10 @@ use support::*;
 
 /// An address nothing listens on.
 async fn dead_address() -> SocketAddr {
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    l.local_addr().unwrap()
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("binds a loopback port");
+    l.local_addr().expect("a bound listener has an address")
 }
 
 #[tokio::test]

@@ -29,18 +29,20 @@ impl Raw {
 /// Sends `head` (request line and headers, without the final blank line) with
 /// `Connection: close` added, and reads the response to the end.
 async fn raw(gw: SocketAddr, head: &str) -> Raw {
-    let mut s = tokio::net::TcpStream::connect(gw).await.unwrap();
+    let mut s = tokio::net::TcpStream::connect(gw).await.expect("connects");
     let request = if head.to_ascii_lowercase().contains("\r\nconnection:") {
         format!("{head}\r\n\r\n")
     } else {
         format!("{head}\r\nConnection: close\r\n\r\n")
     };
-    s.write_all(request.as_bytes()).await.unwrap();
+    s.write_all(request.as_bytes())
+        .await
+        .expect("writes to the socket");
     let mut buf = Vec::new();
     tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut buf))
         .await
         .expect("the gateway answers and closes within 5 s")
-        .unwrap();
+        .expect("answers in time");
     let text = String::from_utf8_lossy(&buf).into_owned();
     let (head, body) = text
         .split_once("\r\n\r\n")
@@ -48,12 +50,12 @@ async fn raw(gw: SocketAddr, head: &str) -> Raw {
     let mut lines = head.split("\r\n");
     let status = lines
         .next()
-        .unwrap()
+        .expect("a status line")
         .split(' ')
         .nth(1)
-        .unwrap()
+        .expect("a status code on the status line")
         .parse()
-        .unwrap();
+        .expect("a numeric status code");
     let headers: Vec<(String, String)> = lines
         .filter_map(|l| l.split_once(':'))
         .map(|(k, v)| (k.to_ascii_lowercase(), v.trim().to_owned()))
@@ -72,7 +74,7 @@ async fn raw(gw: SocketAddr, head: &str) -> Raw {
 fn dechunk(mut rest: &str) -> String {
     let mut out = String::new();
     while let Some((size, after)) = rest.split_once("\r\n") {
-        let n = usize::from_str_radix(size.trim(), 16).unwrap();
+        let n = usize::from_str_radix(size.trim(), 16).expect("a hex chunk size");
         if n == 0 {
             break;
         }

@@ -180,16 +180,18 @@ fn spawn_listening(bin: &str, args: &[&str]) -> (Proc, SocketAddr) {
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
+        .expect("starts the binary");
+    let stdout = child.stdout.take().expect("stdout is piped");
     let mut line = String::new();
-    BufReader::new(stdout).read_line(&mut line).unwrap();
+    BufReader::new(stdout)
+        .read_line(&mut line)
+        .expect("reads a line");
     let addr = line
         .strip_prefix("listening http ")
         .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
         .trim()
         .parse()
-        .unwrap();
+        .expect("a socket address on the listening line");
     (Proc(child), addr)
 }
 

@@ -21,9 +21,9 @@ fn repo() -> PathBuf {
 }
 
 fn yaml_docs(path: &str) -> Vec<Value> {
-    let text = std::fs::read_to_string(repo().join(path)).unwrap();
+    let text = std::fs::read_to_string(repo().join(path)).expect("reads the file");
     serde_yaml::Deserializer::from_str(&text)
-        .map(|d| serde::Deserialize::deserialize(d).unwrap())
+        .map(|d| serde::Deserialize::deserialize(d).expect("valid YAML"))
         .collect()
 }
 
@@ -42,7 +42,7 @@ fn strings(v: &Value) -> Vec<String> {
     v.as_sequence()
         .unwrap_or_else(|| panic!("not a list: {v:?}"))
         .iter()
-        .map(|s| s.as_str().unwrap().to_owned())
+        .map(|s| s.as_str().expect("a YAML string").to_owned())
         .collect()
 }
 
@@ -125,7 +125,7 @@ fn start(name: &'static str, bin: &Path, args: &[String], want: usize) -> Proc {
         .stderr(Stdio::null())
         .spawn()
         .unwrap_or_else(|e| panic!("{name}: {e}"));
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout is piped")).lines();
     let mut seen = 0;
     while seen < want {
         match lines.next() {

@@ -33,7 +33,7 @@ fn reply(status: u16, headers: &[(&str, &str)], body: &'static str) -> Response<
         resp = resp.header(*k, *v);
     }
     resp.body(Full::new(Bytes::from_static(body.as_bytes())))
-        .unwrap()
+        .expect("a valid request")
 }
 
 #[tokio::test]

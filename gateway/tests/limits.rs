@@ -85,7 +85,7 @@ fn with_headers(gw: SocketAddr, count: usize) -> Request<Full<Bytes>> {
     for i in 0..count {
         req = req.header(format!("x-h{i}"), "v");
     }
-    req.body(Full::new(Bytes::new())).unwrap()
+    req.body(Full::new(Bytes::new())).expect("a valid request")
 }
 
 #[tokio::test]

@@ -145,10 +145,9 @@ enum RequestOp {
 fn request_op(o: &HeaderOption) -> RequestOp {
     match (o.append, o.action) {
         (Some(true), _) => RequestOp::Append,
-        (Some(false), _) => RequestOp::Set,
         (None, 1) => RequestOp::AddIfAbsent,
         (None, 3) => RequestOp::OverwriteIfExists,
-        (None, _) => RequestOp::Set,
+        (Some(false) | None, _) => RequestOp::Set,
     }
 }
 
@@ -207,10 +206,9 @@ fn model_response(mut head: Head, options: &[HeaderOption]) -> Head {
         let name = o.name.to_ascii_lowercase();
         let value = o.value.to_owned();
         let action = match o.append {
-            Some(true) => 0,
             Some(false) => 2,
             None if (0..=3).contains(&o.action) => o.action,
-            None => 0,
+            Some(true) | None => 0,
         };
         let present = head.contains_key(&name);
         match action {

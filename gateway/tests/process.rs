@@ -41,19 +41,19 @@ impl GatewayProcess {
             .args(args)
             .env("RUST_LOG", rust_log)
             .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(&stderr).unwrap())
+            .stderr(std::fs::File::create(&stderr).expect("creates the file"))
             .spawn()
-            .unwrap();
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+            .expect("starts the binary");
+        let mut lines = BufReader::new(child.stdout.take().expect("stdout is piped")).lines();
         let mut next = |prefix: &str| -> SocketAddr {
             let line = lines
                 .next()
                 .unwrap_or_else(|| panic!("gateway exited; stderr:\n{}", read(&stderr)))
-                .unwrap();
+                .expect("reads a stdout line");
             line.strip_prefix(prefix)
                 .unwrap_or_else(|| panic!("unexpected line {line:?}"))
                 .parse()
-                .unwrap()
+                .expect("a socket address after the prefix")
         };
         let addr = next("listening http ");
         let admin = next("listening admin ");
@@ -69,7 +69,7 @@ impl GatewayProcess {
         let status = Command::new("kill")
             .args([format!("-{name}"), self.child.id().to_string()])
             .status()
-            .unwrap();
+            .expect("runs the command");
         assert!(status.success());
     }
 
@@ -77,7 +77,7 @@ impl GatewayProcess {
     fn wait_exit(&mut self, within: Duration) -> Option<i32> {
         let deadline = Instant::now() + within;
         loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
+            if let Some(status) = self.child.try_wait().expect("polls the child process") {
                 return status.code();
             }
             assert!(
@@ -280,9 +280,9 @@ async fn assert_no_credential_logged(format: &str) {
     let authz = MockAuthz::istio().await;
     let dead = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
-        .unwrap()
+        .expect("binds a loopback port")
         .local_addr()
-        .unwrap();
+        .expect("a bound listener has an address");
     let dir = testkit::scratch_dir("redaction");
     let file = dir.join("gateway.toml");
     let extra = format!(
@@ -302,7 +302,7 @@ target_refs = [{{ kind = "HTTPRoute", name = "down" }}]
 ext_auth = {{ backend = "dead" }}
 "#
     );
-    std::fs::write(&file, seed_config(backend, authz.addr, &extra)).unwrap();
+    std::fs::write(&file, seed_config(backend, authz.addr, &extra)).expect("writes the file");
     // Debug level: what an operator turns on while chasing a problem.
     let mut gw = GatewayProcess::start(&file, &["--log-format", format], "debug");
     credential_traffic(gw.addr).await;

@@ -51,9 +51,12 @@ ext_auth = {{ backend = "authz", grpc = {{}}, timeout = "2s" }}
 
 /// Starts a gateway from the file and a reloader polling it every 20 ms.
 async fn start_watched(file: &Path) -> TestGateway {
-    let text = std::fs::read_to_string(file).unwrap();
-    let config = gateway::Config::from_toml(&text, &file.display().to_string()).unwrap();
-    let gw = gateway::Gateway::bind(config).await.unwrap();
+    let text = std::fs::read_to_string(file).expect("reads the file");
+    let config = gateway::Config::from_toml(&text, &file.display().to_string())
+        .expect("the test config is valid");
+    let gw = gateway::Gateway::bind(config)
+        .await
+        .expect("the gateway binds its listeners");
     let started = TestGateway {
         addr: gw.local_addrs()[0].1,
         admin: None,
@@ -75,8 +78,14 @@ async fn probe(gw: SocketAddr) -> (String, String) {
     assert_eq!(r.status, StatusCode::OK, "{}", r.text());
     let j = r.json();
     (
-        j["request"]["path"].as_str().unwrap().to_owned(),
-        j["request"]["served_by"].as_str().unwrap().to_owned(),
+        j["request"]["path"]
+            .as_str()
+            .expect("a JSON string")
+            .to_owned(),
+        j["request"]["served_by"]
+            .as_str()
+            .expect("a JSON string")
+            .to_owned(),
     )
 }
 

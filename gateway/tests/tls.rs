@@ -265,7 +265,12 @@ async fn optional_mtls_lets_clients_without_a_certificate_in_without_a_principal
 
 /// A gateway whose authz backend is `https://localhost:PORT` with `tls` as given.
 fn gateway_to_tls_authz(backend: SocketAddr, authz_port: u16, tls: &str) -> String {
-    seed_config(backend, "127.0.0.1:1".parse().unwrap(), GATEWAY_POLICY).replace(
+    seed_config(
+        backend,
+        "127.0.0.1:1".parse().expect("a socket address"),
+        GATEWAY_POLICY,
+    )
+    .replace(
         "url = \"http://127.0.0.1:1\"",
         &format!("url = \"https://localhost:{authz_port}\"\ntls = {{ {tls} }}"),
     )

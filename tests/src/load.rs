@@ -228,6 +228,8 @@ pub fn quantile(values: &mut [Duration], q: f64) -> Duration {
         return Duration::ZERO;
     }
     values.sort();
+    // q is in 0..=1, so the rounded rank is in 0..len (and the min below holds it there).
+    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
     let rank = ((values.len() - 1) as f64 * q).round() as usize;
     values[rank.min(values.len() - 1)]
 }

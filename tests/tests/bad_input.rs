@@ -15,7 +15,11 @@ async fn raw_grpc_status(address: std::net::SocketAddr, message: &[u8]) -> Strin
         .http2_only(true)
         .build_http::<Full<Bytes>>();
     let mut frame = vec![0u8];
-    frame.extend_from_slice(&(message.len() as u32).to_be_bytes());
+    frame.extend_from_slice(
+        &u32::try_from(message.len())
+            .expect("a message under 4 GiB")
+            .to_be_bytes(),
+    );
     frame.extend_from_slice(message);
     let request = http::Request::post(format!(
         "http://{address}/envoy.service.auth.v3.Authorization/Check"

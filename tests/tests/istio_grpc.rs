@@ -25,7 +25,7 @@ fn code(response: &v3::CheckResponse) -> i32 {
 }
 
 /// Asserts the three Istio headers, returning the check-received value.
-fn istio_headers(headers: Vec<(String, String)>, result: &str) -> String {
+fn istio_headers(headers: &[(String, String)], result: &str) -> String {
     assert_eq!(headers.len(), 3, "{headers:?}");
     let get = |name: &str| {
         headers
@@ -52,7 +52,7 @@ async fn v3_allows_with_the_header_and_adds_the_three_headers() {
         .expect("Check succeeds")
         .into_inner();
     assert_eq!(code(&response), 0);
-    let received = istio_headers(v3_headers(&ok(&response).headers), "allowed");
+    let received = istio_headers(&v3_headers(&ok(&response).headers), "allowed");
     assert!(received.contains(r#"key:"x-ext-authz""#), "{received}");
     assert!(received.contains(r#"path:"/openai""#), "{received}");
     assert!(!received.contains('\n'));
@@ -72,7 +72,7 @@ async fn v3_denies_without_the_header_with_403_and_the_exact_body() {
     assert_eq!(denied.status.as_ref().map(|s| s.code), Some(403));
     assert_eq!(denied.body, DENY_BODY);
     assert_eq!(denied.body.len(), 76);
-    istio_headers(v3_headers(&denied.headers), "denied");
+    istio_headers(&v3_headers(&denied.headers), "denied");
 }
 
 #[tokio::test]
@@ -98,7 +98,7 @@ async fn v3_principal_fallback_when_the_header_is_absent() {
         .expect("Check")
         .into_inner();
     assert_eq!(code(&allowed), 0);
-    istio_headers(v3_headers(&ok(&allowed).headers), "allowed");
+    istio_headers(&v3_headers(&ok(&allowed).headers), "allowed");
     let other = client
         .check(v3_check(&[], SA_B))
         .await
@@ -148,7 +148,7 @@ async fn v3_oversized_attributes_are_reported_as_too_long() {
         .into_inner();
     assert_eq!(code(&response), 0);
     assert_eq!(
-        istio_headers(v3_headers(&ok(&response).headers), "allowed"),
+        istio_headers(&v3_headers(&ok(&response).headers), "allowed"),
         "<too-long>"
     );
 }
@@ -172,7 +172,7 @@ async fn v2_allows_and_denies_like_v3() {
         .filter_map(|h| h.header.as_ref())
         .map(|h| (h.key.clone(), h.value.clone()))
         .collect();
-    istio_headers(headers, "allowed");
+    istio_headers(&headers, "allowed");
 
     let denied = client
         .check(v2_check(&[], ""))

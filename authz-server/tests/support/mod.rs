@@ -228,7 +228,9 @@ pub(crate) async fn check_at(
             body: String::new(),
         },
         Some(v3::check_response::HttpResponse::DeniedResponse(denied)) => Answer {
-            status: denied.status.map_or(403, |s| s.code as u16),
+            status: denied
+                .status
+                .map_or(403, |s| u16::try_from(s.code).expect("an HTTP status code")),
             code,
             headers: pairs(&denied.headers),
             body: denied.body,

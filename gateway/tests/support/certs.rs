@@ -43,7 +43,8 @@ pub(crate) struct Pki {
 impl Pki {
     /// A new CA named `name`, its certificate written to `dir/<name>-ca.pem`.
     pub(crate) fn new(dir: &Path, name: &str) -> Pki {
-        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        let mut params =
+            CertificateParams::new(Vec::<String>::new()).expect("certificate parameters");
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         params
             .distinguished_name
@@ -53,9 +54,13 @@ impl Pki {
             KeyUsagePurpose::CrlSign,
             KeyUsagePurpose::DigitalSignature,
         ];
-        let ca = CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap();
+        let ca = CertifiedIssuer::self_signed(
+            params,
+            KeyPair::generate().expect("generates a key pair"),
+        )
+        .expect("generates a key pair");
         let ca_file = dir.join(format!("{name}-ca.pem"));
-        std::fs::write(&ca_file, ca.pem()).unwrap();
+        std::fs::write(&ca_file, ca.pem()).expect("writes the file");
         Pki {
             dir: dir.to_path_buf(),
             name: name.to_owned(),
@@ -66,19 +71,22 @@ impl Pki {
     }
 
     fn issue(&self, file: &str, sans: Vec<SanType>, usage: ExtendedKeyUsagePurpose) -> Issued {
-        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        let mut params =
+            CertificateParams::new(Vec::<String>::new()).expect("certificate parameters");
         params.subject_alt_names = sans;
         params
             .distinguished_name
             .push(DnType::CommonName, file.to_owned());
         params.extended_key_usages = vec![usage];
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        let key = KeyPair::generate().unwrap();
-        let cert = params.signed_by(&key, &self.ca).unwrap();
+        let key = KeyPair::generate().expect("generates a key pair");
+        let cert = params
+            .signed_by(&key, &self.ca)
+            .expect("signs the certificate");
         let cert_path = self.dir.join(format!("{}-{file}.pem", self.name));
         let key_path = self.dir.join(format!("{}-{file}.key", self.name));
-        std::fs::write(&cert_path, cert.pem()).unwrap();
-        std::fs::write(&key_path, key.serialize_pem()).unwrap();
+        std::fs::write(&cert_path, cert.pem()).expect("writes the file");
+        std::fs::write(&key_path, key.serialize_pem()).expect("writes the file");
         Issued {
             cert: cert_path,
             key: key_path,
@@ -93,7 +101,11 @@ impl Pki {
         self.issue(
             file,
             vec![
-                SanType::DnsName("localhost".try_into().unwrap()),
+                SanType::DnsName(
+                    "localhost"
+                        .try_into()
+                        .expect("a valid subject alternative name"),
+                ),
                 SanType::IpAddress([127, 0, 0, 1].into()),
             ],
             ExtendedKeyUsagePurpose::ServerAuth,
@@ -108,12 +120,12 @@ impl Pki {
 
 /// A URI SAN.
 pub(crate) fn uri(u: &str) -> SanType {
-    SanType::URI(u.try_into().unwrap())
+    SanType::URI(u.try_into().expect("a valid subject alternative name"))
 }
 
 /// A DNS SAN.
 pub(crate) fn dns(d: &str) -> SanType {
-    SanType::DnsName(d.try_into().unwrap())
+    SanType::DnsName(d.try_into().expect("a valid subject alternative name"))
 }
 
 /// A rustls client trusting `ca_pem`, presenting `identity` when given.
@@ -121,22 +133,24 @@ pub(crate) fn client_config(ca_pem: &str, identity: Option<&Issued>) -> Arc<rust
     use rustls::pki_types::pem::PemObject;
     let mut roots = rustls::RootCertStore::empty();
     for c in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
-        roots.add(c.unwrap()).unwrap();
+        roots
+            .add(c.expect("a PEM certificate"))
+            .expect("adds the CA certificate");
     }
     let builder = rustls::ClientConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
     ))
     .with_safe_default_protocol_versions()
-    .unwrap()
+    .expect("ring supports the default protocol versions")
     .with_root_certificates(roots);
     let mut config = match identity {
         None => builder.with_no_client_auth(),
         Some(id) => builder
             .with_client_auth_cert(
                 vec![id.der.clone()],
-                PrivateKeyDer::from_pem_slice(id.key_pem.as_bytes()).unwrap(),
+                PrivateKeyDer::from_pem_slice(id.key_pem.as_bytes()).expect("a PEM private key"),
             )
-            .unwrap(),
+            .expect("a PEM private key"),
     };
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Arc::new(config)
@@ -153,7 +167,10 @@ pub(crate) async fn tls_send(
         .await
         .map_err(|e| e.to_string())?;
     let tls = tokio_rustls::TlsConnector::from(config)
-        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+        .connect(
+            ServerName::try_from("localhost").expect("a valid server name"),
+            tcp,
+        )
         .await
         .map_err(|e| format!("handshake: {e}"))?;
     let (mut sender, conn) =

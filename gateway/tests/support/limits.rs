@@ -68,7 +68,7 @@ pub(crate) async fn read_response_head(s: &mut TcpStream) -> String {
         let n = tokio::time::timeout(Duration::from_secs(2), s.read(&mut buf))
             .await
             .expect("response within 2 s")
-            .unwrap();
+            .expect("answers in time");
         assert!(n > 0, "closed before a response");
         seen.extend_from_slice(&buf[..n]);
         let text = String::from_utf8_lossy(&seen).to_string();
@@ -93,8 +93,10 @@ pub(crate) async fn h2_handshake(
     h2::client::SendRequest<Bytes>,
     h2::client::Connection<TcpStream, Bytes>,
 ) {
-    let tcp = TcpStream::connect(gw).await.unwrap();
-    h2::client::handshake(tcp).await.unwrap()
+    let tcp = TcpStream::connect(gw).await.expect("connects");
+    h2::client::handshake(tcp)
+        .await
+        .expect("completes the HTTP/2 handshake")
 }
 
 /// A GET on one stream of `sender`, its body read to the end; the status.
@@ -103,7 +105,9 @@ pub(crate) async fn h2_get(
     path: &str,
 ) -> Result<StatusCode, h2::Error> {
     let mut ready = sender.clone().ready().await?;
-    let req = Request::get(format!("http://x{path}")).body(()).unwrap();
+    let req = Request::get(format!("http://x{path}"))
+        .body(())
+        .expect("a valid request");
     let (response, _) = ready.send_request(req, true)?;
     let response = response.await?;
     let status = response.status();

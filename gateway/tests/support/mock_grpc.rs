@@ -57,7 +57,10 @@ impl Authorization for Service {
         request: tonic::Request<CheckRequest>,
     ) -> Result<tonic::Response<CheckResponse>, tonic::Status> {
         let request = request.into_inner();
-        self.requests.lock().unwrap().push(request.clone());
+        self.requests
+            .lock()
+            .expect("the lock is not poisoned")
+            .push(request.clone());
         match (self.handler)(&request) {
             Reply::Respond(r) => Ok(tonic::Response::new(r)),
             Reply::Fail(s) => Err(s),
@@ -83,8 +86,12 @@ impl MockAuthz {
         handler: impl Fn(&CheckRequest) -> Reply + Send + Sync + 'static,
         tls: Option<tonic::transport::ServerTlsConfig>,
     ) -> MockAuthz {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("binds a loopback port");
+        let addr = listener
+            .local_addr()
+            .expect("a bound listener has an address");
         let requests = Arc::new(Mutex::new(Vec::new()));
         let connections = Arc::new(AtomicUsize::new(0));
         let service = Service {
@@ -98,7 +105,7 @@ impl MockAuthz {
         });
         let mut builder = tonic::transport::Server::builder();
         if let Some(tls) = tls {
-            builder = builder.tls_config(tls).unwrap();
+            builder = builder.tls_config(tls).expect("a valid TLS config");
         }
         tokio::spawn(
             builder
@@ -129,7 +136,10 @@ impl MockAuthz {
 
     /// Every check received so far.
     pub(crate) fn requests(&self) -> Vec<CheckRequest> {
-        self.requests.lock().unwrap().clone()
+        self.requests
+            .lock()
+            .expect("the lock is not poisoned")
+            .clone()
     }
 
     /// How many TCP connections the gateway opened to this server.
@@ -139,7 +149,10 @@ impl MockAuthz {
 
     /// How many checks were received.
     pub(crate) fn count(&self) -> usize {
-        self.requests.lock().unwrap().len()
+        self.requests
+            .lock()
+            .expect("the lock is not poisoned")
+            .len()
     }
 
     /// The HTTP attributes of the last check.
@@ -147,7 +160,7 @@ impl MockAuthz {
         http_of(
             self.requests
                 .lock()
-                .unwrap()
+                .expect("the lock is not poisoned")
                 .last()
                 .expect("no check received"),
         )
@@ -159,13 +172,13 @@ impl MockAuthz {
 pub(crate) fn http_of(req: &CheckRequest) -> &HttpRequest {
     req.attributes
         .as_ref()
-        .unwrap()
+        .expect("the check has attributes")
         .request
         .as_ref()
-        .unwrap()
+        .expect("the check has attributes.request")
         .http
         .as_ref()
-        .unwrap()
+        .expect("the check has attributes.request.http")
 }
 
 /// Istio's ext-authz answer.

@@ -38,14 +38,18 @@ impl MockHttpAuthz {
     pub(crate) async fn start(
         handler: impl Fn(&SeenRequest) -> Response<Full<Bytes>> + Send + Sync + 'static,
     ) -> MockHttpAuthz {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("binds a loopback port");
+        let addr = listener
+            .local_addr()
+            .expect("a bound listener has an address");
         let requests: Arc<Mutex<Vec<SeenRequest>>> = Arc::default();
         let handler: HttpHandler = Arc::new(handler);
         let recorded = requests.clone();
         tokio::spawn(async move {
             loop {
-                let (stream, _) = listener.accept().await.unwrap();
+                let (stream, _) = listener.accept().await.expect("accepts a connection");
                 let handler = handler.clone();
                 let recorded = recorded.clone();
                 tokio::spawn(async move {
@@ -58,9 +62,16 @@ impl MockHttpAuthz {
                                 method: parts.method,
                                 uri: parts.uri.to_string(),
                                 headers: parts.headers,
-                                body: body.collect().await.unwrap().to_bytes(),
+                                body: body
+                                    .collect()
+                                    .await
+                                    .expect("reads the whole body")
+                                    .to_bytes(),
                             };
-                            recorded.lock().unwrap().push(seen.clone());
+                            recorded
+                                .lock()
+                                .expect("the lock is not poisoned")
+                                .push(seen.clone());
                             Ok::<_, std::convert::Infallible>(handler(&seen))
                         }
                     });
@@ -75,6 +86,9 @@ impl MockHttpAuthz {
 
     /// Every request received so far.
     pub(crate) fn requests(&self) -> Vec<SeenRequest> {
-        self.requests.lock().unwrap().clone()
+        self.requests
+            .lock()
+            .expect("the lock is not poisoned")
+            .clone()
     }
 }

@@ -34,8 +34,12 @@ pub(crate) const SEED_BODY: &str = r#"{ "model": "gpt-3.5-turbo", "messages": [ 
 
 /// Starts the demo backend; streamed events are 100 ms apart.
 pub(crate) async fn start_backend() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("binds a loopback port");
+    let addr = listener
+        .local_addr()
+        .expect("a bound listener has an address");
     tokio::spawn(gateway::demo_backend::serve(
         listener,
         gateway::demo_backend::DemoOptions {
@@ -49,7 +53,9 @@ pub(crate) async fn start_backend() -> SocketAddr {
 pub(crate) async fn start_gateway(toml: &str) -> SocketAddr {
     let config = gateway::Config::from_toml(toml, "test.toml")
         .unwrap_or_else(|e| panic!("test config invalid:\n{e}\n---\n{toml}"));
-    let gw = gateway::Gateway::bind(config).await.unwrap();
+    let gw = gateway::Gateway::bind(config)
+        .await
+        .expect("the gateway binds its listeners");
     let addr = gw.local_addrs()[0].1;
     tokio::spawn(gw.run());
     addr
@@ -163,7 +169,7 @@ pub(crate) fn h2_client() -> Client<HttpConnector, Full<Bytes>> {
 
 /// Sends `req` over HTTP/1.1 and reads the whole response.
 pub(crate) async fn send(req: Request<Full<Bytes>>) -> Reply200 {
-    read(client().request(req).await.unwrap()).await
+    read(client().request(req).await.expect("the gateway answers")).await
 }
 
 /// Reads a response to the end.
@@ -172,7 +178,11 @@ pub(crate) async fn read(resp: Response<Incoming>) -> Reply200 {
     Reply200 {
         status: parts.status,
         headers: parts.headers,
-        body: body.collect().await.unwrap().to_bytes(),
+        body: body
+            .collect()
+            .await
+            .expect("reads the whole body")
+            .to_bytes(),
     }
 }
 
@@ -188,7 +198,7 @@ pub(crate) fn seed_post(
         req = req.header(*k, *v);
     }
     req.body(Full::new(Bytes::from_static(SEED_BODY.as_bytes())))
-        .unwrap()
+        .expect("a valid request")
 }
 
 /// A GET to `path` with extra headers.
@@ -197,19 +207,21 @@ pub(crate) fn get(gw: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Reque
     for (k, v) in headers {
         req = req.header(*k, *v);
     }
-    req.body(Full::new(Bytes::new())).unwrap()
+    req.body(Full::new(Bytes::new())).expect("a valid request")
 }
 
 /// Writes `request` on a fresh TCP connection and returns the status code and the raw response.
 pub(crate) async fn raw_exchange(gw: SocketAddr, request: &str) -> (u16, String) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(gw).await.unwrap();
-    s.write_all(request.as_bytes()).await.unwrap();
+    let mut s = tokio::net::TcpStream::connect(gw).await.expect("connects");
+    s.write_all(request.as_bytes())
+        .await
+        .expect("writes to the socket");
     let mut buf = vec![0u8; 8192];
     let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
         .await
-        .unwrap()
-        .unwrap();
+        .expect("answers in time")
+        .expect("answers in time");
     let text = String::from_utf8_lossy(&buf[..n]).into_owned();
     let status = text
         .split(' ')
@@ -233,7 +245,9 @@ pub(crate) struct TestGateway {
 pub(crate) async fn start_test_gateway(toml: &str) -> TestGateway {
     let config = gateway::Config::from_toml(toml, "test.toml")
         .unwrap_or_else(|e| panic!("test config invalid:\n{e}\n---\n{toml}"));
-    let gw = gateway::Gateway::bind(config).await.unwrap();
+    let gw = gateway::Gateway::bind(config)
+        .await
+        .expect("the gateway binds its listeners");
     let started = TestGateway {
         addr: gw.local_addrs()[0].1,
         admin: gw.admin_addr(),

@@ -9,11 +9,15 @@ use tokio::net::TcpListener;
 /// A backend that reads one request head, writes `response` verbatim and closes.
 pub(crate) async fn raw_backend(response: &'static [u8]) -> SocketAddr {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("binds a loopback port");
+    let addr = listener
+        .local_addr()
+        .expect("a bound listener has an address");
     tokio::spawn(async move {
         loop {
-            let (mut s, _) = listener.accept().await.unwrap();
+            let (mut s, _) = listener.accept().await.expect("accepts a connection");
             tokio::spawn(async move {
                 let mut seen = Vec::new();
                 let mut buf = [0u8; 4096];
@@ -33,16 +37,22 @@ pub(crate) async fn raw_backend(response: &'static [u8]) -> SocketAddr {
 
 /// A TCP relay in front of `target` that counts the connections made through it.
 pub(crate) async fn counting_relay(target: SocketAddr) -> (SocketAddr, Arc<AtomicUsize>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("binds a loopback port");
+    let addr = listener
+        .local_addr()
+        .expect("a bound listener has an address");
     let count = Arc::new(AtomicUsize::new(0));
     let counter = count.clone();
     tokio::spawn(async move {
         loop {
-            let (mut inbound, _) = listener.accept().await.unwrap();
+            let (mut inbound, _) = listener.accept().await.expect("accepts a connection");
             counter.fetch_add(1, Ordering::SeqCst);
             tokio::spawn(async move {
-                let mut outbound = tokio::net::TcpStream::connect(target).await.unwrap();
+                let mut outbound = tokio::net::TcpStream::connect(target)
+                    .await
+                    .expect("connects");
                 let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
             });
         }
@@ -63,20 +73,29 @@ pub(crate) struct SeverableRelay {
 impl SeverableRelay {
     /// Starts relaying to `target`.
     pub(crate) async fn start(target: SocketAddr) -> SeverableRelay {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("binds a loopback port");
+        let addr = listener
+            .local_addr()
+            .expect("a bound listener has an address");
         let count = Arc::new(AtomicUsize::new(0));
         let open = Arc::new(Mutex::new(Vec::new()));
         let (counter, tasks) = (count.clone(), open.clone());
         tokio::spawn(async move {
             loop {
-                let (mut inbound, _) = listener.accept().await.unwrap();
+                let (mut inbound, _) = listener.accept().await.expect("accepts a connection");
                 counter.fetch_add(1, Ordering::SeqCst);
                 let task = tokio::spawn(async move {
-                    let mut outbound = tokio::net::TcpStream::connect(target).await.unwrap();
+                    let mut outbound = tokio::net::TcpStream::connect(target)
+                        .await
+                        .expect("connects");
                     let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
                 });
-                tasks.lock().unwrap().push(task.abort_handle());
+                tasks
+                    .lock()
+                    .expect("the lock is not poisoned")
+                    .push(task.abort_handle());
             }
         });
         SeverableRelay { addr, count, open }
@@ -84,7 +103,12 @@ impl SeverableRelay {
 
     /// Closes every connection made so far (both sides see the socket close).
     pub(crate) fn sever(&self) {
-        for task in self.open.lock().unwrap().drain(..) {
+        for task in self
+            .open
+            .lock()
+            .expect("the lock is not poisoned")
+            .drain(..)
+        {
             task.abort();
         }
     }
