@@ -1,20 +1,25 @@
 //! The raw policy model: exactly what the TOML says, before any validation. `docs/rules.md` is the
 //! reference for every field; [`crate::compile`] turns this into the compiled [`crate::RuleSet`].
 
+mod action;
 mod auth;
+mod list;
 mod rego;
 
 use std::collections::BTreeMap;
-use std::fmt;
 
 use serde::Deserialize;
-use serde::de::{self, Deserializer, SeqAccess, Visitor};
 use toml::Spanned;
 
+pub(crate) use action::{
+    ActionName, RawAllow, RawDeny, RawGrpcCode, RawHeaderValue, RawQueryParam, RawRequestHeader,
+    RawResponseHeader,
+};
 pub(crate) use auth::{
     RawClaimMatch, RawCredential, RawDatabase, RawDbMatch, RawJwt, RawKeyList, RawLookup,
     RawOnError, RawOnFailure, RawParam, RawSource,
 };
+pub(crate) use list::OneOrMany;
 pub(crate) use rego::RawRego;
 
 /// The whole policy document.
@@ -168,168 +173,4 @@ pub(crate) struct RawHeaderMatch {
     /// Compare ASCII letters case-insensitively.
     #[serde(default)]
     pub ignore_case: bool,
-}
-
-/// What an allow does to the request and response.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct RawAllow {
-    /// Headers to set (or append) on the upstream request.
-    #[serde(default)]
-    pub request_headers: Vec<RawRequestHeader>,
-    /// Upstream request headers to remove.
-    #[serde(default)]
-    pub remove_request_headers: Vec<Spanned<String>>,
-    /// Headers to add to the client's response.
-    #[serde(default)]
-    pub response_headers: Vec<RawResponseHeader>,
-    /// Query parameters to set on the upstream request.
-    #[serde(default)]
-    pub query_set: Vec<RawQueryParam>,
-    /// Query parameters to remove from the upstream request.
-    #[serde(default)]
-    pub query_remove: Vec<Spanned<String>>,
-    /// Dynamic metadata for the proxy; string values are templates.
-    pub dynamic_metadata: Option<Spanned<toml::Table>>,
-}
-
-/// One upstream request header.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct RawRequestHeader {
-    /// Header name; lower-cased at load.
-    pub name: Spanned<String>,
-    /// Value template.
-    pub value: Spanned<String>,
-    /// `true`: comma-append to an existing header; `false` (default): overwrite or add.
-    #[serde(default)]
-    pub append: bool,
-}
-
-/// One response header.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct RawResponseHeader {
-    /// Header name; lower-cased at load.
-    pub name: Spanned<String>,
-    /// Value template.
-    pub value: Spanned<String>,
-    /// How to combine with an existing header; default `append_if_exists_or_add`.
-    #[serde(default)]
-    pub action: Option<ActionName>,
-}
-
-/// Envoy's `HeaderAppendAction`, by config name.
-#[derive(Debug, Clone, Copy, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub(crate) enum ActionName {
-    /// Append to an existing header, or add it.
-    AppendIfExistsOrAdd,
-    /// Add only when absent.
-    AddIfAbsent,
-    /// Overwrite an existing header, or add it.
-    OverwriteIfExistsOrAdd,
-    /// Overwrite only when present.
-    OverwriteIfExists,
-}
-
-/// One query parameter to set.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct RawQueryParam {
-    /// Parameter name.
-    pub name: Spanned<String>,
-    /// Value template.
-    pub value: Spanned<String>,
-}
-
-/// What a deny sends back.
-#[derive(Debug, Default, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct RawDeny {
-    /// HTTP status, 100..=599; default 403.
-    pub status: Option<Spanned<i64>>,
-    /// gRPC code 1..=16 or its name; default 7 (`PERMISSION_DENIED`).
-    pub grpc_code: Option<Spanned<RawGrpcCode>>,
-    /// Body template; default empty.
-    pub body: Option<Spanned<String>>,
-    /// Headers on the denied response, in order; repeated names are kept.
-    #[serde(default)]
-    pub headers: Vec<RawHeaderValue>,
-    /// Dynamic metadata for the proxy; string values are templates.
-    pub dynamic_metadata: Option<Spanned<toml::Table>>,
-}
-
-/// A name and a value template.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct RawHeaderValue {
-    /// Header name; lower-cased at load.
-    pub name: Spanned<String>,
-    /// Value template.
-    pub value: Spanned<String>,
-}
-
-/// A gRPC code as written: a number or a name such as `"PERMISSION_DENIED"`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum RawGrpcCode {
-    /// A numeric code.
-    Number(i64),
-    /// A canonical code name.
-    Name(String),
-}
-
-impl<'de> Deserialize<'de> for RawGrpcCode {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct CodeVisitor;
-        impl Visitor<'_> for CodeVisitor {
-            type Value = RawGrpcCode;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a gRPC code: an integer 1..=16 or a name like \"PERMISSION_DENIED\"")
-            }
-            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
-                Ok(RawGrpcCode::Number(v))
-            }
-            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
-                Ok(RawGrpcCode::Number(i64::try_from(v).unwrap_or(i64::MAX)))
-            }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
-                Ok(RawGrpcCode::Name(v.to_owned()))
-            }
-        }
-        deserializer.deserialize_any(CodeVisitor)
-    }
-}
-
-/// A string or a list of strings. A list keeps each element's span so an error can point at it;
-/// a lone string uses the span of the whole value.
-#[derive(Debug, Clone)]
-pub(crate) enum OneOrMany {
-    /// `field = "x"`.
-    One(String),
-    /// `field = ["x", "y"]`.
-    Many(Vec<Spanned<String>>),
-}
-
-impl<'de> Deserialize<'de> for OneOrMany {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct ListVisitor;
-        impl<'de> Visitor<'de> for ListVisitor {
-            type Value = OneOrMany;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a string or a list of strings")
-            }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
-                Ok(OneOrMany::One(v.to_owned()))
-            }
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-                let mut items = Vec::new();
-                while let Some(item) = seq.next_element::<Spanned<String>>()? {
-                    items.push(item);
-                }
-                Ok(OneOrMany::Many(items))
-            }
-        }
-        deserializer.deserialize_any(ListVisitor)
-    }
 }

@@ -7,7 +7,8 @@ use serde::Deserialize;
 use serde::de::{self, Deserializer, MapAccess, Visitor};
 use toml::Spanned;
 
-use super::{RawDeny, RawGrpcCode, RawHeaderValue};
+use super::action::{RawDeny, RawGrpcCode, RawHeaderValue};
+use super::list::OneOrMany;
 
 /// One `[databases.<name>]` table.
 #[derive(Debug, Deserialize)]
@@ -77,9 +78,9 @@ pub(crate) struct RawJwt {
     /// A JWKS document fetched by the server's JWKS hook.
     pub jwks_url: Option<Spanned<String>>,
     /// Accepted issuers (`iss`); any when absent.
-    pub issuer: Option<Spanned<super::OneOrMany>>,
+    pub issuer: Option<Spanned<OneOrMany>>,
     /// Accepted audiences (`aud`); any when absent.
-    pub audience: Option<Spanned<super::OneOrMany>>,
+    pub audience: Option<Spanned<OneOrMany>>,
     /// Clock skew tolerated for `exp` and `nbf`; default 60.
     pub leeway_seconds: Option<Spanned<i64>>,
     /// Claims that must be present; default `["exp"]`.
