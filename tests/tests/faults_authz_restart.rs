@@ -9,7 +9,6 @@
 //! tests measure latency, so each has a test binary of its own: Cargo runs binaries one at a time.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use e2e::load::{Answer, Load, Sample, get, http_client, quantile};
@@ -22,7 +21,7 @@ const CHECK_TIMEOUT: Duration = Duration::from_millis(500);
 /// What a request may take beyond the check timeout (proxying to the backend, a busy machine).
 const SLACK: Duration = Duration::from_millis(700);
 
-fn start_authz(program: &std::path::Path, grpc: u16, http: u16, log: PathBuf) -> Process {
+fn start_authz(program: &std::path::Path, grpc: u16, http: u16, log: &std::path::Path) -> Process {
     Process::start(
         program,
         &[
@@ -32,7 +31,7 @@ fn start_authz(program: &std::path::Path, grpc: u16, http: u16, log: PathBuf) ->
             format!("127.0.0.1:{http}"),
         ],
         &["grpc", "http"],
-        &log,
+        log,
     )
 }
 
@@ -168,7 +167,7 @@ async fn authz_server_killed_and_restarted_under_load() {
     let dir = scratch_dir("fault-authz-restart");
     let (grpc_port, http_port) = (free_port(), free_port());
     let backend = start_demo_backend().await;
-    let mut authz = start_authz(&authz_bin, grpc_port, http_port, dir.join("authz-1.log"));
+    let mut authz = start_authz(&authz_bin, grpc_port, http_port, &dir.join("authz-1.log"));
     let gw = start_gateway(
         &gateway_bin,
         &dir,
@@ -200,7 +199,7 @@ async fn authz_server_killed_and_restarted_under_load() {
     let killed = Instant::now();
     tokio::time::sleep(Duration::from_secs(3)).await;
     let restarting = Instant::now();
-    let authz = start_authz(&authz_bin, grpc_port, http_port, dir.join("authz-2.log"));
+    let authz = start_authz(&authz_bin, grpc_port, http_port, &dir.join("authz-2.log"));
     let up = Instant::now();
     tokio::time::sleep(Duration::from_secs(4)).await;
     let fds_after = open_fds(gw_pid);

@@ -257,12 +257,14 @@ async fn soak_mixed_load_with_reloads_shows_no_upward_trend() {
     let samples = load.stop().await;
 
     let mut failed = Vec::new();
-    let mut per_second: Vec<Vec<Duration>> = vec![Vec::new(); seconds as usize];
+    let mut per_second: Vec<Vec<Duration>> =
+        vec![Vec::new(); usize::try_from(seconds).expect("a soak length that fits memory")];
     for s in &samples {
         if !expected(KINDS[s.worker % KINDS.len()], &s.value) {
             failed.push(s);
         }
-        let at = s.start.saturating_duration_since(began).as_secs() as usize;
+        let at = usize::try_from(s.start.saturating_duration_since(began).as_secs())
+            .unwrap_or(usize::MAX);
         if let Some(bucket) = per_second.get_mut(at) {
             bucket.push(s.elapsed);
         }
