@@ -154,8 +154,8 @@ mod tests {
             let ip: IpAddr = ip.parse().unwrap();
             assert_eq!(ip_string(ip), ip.to_string());
         }
-        for n in [0u32, 9, 10, 99, 100, 199, 200, 249, 250, 255] {
-            let ip = IpAddr::from([n as u8, 255 - n as u8, n as u8 / 2, 7]);
+        for n in [0u8, 9, 10, 99, 100, 199, 200, 249, 250, 255] {
+            let ip = IpAddr::from([n, 255 - n, n / 2, 7]);
             assert_eq!(ip_string(ip), ip.to_string());
         }
     }
