@@ -55,7 +55,7 @@ pub async fn run_admin_listener(
             let reply = respond(&state, request.method(), request.uri().path());
             async move { reply }
         };
-        let serving = listener::serve(stream, &limits, handler, drain.clone());
+        let serving = listener::serve_connection(stream, &limits, handler, drain.clone());
         tokio::spawn(async move {
             serving.await;
             drop(slot);

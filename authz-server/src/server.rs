@@ -434,7 +434,7 @@ async fn run_http_mode_listener<A: Authorizer>(
                 response
             }
         };
-        let serving = listener::serve(stream, limits, handler, stop.clone());
+        let serving = listener::serve_connection(stream, limits, handler, stop.clone());
         let held = open.subscribe();
         tokio::spawn(async move {
             serving.await;

@@ -42,7 +42,7 @@ pub async fn serve_admin(listener: TcpListener, shared: Arc<Shared>) {
                 let reply = answer(&shared, &req);
                 async move { reply }
             };
-            listener::serve(stream, &limits, handler, drain).await;
+            listener::serve_connection(stream, &limits, handler, drain).await;
             drop(slot);
         });
     }

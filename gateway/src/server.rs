@@ -255,7 +255,7 @@ async fn serve_connection(
     };
     let Some(tls) = tls else {
         let handler = move |req| proxy::serve_request(conn.clone(), req);
-        return listener::serve(stream, &limits, handler, drain).await;
+        return listener::serve_connection(stream, &limits, handler, drain).await;
     };
     // The handshake is part of the time a client has to send its first request.
     let handshake = tokio::time::timeout(
@@ -278,5 +278,5 @@ async fn serve_connection(
         &tls.local_principal,
     )));
     let handler = move |req| proxy::serve_request(conn.clone(), req);
-    listener::serve(stream, &limits, handler, drain).await;
+    listener::serve_connection(stream, &limits, handler, drain).await;
 }

@@ -4,11 +4,11 @@
 //! - **hyper's own knobs**: header count and bytes on HTTP/1, streams per h2 connection, the h2
 //!   header list size, keep-alive PINGs, and h2's reset-flood guards (GOAWAY
 //!   `ENHANCE_YOUR_CALM`).
-//! - **A supervisor per connection** ([`serve`]'s loop) owns the timers hyper does not have: the
-//!   request-headers timeout (from the first byte of a request head, or from accept for the
-//!   first request — which also covers a client that never sends a byte or stalls in the h2
-//!   preface), the idle timeout (no request in flight), and the graceful close after
-//!   `max_requests_per_connection` or on drain.
+//! - **A supervisor per connection** ([`supervise`], behind [`serve_connection`]) owns the
+//!   timers hyper does not have: the request-headers timeout (from the first byte of a request
+//!   head, or from accept for the first request — which also covers a client that never sends a
+//!   byte or stalls in the h2 preface), the idle timeout (no request in flight), and the
+//!   graceful close after `max_requests_per_connection` or on drain.
 //! - **Per request**: more header fields than allowed get 431 (hyper refuses them itself on
 //!   HTTP/1; this catches h2); the stream idle timer answers 408 while no response has started
 //!   and resets the stream (h2) or the connection (HTTP/1) once one has.
@@ -47,7 +47,7 @@ use crate::{BoxError, Limits};
 
 /// Serves one connection until it ends, it breaks a limit, or `drain` turns true (then it closes
 /// gracefully: GOAWAY on h2, `connection: close` on HTTP/1).
-pub fn serve<I, H, Fut, B>(
+pub fn serve_connection<I, H, Fut, B>(
     io: I,
     limits: &Limits,
     handler: H,
@@ -60,10 +60,11 @@ where
     B: Body<Data = Bytes> + Unpin + Send + 'static,
     B::Error: Into<BoxError>,
 {
-    serve_inner(io, limits.clone(), handler, drain)
+    supervise(io, limits.clone(), handler, drain)
 }
 
-async fn serve_inner<I, H, Fut, B>(
+/// The supervisor: serves the connection with hyper and runs the timers hyper does not have.
+async fn supervise<I, H, Fut, B>(
     io: I,
     limits: Limits,
     handler: H,

@@ -4,7 +4,7 @@
 //!
 //! - [`Limits`]: the bounds, with safe defaults named after Envoy's settings.
 //! - [`ConnectionSlot`]: one of a listener's `max_connections`.
-//! - [`serve`]: one connection (HTTP/1.1 and h2 on the same socket) under those limits.
+//! - [`serve_connection`]: one connection (HTTP/1.1 and h2 on the same socket) under those limits.
 //!
 //! The binaries read their limits from their own config files; this crate only enforces them.
 
@@ -17,7 +17,7 @@ mod socket;
 mod state;
 
 pub use body::{IdleBody, LimitedBody, StreamIdle};
-pub use connection::serve;
+pub use connection::serve_connection;
 pub use limits::*;
 pub use request::{
     PREMATURE_RESET_LIFETIME, PREMATURE_RESET_STREAM_COUNT, STREAM_TIMEOUT, TOO_MANY_HEADERS,
