@@ -13,41 +13,7 @@ use std::time::{Duration, Instant};
 use gateway::reload::{ReloadError, Reloader};
 use http::StatusCode;
 use support::*;
-
-/// Route `openai` rewrites `/openai` to `/v{version}` and goes to backend `a` or `b`.
-fn versioned(a: SocketAddr, b: SocketAddr, authz: SocketAddr, version: usize) -> String {
-    let backend = if version.is_multiple_of(2) { "a" } else { "b" };
-    format!(
-        r#"
-[[listeners]]
-name = "gw"
-address = "127.0.0.1:0"
-
-[[backends]]
-name = "a"
-url = "http://{a}"
-
-[[backends]]
-name = "b"
-url = "http://{b}"
-
-[[routes]]
-name = "openai"
-path = {{ prefix = "/openai" }}
-backend = "{backend}"
-rewrite_prefix = "/v{version}"
-
-[[authz_backends]]
-name = "authz"
-url = "http://{authz}"
-
-[[policies]]
-name = "gateway-ext-auth-policy"
-target_refs = [{{ kind = "Gateway", name = "gw" }}]
-ext_auth = {{ backend = "authz", grpc = {{}}, timeout = "2s" }}
-"#
-    )
-}
+use testkit::configs::versioned_gateway;
 
 /// Starts a gateway from the file and a reloader polling it every 20 ms.
 async fn start_watched(file: &Path) -> TestGateway {
@@ -111,7 +77,7 @@ async fn one_hundred_changes_under_load_fail_no_request() {
     let authz = MockAuthz::istio().await;
     let dir = testkit::scratch_dir("reload-load");
     let file = dir.join("gateway.toml");
-    std::fs::write(&file, versioned(a, b, authz.addr, 0)).unwrap();
+    std::fs::write(&file, versioned_gateway(a, b, authz.addr, 0)).unwrap();
     let gw = start_watched(&file).await;
     wait_for_version(gw.addr, 0, a).await;
 
@@ -149,7 +115,7 @@ async fn one_hundred_changes_under_load_fail_no_request() {
     for version in 1..=100 {
         if version == 50 {
             // A broken file: refused, the last good config (49) keeps serving, the gauge says so.
-            let broken = versioned(a, b, authz.addr, 49).replace(
+            let broken = versioned_gateway(a, b, authz.addr, 49).replace(
                 "rewrite_prefix = \"/v49\"",
                 "rewrite_prefix = \"v49\"\ntimeout = \"soon\"",
             );
@@ -167,7 +133,7 @@ async fn one_hundred_changes_under_load_fail_no_request() {
             assert_eq!(sample(&metrics, "gateway_config_synchronized"), Some(0.0));
             assert_eq!(probe(gw.addr).await, ("/v49".to_owned(), b.to_string()));
         }
-        testkit::write_atomically(&file, &versioned(a, b, authz.addr, version));
+        testkit::write_atomically(&file, &versioned_gateway(a, b, authz.addr, version));
         let backend = if version.is_multiple_of(2) { a } else { b };
         wait_for_version(gw.addr, version, backend).await;
     }
@@ -200,7 +166,7 @@ async fn a_refused_reload_reports_every_error_with_its_place() {
     let authz = MockAuthz::istio().await;
     let dir = testkit::scratch_dir("reload-errors");
     let file = dir.join("gateway.toml");
-    std::fs::write(&file, versioned(a, a, authz.addr, 0)).unwrap();
+    std::fs::write(&file, versioned_gateway(a, a, authz.addr, 0)).unwrap();
     let text = std::fs::read_to_string(&file).unwrap();
     let config = gateway::Config::from_toml(&text, "x").unwrap();
     let gw = gateway::Gateway::bind(config).await.unwrap();
@@ -208,7 +174,7 @@ async fn a_refused_reload_reports_every_error_with_its_place() {
 
     std::fs::write(
         &file,
-        versioned(a, a, authz.addr, 0).replace(
+        versioned_gateway(a, a, authz.addr, 0).replace(
             "rewrite_prefix = \"/v0\"",
             "rewrite_prefix = \"v0\"\ntimeout = \"soon\"",
         ),
@@ -227,7 +193,7 @@ async fn a_refused_reload_reports_every_error_with_its_place() {
     // Listener addresses are bound sockets: changing them needs a restart.
     std::fs::write(
         &file,
-        versioned(a, a, authz.addr, 0).replace("127.0.0.1:0", "127.0.0.1:1"),
+        versioned_gateway(a, a, authz.addr, 0).replace("127.0.0.1:0", "127.0.0.1:1"),
     )
     .unwrap();
     let err = reloader.reload().await.unwrap_err();
@@ -241,7 +207,7 @@ async fn a_refused_reload_reports_every_error_with_its_place() {
         Some(0.0)
     );
 
-    std::fs::write(&file, versioned(a, a, authz.addr, 7)).unwrap();
+    std::fs::write(&file, versioned_gateway(a, a, authz.addr, 7)).unwrap();
     reloader.reload().await.unwrap();
     assert_eq!(
         sample(&gw.shared().metrics.encode(), "gateway_config_synchronized"),
@@ -255,7 +221,7 @@ async fn a_request_in_flight_finishes_on_the_config_it_started_with() {
     let authz = MockAuthz::istio().await;
     let dir = testkit::scratch_dir("reload-inflight");
     let file = dir.join("gateway.toml");
-    std::fs::write(&file, versioned(a, a, authz.addr, 0)).unwrap();
+    std::fs::write(&file, versioned_gateway(a, a, authz.addr, 0)).unwrap();
     let gw = start_watched(&file).await;
 
     let slow = tokio::spawn(send(seed_post(
@@ -264,7 +230,7 @@ async fn a_request_in_flight_finishes_on_the_config_it_started_with() {
         &[("x-ext-authz", "allow")],
     )));
     tokio::time::sleep(Duration::from_millis(150)).await;
-    testkit::write_atomically(&file, &versioned(a, a, authz.addr, 2));
+    testkit::write_atomically(&file, &versioned_gateway(a, a, authz.addr, 2));
     wait_for_version(gw.addr, 2, a).await;
     let slow = slow.await.unwrap();
     assert_eq!(slow.status, StatusCode::OK);

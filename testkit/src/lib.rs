@@ -13,6 +13,7 @@
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+pub mod configs;
 mod net;
 mod postgres;
 #[cfg(test)]

@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 
 use e2e::load::{Answer, Load, get, http_client};
 use e2e::procs::Process;
+use testkit::configs::versioned_gateway;
 use testkit::{binaries, scratch_dir, write_atomically};
 
 fn authz_config(version: usize) -> String {
@@ -47,47 +48,13 @@ fn broken_authz_config(version: usize) -> String {
     }
 }
 
-fn gateway_config(a: SocketAddr, b: SocketAddr, authz: SocketAddr, version: usize) -> String {
-    let backend = if version.is_multiple_of(2) { "a" } else { "b" };
-    format!(
-        r#"
-[[listeners]]
-name = "gw"
-address = "127.0.0.1:0"
-
-[[backends]]
-name = "a"
-url = "http://{a}"
-
-[[backends]]
-name = "b"
-url = "http://{b}"
-
-[[routes]]
-name = "openai"
-path = {{ prefix = "/openai" }}
-backend = "{backend}"
-rewrite_prefix = "/v{version}"
-
-[[authz_backends]]
-name = "authz"
-url = "http://{authz}"
-
-[[policies]]
-name = "gateway-ext-auth-policy"
-target_refs = [{{ kind = "Gateway", name = "gw" }}]
-ext_auth = {{ backend = "authz", grpc = {{}}, timeout = "2s" }}
-"#
-    )
-}
-
 fn broken_gateway_config(
     a: SocketAddr,
     b: SocketAddr,
     authz: SocketAddr,
     version: usize,
 ) -> String {
-    let good = gateway_config(a, b, authz, version);
+    let good = versioned_gateway(a, b, authz, version);
     match version % 3 {
         0 => good.replace("timeout = \"2s\"", "timeout = \"soon\""),
         1 => good.replace("[[routes]]", "[[routes]"),
@@ -200,7 +167,7 @@ async fn reload_storm_under_load_fails_nothing_and_never_half_applies() {
     );
     let authz_addr = authz.address("grpc");
     let gw_file = dir.join("gateway.toml");
-    std::fs::write(&gw_file, gateway_config(a, b, authz_addr, 0)).expect("writes");
+    std::fs::write(&gw_file, versioned_gateway(a, b, authz_addr, 0)).expect("writes");
     let gw = start(
         &gateway_bin,
         &[
@@ -246,7 +213,7 @@ async fn reload_storm_under_load_fails_nothing_and_never_half_applies() {
         } else {
             last_good = version;
             write_atomically(&authz_file, &authz_config(version));
-            write_atomically(&gw_file, &gateway_config(a, b, authz_addr, version));
+            write_atomically(&gw_file, &versioned_gateway(a, b, authz_addr, version));
         }
         authz.signal("HUP");
         gw.signal("HUP");
@@ -367,7 +334,7 @@ async fn reload_storm_under_load_fails_nothing_and_never_half_applies() {
     // And the next good file is taken at once.
     let next = 161;
     write_atomically(&authz_file, &authz_config(next));
-    write_atomically(&gw_file, &gateway_config(a, b, authz_addr, next));
+    write_atomically(&gw_file, &versioned_gateway(a, b, authz_addr, next));
     authz.signal("HUP");
     gw.signal("HUP");
     let deadline = Instant::now() + Duration::from_secs(5);
