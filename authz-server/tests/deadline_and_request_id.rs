@@ -14,25 +14,14 @@ use extauthz_proto::v3;
 const BIN: &str = env!("CARGO_BIN_EXE_authz-server");
 
 fn check(id: &str, headers: &[(&str, &str)]) -> v3::CheckRequest {
-    v3::CheckRequest {
-        attributes: Some(v3::AttributeContext {
-            request: Some(v3::attribute_context::Request {
-                time: None,
-                http: Some(v3::attribute_context::HttpRequest {
-                    id: id.to_owned(),
-                    method: "POST".into(),
-                    path: "/openai".into(),
-                    host: "gw".into(),
-                    headers: headers
-                        .iter()
-                        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-                        .collect(),
-                    ..Default::default()
-                }),
-            }),
-            ..Default::default()
-        }),
-    }
+    support::check_of(v3::attribute_context::HttpRequest {
+        id: id.to_owned(),
+        method: "POST".into(),
+        path: "/openai".into(),
+        host: "gw".into(),
+        headers: support::header_map(headers),
+        ..Default::default()
+    })
 }
 
 /// One v3 Check over raw HTTP/2, with `grpc-timeout` set as given and no client-side deadline of

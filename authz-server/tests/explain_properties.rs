@@ -215,11 +215,7 @@ fn check_request(r: &Described) -> v3::CheckRequest {
                     method: r.method.to_owned(),
                     path: r.path.to_owned(),
                     host: r.host.to_owned(),
-                    headers: r
-                        .headers
-                        .iter()
-                        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-                        .collect(),
+                    headers: support::header_map(&r.headers),
                     ..Default::default()
                 }),
             }),

@@ -135,28 +135,15 @@ async fn a_table_of_requests_gets_opa_envoys_responses_over_v3_v2_and_http() {
     let mut v2_client = V2Client::new(channel);
 
     for row in table() {
-        let headers = || {
-            row.headers
-                .iter()
-                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-                .collect()
-        };
+        let headers = || support::header_map(row.headers);
         // gRPC v3: the whole CheckResponse.
-        let request = v3::CheckRequest {
-            attributes: Some(v3::AttributeContext {
-                request: Some(v3::attribute_context::Request {
-                    time: None,
-                    http: Some(v3::attribute_context::HttpRequest {
-                        method: "GET".into(),
-                        path: "/x?debug=1&keep=2".into(),
-                        host: "api.example.com".into(),
-                        headers: headers(),
-                        ..Default::default()
-                    }),
-                }),
-                ..Default::default()
-            }),
-        };
+        let request = support::check_of(v3::attribute_context::HttpRequest {
+            method: "GET".into(),
+            path: "/x?debug=1&keep=2".into(),
+            host: "api.example.com".into(),
+            headers: headers(),
+            ..Default::default()
+        });
         let response = v3_client
             .check(request)
             .await

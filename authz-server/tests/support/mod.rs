@@ -174,6 +174,31 @@ impl Answer {
     }
 }
 
+/// Header pairs as a check's `headers` map holds them.
+pub(crate) fn header_map(headers: &[(&str, &str)]) -> std::collections::HashMap<String, String> {
+    headers
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect()
+}
+
+/// A v3 CheckRequest carrying only `http` (no peers, no context extensions), as a proxy that
+/// sends nothing else would.
+pub(crate) fn check_of(
+    http: extauthz_proto::v3::attribute_context::HttpRequest,
+) -> extauthz_proto::v3::CheckRequest {
+    use extauthz_proto::v3;
+    v3::CheckRequest {
+        attributes: Some(v3::AttributeContext {
+            request: Some(v3::attribute_context::Request {
+                time: None,
+                http: Some(http),
+            }),
+            ..Default::default()
+        }),
+    }
+}
+
 /// Sends one v3 Check for `GET path` on `api.example.com` with these headers.
 pub(crate) async fn check(client: &mut Client, path: &str, headers: &[(&str, &str)]) -> Answer {
     check_at(client, "api.example.com", path, headers).await
@@ -188,25 +213,14 @@ pub(crate) async fn check_at(
     headers: &[(&str, &str)],
 ) -> Answer {
     use extauthz_proto::v3;
-    let request = v3::CheckRequest {
-        attributes: Some(v3::AttributeContext {
-            request: Some(v3::attribute_context::Request {
-                time: None,
-                http: Some(v3::attribute_context::HttpRequest {
-                    method: "GET".into(),
-                    path: path.into(),
-                    host: host.into(),
-                    protocol: "HTTP/1.1".into(),
-                    headers: headers
-                        .iter()
-                        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-                        .collect(),
-                    ..Default::default()
-                }),
-            }),
-            ..Default::default()
-        }),
-    };
+    let request = check_of(v3::attribute_context::HttpRequest {
+        method: "GET".into(),
+        path: path.into(),
+        host: host.into(),
+        protocol: "HTTP/1.1".into(),
+        headers: header_map(headers),
+        ..Default::default()
+    });
     let response = client
         .check(request)
         .await
