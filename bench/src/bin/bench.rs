@@ -70,18 +70,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn find_nginx() -> Option<PathBuf> {
-    let on_path = std::env::var_os("PATH")
-        .into_iter()
-        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
-        .map(|dir| dir.join("nginx"));
-    on_path
-        .chain([PathBuf::from("/usr/sbin/nginx")])
-        .find(|p| p.is_file())
-}
-
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    let strict = std::env::var("AUTHZ_TEST_STRICT").is_ok_and(|v| v == "1");
     let bin_dir = match cli.bin_dir {
         Some(dir) => dir,
         None => std::env::current_exe()?
@@ -96,8 +85,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             bin_dir.join(binary).display()
         );
     }
-    let nginx = cli.nginx.or_else(find_nginx);
-    if nginx.is_none() && strict {
+    // The same lookup and strictness as the test suites (testkit): PATH, then /usr/sbin.
+    let nginx = cli.nginx.or_else(|| testkit::find_tool("nginx"));
+    if nginx.is_none() && testkit::strict() {
         anyhow::bail!("nginx is not installed (AUTHZ_TEST_STRICT=1): apt-get install nginx-light");
     }
     let (rounds, seconds, warmup, rate, concurrency) = if cli.smoke {
