@@ -49,4 +49,3 @@ pub use log_format::LogFormat;
 pub use logging::{LogGuard, init_logging, init_logging_and_tracing, init_tracing};
 pub use server::{Drained, Gateway};
 pub use state::Shared;
-
