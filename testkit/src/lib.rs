@@ -10,6 +10,7 @@
 //! it builds first. Builders that need our protobuf or config types live in the test-support
 //! module of the crate that uses them.
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -34,9 +35,9 @@ fn strict_value(value: Option<&std::ffi::OsStr>) -> bool {
     value.is_some_and(|v| !v.is_empty() && v != "0")
 }
 
-/// `found` when the precondition holds; otherwise says why `test` is skipped (on stdout and
-/// stderr, so it shows with and without `--nocapture`) and returns `None`, or panics naming the
-/// precondition under `AUTHZ_TEST_STRICT=1`.
+/// `found` when the precondition holds; otherwise says why `test` is skipped (a `SKIPPED` line
+/// on stderr that libtest does not capture, so it shows in a plain `cargo test` run) and returns
+/// `None`, or panics naming the precondition under `AUTHZ_TEST_STRICT=1`.
 ///
 /// ```
 /// let Some(path) = testkit::precondition("my_test", Some("/bin/sh"), || "sh is missing".into())
@@ -69,8 +70,9 @@ fn skip_under(strict: bool, test: &str, why: &str) {
         !strict,
         "{line} — under {STRICT_VAR}=1 (set by scripts/test) a test that cannot run fails"
     );
-    println!("{line}");
-    eprintln!("{line}");
+    // Written to the stderr handle, not with eprintln!: libtest captures the print macros of a
+    // passing test, and a skip must show in a plain `cargo test` run.
+    let _ = writeln!(std::io::stderr().lock(), "{line}");
 }
 
 /// The repository's root (this crate's parent directory).
