@@ -5,7 +5,6 @@
 
 mod support;
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use sqlx::Connection;
@@ -109,20 +108,7 @@ struct Seeded {
 }
 
 fn keys(args: &[&str]) -> String {
-    let output = Command::new(BIN)
-        .arg("keys")
-        .args(args)
-        .output()
-        .expect("runs authz-server keys");
-    assert!(
-        output.status.success(),
-        "keys {args:?}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8(output.stdout)
-        .expect("UTF-8")
-        .trim()
-        .to_owned()
+    testkit::authz_keys(std::path::Path::new(BIN), args)
 }
 
 async fn seed(url: String) -> Seeded {

@@ -170,3 +170,23 @@ pub fn write_atomically(path: &std::path::Path, text: &str) {
     std::fs::write(&tmp, text).expect("writes the temp file");
     std::fs::rename(&tmp, path).expect("renames it over the file");
 }
+
+/// Runs `authz-server keys <args>` (the binary at `bin`) and returns what it printed, trimmed;
+/// panics with its stderr when it fails. The database suites prepare their databases with it,
+/// as an operator would.
+pub fn authz_keys(bin: &std::path::Path, args: &[&str]) -> String {
+    let output = std::process::Command::new(bin)
+        .arg("keys")
+        .args(args)
+        .output()
+        .expect("runs authz-server keys");
+    assert!(
+        output.status.success(),
+        "keys {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout)
+        .expect("authz-server keys prints UTF-8")
+        .trim()
+        .to_owned()
+}

@@ -202,22 +202,3 @@ pub fn sockets_to(pid: u32, port: u16) -> Vec<String> {
     }
     states
 }
-
-/// Runs `authz-server keys <args>` (the binary at `bin`) and returns what it printed, trimmed;
-/// panics with its stderr when it fails.
-pub fn authz_keys(bin: &Path, args: &[&str]) -> String {
-    let output = Command::new(bin)
-        .arg("keys")
-        .args(args)
-        .output()
-        .expect("runs authz-server keys");
-    assert!(
-        output.status.success(),
-        "keys {args:?}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8(output.stdout)
-        .expect("UTF-8")
-        .trim()
-        .to_owned()
-}

@@ -12,11 +12,11 @@
 use std::time::{Duration, Instant};
 
 use e2e::load::{Load, Sample, quantile};
-use e2e::procs::{Process, authz_keys};
+use e2e::procs::Process;
 use extauthz_proto::v3::CheckRequest;
 use extauthz_proto::v3::authorization_client::AuthorizationClient;
 use extauthz_proto::v3::check_response::HttpResponse;
-use testkit::{Throwaway, binaries, scratch_dir};
+use testkit::{Throwaway, authz_keys, binaries, scratch_dir};
 use tonic::transport::Channel;
 
 const BY_HASH: &str =

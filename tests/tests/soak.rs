@@ -22,8 +22,8 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use e2e::load::{Answer, Load, get, http_client, median, quantile};
-use e2e::procs::{Process, authz_keys, open_fds, rss_kib};
-use testkit::{binaries, scratch_dir, write_atomically};
+use e2e::procs::{Process, open_fds, rss_kib};
+use testkit::{authz_keys, binaries, scratch_dir, write_atomically};
 
 const JWT_SECRET: &str = "soak-secret-0123456789abcdef-0123456789";
 
