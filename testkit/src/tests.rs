@@ -71,3 +71,23 @@ fn under_strict_a_missing_precondition_fails_the_test_naming_it() {
         );
     }
 }
+
+#[test]
+fn wait_for_port_returns_once_something_listens() {
+    let port = super::free_port();
+    let address: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
+    let listener = std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        let listener = std::net::TcpListener::bind(address).expect("the free port is still free");
+        let _ = listener.accept();
+    });
+    super::wait_for_port(address, std::time::Duration::from_secs(5));
+    listener.join().expect("the listener thread ends");
+}
+
+#[test]
+#[should_panic(expected = "nothing listens on")]
+fn wait_for_port_fails_naming_the_address_when_nothing_listens() {
+    let address: std::net::SocketAddr = ([127, 0, 0, 1], super::free_port()).into();
+    super::wait_for_port(address, std::time::Duration::from_millis(200));
+}
