@@ -278,16 +278,6 @@ async fn a_reset_burst_gets_goaway_on_grpc_and_http_mode() {
     );
 }
 
-/// The binary's resident memory, from procfs.
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("procfs");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS line")
-}
-
 /// The authz-server binary; killed on drop.
 struct Process(std::process::Child);
 
@@ -369,7 +359,7 @@ async fn thousands_of_idle_connections_leave_the_binary_answering_with_bounded_m
         assert_eq!(answer.status.map(|s| s.code), Some(0));
     };
     answers_promptly().await;
-    let before = rss_kib(process.0.id());
+    let before = testkit::rss_kib(process.0.id()).expect("VmRSS of the running server");
     // On each port, half never send a byte and half stop partway into their first bytes.
     let mut idle = Vec::with_capacity(2 * IDLE_PER_PORT);
     for i in 0..IDLE_PER_PORT {
@@ -389,7 +379,7 @@ async fn thousands_of_idle_connections_leave_the_binary_answering_with_bounded_m
     for _ in 0..5 {
         answers_promptly().await;
     }
-    let during = rss_kib(process.0.id());
+    let during = testkit::rss_kib(process.0.id()).expect("VmRSS of the running server");
     eprintln!(
         "authz-server RSS: {before} KiB before, {during} KiB with {} idle connections",
         idle.len()

@@ -214,16 +214,6 @@ async fn the_admin_port_has_header_limits_and_timeouts() {
     assert!(closes_within(&mut slow, Duration::from_secs(3)).await);
 }
 
-/// The resident memory of process `pid` in KiB, from `/proc/<pid>/status`.
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("procfs");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS line")
-}
-
 /// The gateway binary on a config file; killed on drop.
 struct GatewayProcess(std::process::Child);
 
@@ -266,7 +256,7 @@ async fn thousands_of_idle_connections_leave_the_gateway_answering_with_bounded_
         .parse()
         .unwrap();
     answers_promptly(gw).await;
-    let before = rss_kib(process.0.id());
+    let before = testkit::rss_kib(process.0.id()).expect("VmRSS of the running server");
     // Half never send a byte, half stop in the middle of their headers.
     let mut idle = Vec::with_capacity(IDLE);
     for i in 0..IDLE {
@@ -282,7 +272,7 @@ async fn thousands_of_idle_connections_leave_the_gateway_answering_with_bounded_
     for _ in 0..5 {
         answers_promptly(gw).await;
     }
-    let during = rss_kib(process.0.id());
+    let during = testkit::rss_kib(process.0.id()).expect("VmRSS of the running server");
     eprintln!("gateway RSS: {before} KiB before, {during} KiB with {IDLE} idle connections");
     assert!(
         during < 200 * 1024,

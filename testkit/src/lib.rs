@@ -17,11 +17,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 pub mod configs;
 mod net;
 mod postgres;
+mod process;
 #[cfg(test)]
 mod tests;
 
 pub use net::{free_port, wait_for_port};
 pub use postgres::{POSTGRES_URL_VAR, Throwaway, postgres_url};
+pub use process::{open_fds, rss_kib};
 
 /// The variable that turns a skipped precondition into a failure.
 pub const STRICT_VAR: &str = "AUTHZ_TEST_STRICT";

@@ -140,30 +140,6 @@ pub fn start_gateway(program: &Path, dir: &Path, config: &str) -> Process {
     )
 }
 
-/// Open file descriptors of `pid` (entries of `/proc/PID/fd`).
-pub fn open_fds(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .map(std::iter::Iterator::count)
-        .unwrap_or(0)
-}
-
-/// Resident memory of `pid` in KiB (`VmRSS` of `/proc/PID/status`).
-pub fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|status| {
-            status.lines().find_map(|line| {
-                line.strip_prefix("VmRSS:")?
-                    .trim()
-                    .trim_end_matches("kB")
-                    .trim()
-                    .parse()
-                    .ok()
-            })
-        })
-        .unwrap_or(0)
-}
-
 /// The TCP sockets held by `pid` whose remote port is `port`, by state as `/proc/net/tcp` names
 /// it (`01` ESTABLISHED, `08` CLOSE_WAIT, ...): its sockets in `/proc/PID/fd` matched by inode
 /// against `/proc/net/tcp` and `tcp6`. A socket whose peer went away and that the process never

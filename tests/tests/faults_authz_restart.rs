@@ -12,8 +12,9 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use e2e::load::{Answer, Load, Sample, get, http_client, quantile};
-use e2e::procs::{Process, open_fds, sockets_to, start_gateway};
+use e2e::procs::{Process, sockets_to, start_gateway};
 use e2e::{DENY_BODY, start_demo_backend};
+use testkit::open_fds;
 use testkit::{binaries, free_port, scratch_dir};
 
 /// The check timeout of every policy here.

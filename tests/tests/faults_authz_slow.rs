@@ -11,11 +11,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use e2e::load::{Answer, Load, Sample, get, http_client, quantile};
-use e2e::procs::{open_fds, sockets_to, start_gateway};
+use e2e::procs::{sockets_to, start_gateway};
 use e2e::start_demo_backend;
 use extauthz_proto::v3::authorization_server::{Authorization, AuthorizationServer};
 use extauthz_proto::v3::check_response::HttpResponse;
 use extauthz_proto::v3::{CheckRequest, CheckResponse, OkHttpResponse};
+use testkit::open_fds;
 use testkit::{binaries, scratch_dir};
 
 /// The check timeout of every policy here.

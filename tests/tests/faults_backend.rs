@@ -14,7 +14,8 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use e2e::load::{Answer, Load, Sample, get, h2_client, http_client, quantile};
-use e2e::procs::{open_fds, sockets_to, start_gateway};
+use e2e::procs::{sockets_to, start_gateway};
+use testkit::open_fds;
 use testkit::{binaries, scratch_dir};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 

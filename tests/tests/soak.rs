@@ -22,8 +22,9 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use e2e::load::{Answer, Load, get, http_client, median, quantile};
-use e2e::procs::{Process, open_fds, rss_kib};
+use e2e::procs::Process;
 use testkit::{authz_keys, binaries, scratch_dir, write_atomically};
+use testkit::{open_fds, rss_kib};
 
 const JWT_SECRET: &str = "soak-secret-0123456789abcdef-0123456789";
 
@@ -248,8 +249,8 @@ async fn soak_mixed_load_with_reloads_shows_no_upward_trend() {
             gw.signal("HUP");
         }
         process_samples.push((
-            rss_kib(authz.pid()),
-            rss_kib(gw.pid()),
+            rss_kib(authz.pid()).unwrap_or(0),
+            rss_kib(gw.pid()).unwrap_or(0),
             open_fds(authz.pid()),
             open_fds(gw.pid()),
         ));
