@@ -127,6 +127,22 @@ struct Loaded {
 }
 
 impl Loaded {
+    /// Reads one named file, relative to the config's folder, and watches it whether or not it
+    /// could be read (a file that appears later reloads the rules). Returns the path as shown in
+    /// messages, and the text or why it could not be read.
+    fn read(
+        &mut self,
+        base_dir: &Path,
+        file: &Spanned<String>,
+    ) -> (String, Result<String, String>) {
+        let path = base_dir.join(file.get_ref());
+        let shown = path.display().to_string();
+        let text = std::fs::read_to_string(&path)
+            .map_err(|error| format!("cannot read `{shown}`: {error}"));
+        self.watched.push(path);
+        (shown, text)
+    }
+
     /// Reads and parses each policy file into `engine`: the one read of `.rego` files, at load.
     fn policies(
         &mut self,
@@ -137,15 +153,11 @@ impl Loaded {
         errors: &mut Vec<ConfigError>,
     ) {
         for file in files {
-            let path = base_dir.join(file.get_ref());
-            self.watched.push(path.clone());
-            let shown = path.display().to_string();
-            let text = match std::fs::read_to_string(&path) {
+            let (shown, text) = self.read(base_dir, file);
+            let text = match text {
                 Ok(text) => text,
-                Err(error) => {
-                    errors.push(
-                        at.error(file.span().start, format!("cannot read `{shown}`: {error}")),
-                    );
+                Err(message) => {
+                    errors.push(at.error(file.span().start, message));
                     continue;
                 }
             };
@@ -166,15 +178,11 @@ impl Loaded {
         errors: &mut Vec<ConfigError>,
     ) {
         for file in files {
-            let path = base_dir.join(file.get_ref());
-            self.watched.push(path.clone());
-            let shown = path.display().to_string();
-            let value = std::fs::read_to_string(&path)
-                .map_err(|error| format!("cannot read `{shown}`: {error}"))
-                .and_then(|text| {
-                    serde_json::from_str::<serde_json::Value>(&text)
-                        .map_err(|error| format!("`{shown}` is not JSON: {error}"))
-                });
+            let (shown, text) = self.read(base_dir, file);
+            let value = text.and_then(|text| {
+                serde_json::from_str::<serde_json::Value>(&text)
+                    .map_err(|error| format!("`{shown}` is not JSON: {error}"))
+            });
             let merged = value.and_then(|value| {
                 if !value.is_object() {
                     return Err(format!(
