@@ -13,6 +13,11 @@ use jsonwebtoken::{Algorithm, AlgorithmFamily, DecodingKey, Validation};
 use regorus::Value;
 use serde_json::{Map, Value as Json};
 
+use crate::credential::MAX_CREDENTIAL_BYTES;
+
+#[cfg(test)]
+mod tests;
+
 /// `(builtin name, number of arguments)` of every extension [`register`] adds.
 pub(crate) const EXTENSIONS: &[(&str, u8)] = &[
     ("io.jwt.decode", 1),
@@ -88,6 +93,8 @@ enum JwtError {
     Malformed,
     #[error("io.jwt.decode_verify: exactly one of `cert` and `secret` is required")]
     KeyChoice,
+    #[error("{0}: token longer than {MAX_CREDENTIAL_BYTES} bytes")]
+    TooLong(&'static str),
 }
 
 fn string_arg<'a>(
@@ -102,6 +109,16 @@ fn string_arg<'a>(
             .map_err(|_| JwtError::NotAString(name)),
         None => Err(JwtError::NotAString(name)),
     }
+}
+
+/// The token argument, refused past the `jwt` credential's own cap: a request controls it, and
+/// decoding and verifying cost grows with its length.
+fn token_arg<'a>(args: &'a [Value], name: &'static str) -> Result<&'a str, JwtError> {
+    let token = string_arg(args, 0, name)?;
+    if token.len() > MAX_CREDENTIAL_BYTES {
+        return Err(JwtError::TooLong(name));
+    }
+    Ok(token)
 }
 
 /// The three parts of a compact JWS: header and payload as JSON objects, the signature's bytes.
@@ -129,7 +146,7 @@ fn split(token: &str) -> Result<(Json, Json, Vec<u8>), JwtError> {
 
 /// `io.jwt.decode(token)`: `[header, payload, signature as hex]`, unverified.
 fn decode(args: &[Value]) -> anyhow::Result<Value> {
-    let token = string_arg(args, 0, "io.jwt.decode")?;
+    let token = token_arg(args, "io.jwt.decode")?;
     let (header, payload, signature) = split(token)?;
     let hex: String = signature.iter().map(|b| format!("{b:02x}")).collect();
     Ok(Value::from(vec![
@@ -141,7 +158,7 @@ fn decode(args: &[Value]) -> anyhow::Result<Value> {
 
 /// `io.jwt.verify_<alg>(token, key)`: whether the signature verifies with `key` under `alg`.
 fn verify(alg: Algorithm, args: &[Value]) -> anyhow::Result<Value> {
-    let token = string_arg(args, 0, "io.jwt.verify")?;
+    let token = token_arg(args, "io.jwt.verify")?;
     let key = string_arg(args, 1, "io.jwt.verify")?;
     let keys = if alg.family() == AlgorithmFamily::Hmac {
         vec![DecodingKey::from_secret(key.as_bytes())]
@@ -212,6 +229,9 @@ fn decode_verify(args: &[Value]) -> anyhow::Result<Value> {
     let (cert, secret) = (text("cert"), text("secret"));
     if cert.is_some() == secret.is_some() {
         return Err(JwtError::KeyChoice.into());
+    }
+    if token.len() > MAX_CREDENTIAL_BYTES {
+        return Ok(invalid());
     }
     let Ok((header, payload, _)) = split(token) else {
         return Ok(invalid());
