@@ -13,6 +13,7 @@
 //! The first route in that order whose conditions all hold serves the request. This order is
 //! computed once at load time by [`RouteTable::new`].
 
+use std::borrow::Cow;
 use std::cmp::Reverse;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -64,7 +65,8 @@ impl RouteTable {
         }
     }
 
-    /// The route that serves this request, if any.
+    /// The route that serves this request, if any. `host` is normally the canonical one (lower
+    /// case already), so it is copied only when it is not.
     pub fn find(
         &self,
         host: &str,
@@ -72,7 +74,12 @@ impl RouteTable {
         path: &str,
         headers: &HeaderMap,
     ) -> Option<&Arc<Route>> {
-        let host = strip_port(host).to_ascii_lowercase();
+        let host = strip_port(host);
+        let host: Cow<'_, str> = if host.bytes().any(|b| b.is_ascii_uppercase()) {
+            Cow::Owned(host.to_ascii_lowercase())
+        } else {
+            Cow::Borrowed(host)
+        };
         self.routes
             .iter()
             .find(|r| r.matcher.matches(&host, method, path, headers))
