@@ -197,7 +197,7 @@ impl H2Channel {
         );
         headers.insert(header::TE, HeaderValue::from_static("trailers"));
         crate::otel::inject_current(headers);
-        if let Ok(value) = HeaderValue::from_str(&format!("{}m", timeout.as_millis().max(1))) {
+        if let Ok(value) = HeaderValue::from_str(&grpc_timeout(timeout)) {
             headers.insert("grpc-timeout", value);
         }
         Ok(request)
@@ -304,9 +304,35 @@ fn grpc_message(headers: &::http::HeaderMap) -> String {
         .unwrap_or_default()
 }
 
+/// `timeout` as gRPC's `grpc-timeout` value: at most 8 digits and a unit, so the finest unit
+/// (from milliseconds up to hours) that fits; rounded up, never zero.
+fn grpc_timeout(timeout: Duration) -> String {
+    const MAX: u128 = 99_999_999;
+    let millis = timeout.as_nanos().div_ceil(1_000_000).max(1);
+    let units = [(1, 'm'), (1_000, 'S'), (60_000, 'M'), (3_600_000, 'H')];
+    let (amount, unit) = units
+        .iter()
+        .map(|&(per, unit)| (millis.div_ceil(per), unit))
+        .find(|&(amount, _)| amount <= MAX)
+        .unwrap_or((MAX, 'H'));
+    format!("{amount}{unit}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn timeouts_fit_grpcs_eight_digits() {
+        let value = |millis| grpc_timeout(Duration::from_millis(millis));
+        assert_eq!(grpc_timeout(Duration::ZERO), "1m");
+        assert_eq!(grpc_timeout(Duration::from_micros(1500)), "2m");
+        assert_eq!(value(250), "250m");
+        assert_eq!(value(99_999_999), "99999999m");
+        assert_eq!(value(100_000_000), "100000S");
+        assert_eq!(value(100_000_001), "100001S");
+        assert_eq!(grpc_timeout(Duration::MAX), "99999999H");
+    }
 
     #[test]
     fn messages_are_framed_and_unframed() {
