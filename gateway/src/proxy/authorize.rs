@@ -14,6 +14,7 @@ use http::{Response, StatusCode};
 use super::check_body::read_body_for_check;
 use super::connection::Connection;
 use super::record::AuthzRecord;
+use super::reply::mark_local;
 use crate::body::{BufferedBody, ProxyBody};
 use crate::config::Listener;
 use crate::ext_authz::{
@@ -183,12 +184,18 @@ fn decide(
         }
         Resolution::Deny(denied) => {
             record.outcome = "denied";
-            ControlFlow::Break(denied.into_response(StatusCode::FORBIDDEN))
+            let message = denied.body.clone();
+            let mut refused = denied.into_response(StatusCode::FORBIDDEN);
+            mark_local(&mut refused, message);
+            ControlFlow::Break(refused)
         }
         Resolution::Error { reason, response } => {
             record.outcome = "error";
             tracing::warn!(policy = %redact::escape(&policy.policy), reason = %redact::escape(&reason), "ext_authz check failed");
-            ControlFlow::Break(response.into_response(policy.status_on_error))
+            let message = response.body.clone();
+            let mut refused = response.into_response(policy.status_on_error);
+            mark_local(&mut refused, message);
+            ControlFlow::Break(refused)
         }
     }
 }

@@ -10,12 +10,14 @@
 //!
 //! Module map: `pipeline` (the steps in order, [`serve_request`]), `authorize`, `check_body`,
 //! `forward`, `log`, `record` (what the steps write down for the log), `connection`
-//! ([`Connection`]), `reply` ([`local_reply`]), `request_id`.
+//! ([`Connection`]), `reply` ([`local_reply`], marked as the gateway's own), `grpc_reply` (a
+//! gRPC client's local replies in gRPC), `request_id`.
 
 mod authorize;
 mod check_body;
 mod connection;
 mod forward;
+mod grpc_reply;
 mod log;
 mod pipeline;
 mod record;

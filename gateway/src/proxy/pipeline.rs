@@ -11,6 +11,7 @@ use tracing::Span;
 use super::authorize::{CheckContext, authorize};
 use super::connection::Connection;
 use super::forward::forward;
+use super::grpc_reply;
 use super::log::{Arrival, log};
 use super::record::Record;
 use super::reply::local_reply;
@@ -30,6 +31,7 @@ where
     let config = conn.shared.config.load_full();
     let time = SystemTime::now();
     let (mut parts, body) = req.into_parts();
+    let grpc = grpc_reply::is_grpc_request(&parts.headers);
     let arrival = Arrival {
         method: parts.method.clone(),
         target: parts.uri.clone(),
@@ -60,6 +62,13 @@ where
                 crate::otel::traced(span.clone(), handled).await
             }
         }
+    };
+    // Step 5: a gRPC client gets the gateway's own replies in gRPC; the log records what the
+    // client got.
+    let response = if grpc {
+        grpc_reply::to_grpc(response)
+    } else {
+        response
     };
     log(
         &conn,
