@@ -44,6 +44,53 @@ pub struct ResultLabel {
     pub result: String,
 }
 
+/// `{backend="...",endpoint="..."}`: one endpoint (`host:port`) of a backend.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EndpointLabels {
+    /// The backend's name.
+    pub backend: Arc<str>,
+    /// The endpoint's `host:port`.
+    pub endpoint: Arc<str>,
+}
+
+/// `{backend="..."}`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BackendLabel {
+    /// The backend's name.
+    pub backend: Arc<str>,
+}
+
+/// `{backend,endpoint,outcome}`: outcome is the response's status class (`2xx` .. `5xx`) or the
+/// failure kind (`connect_failure`, `tls_failure`, `reset`, `protocol_error`, `timeout`, ...).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct UpstreamOutcomeLabels {
+    /// The backend's name.
+    pub backend: Arc<str>,
+    /// The endpoint's `host:port`.
+    pub endpoint: Arc<str>,
+    /// Status class or failure kind.
+    pub outcome: &'static str,
+}
+
+/// The upstream transport's counters. They are counted where connections are made, far from any
+/// request's [`Metrics`], so they live once per process and every [`Metrics`] registry exports
+/// them (labels name the backend, so two configs in one process keep apart by name).
+#[derive(Debug, Default)]
+pub struct UpstreamMetrics {
+    /// `gateway_upstream_requests_total{backend,endpoint,outcome}`: tries sent to an endpoint.
+    pub requests: Family<UpstreamOutcomeLabels, Counter>,
+    /// `gateway_upstream_connections_total{backend,endpoint}`: new connections (TCP connects).
+    pub connections: Family<EndpointLabels, Counter>,
+    /// `gateway_upstream_tls_handshakes_total{backend}`: completed TLS handshakes to backends.
+    pub tls_handshakes: Family<BackendLabel, Counter>,
+}
+
+/// The process's upstream counters.
+pub fn upstream() -> &'static UpstreamMetrics {
+    static UPSTREAM: std::sync::OnceLock<UpstreamMetrics> = std::sync::OnceLock::new();
+    UPSTREAM.get_or_init(UpstreamMetrics::default)
+}
+
 type LatencyFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 
 fn latency_histogram() -> Histogram {
@@ -159,6 +206,22 @@ impl Metrics {
             "gateway_config_synchronized",
             "1 when the running config is the file's; 0 after a refused reload",
             self.config_synchronized.clone(),
+        );
+        let upstream = upstream();
+        r.register(
+            "gateway_upstream_requests",
+            "tries sent to a backend endpoint, by status class or failure kind",
+            upstream.requests.clone(),
+        );
+        r.register(
+            "gateway_upstream_connections",
+            "new connections opened to a backend endpoint",
+            upstream.connections.clone(),
+        );
+        r.register(
+            "gateway_upstream_tls_handshakes",
+            "TLS handshakes completed with a backend",
+            upstream.tls_handshakes.clone(),
         );
         r.register(
             "gateway_config_reloads",

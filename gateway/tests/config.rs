@@ -108,7 +108,9 @@ fn rejected_configs_name_file_line_column_and_every_problem() {
         ),
         (
             "[[backends]]\nname = \"c\"\nurl = \"http://x:1/path\"\n",
-            &["t.toml:14:7: invalid url `http://x:1/path`: expected http://host:port with no path"],
+            &[
+                "t.toml:14:7: invalid url `http://x:1/path`: a backend url has no path (found `/path`); expected http://host[:port] or https://host[:port], and set the path with the route's `rewrite_prefix`",
+            ],
         ),
     ];
     for (extra, want) in cases {

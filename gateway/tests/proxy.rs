@@ -286,7 +286,10 @@ async fn an_unreachable_backend_is_503() {
     let gw = single_route_gateway(closed, "").await;
     let resp = send(get(gw, "/", &[])).await;
     assert_eq!(resp.status, StatusCode::SERVICE_UNAVAILABLE);
-    assert_eq!(resp.text(), "upstream connect error");
+    assert_eq!(
+        resp.text(),
+        "upstream connect error or disconnect/reset before headers. reset reason: connection failure"
+    );
 }
 
 #[tokio::test]

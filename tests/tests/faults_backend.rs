@@ -103,7 +103,9 @@ fn expected(path: &str, answer: &Answer) -> bool {
     match path {
         "/ok" => answer.status() == Some(200) && answer.text() == "fine",
         "/close-before-head" | "/reset-before-head" => {
-            answer.status() == Some(502) && answer.text() == "upstream reset or bad response"
+            answer.status() == Some(502)
+                && answer.text()
+                    == "upstream connect error or disconnect/reset before headers. reset reason: remote reset"
         }
         _ => matches!(answer, Answer::Truncated { status: 200, .. }),
     }

@@ -5,9 +5,9 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
-use super::fields::{Errors, duration, http_authority, url_authority};
+use super::backends::compile_backends;
+use super::fields::{Errors, url_authority};
 use super::limits::{self, Limits};
 use super::overrides::{Overrides, apply_overrides};
 use super::policies::attach_policy;
@@ -19,7 +19,6 @@ use crate::route::{Route, RouteTable};
 use crate::tls::{ClientTls, ListenerTls};
 use crate::upstream::Backend;
 
-const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 const DEFAULT_MAX_HEADERS_KB: u32 = 60;
 
 /// The whole file, section by section; every section is checked even after an error, so the
@@ -209,41 +208,6 @@ fn compile_listener_tls(t: &raw::RawListenerTls, errors: &mut Errors) -> Option<
             None
         }
     }
-}
-
-fn compile_backends(
-    raw: &[raw::RawBackend],
-    previous: Option<&Config>,
-    errors: &mut Errors,
-) -> HashMap<String, Arc<Backend>> {
-    let mut out = HashMap::new();
-    for b in raw {
-        if out.contains_key(b.name.get_ref()) {
-            errors.at(
-                &b.name,
-                format!("duplicate backend name `{}`", b.name.get_ref()),
-            );
-            continue;
-        }
-        let connect_timeout = duration(&b.connect_timeout, DEFAULT_CONNECT_TIMEOUT, errors);
-        if let Some(authority) = http_authority(&b.url, errors) {
-            let kept = previous
-                .and_then(|p| p.backends.get(b.name.get_ref()))
-                .filter(|old| old.authority == authority && old.connect_timeout == connect_timeout)
-                .cloned();
-            out.insert(
-                b.name.get_ref().clone(),
-                kept.unwrap_or_else(|| {
-                    Arc::new(Backend::new(
-                        b.name.get_ref().clone(),
-                        authority,
-                        connect_timeout,
-                    ))
-                }),
-            );
-        }
-    }
-    out
 }
 
 /// Every `[[authz_backends]]`, names unique; an unchanged one is taken over from `previous`

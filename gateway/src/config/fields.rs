@@ -34,11 +34,6 @@ pub fn parse_duration(s: &str) -> Option<Duration> {
     }
 }
 
-/// `http://host:port` (optionally with a trailing `/`) → `host:port`.
-pub(super) fn http_authority(url: &Spanned<String>, errors: &mut Errors) -> Option<Authority> {
-    url_authority(url, &["http"], errors).map(|(_, a)| a)
-}
-
 /// `<scheme>://host:port` with one of `schemes` → `(scheme, host:port)`.
 pub(super) fn url_authority(
     url: &Spanned<String>,

@@ -3,13 +3,14 @@
 //! ([`Config`], [`Listener`]; routes are [`crate::route::Route`]).
 //!
 //! Module map: `load` (text → raw → compile, errors placed), `compile` (the whole file: admin,
-//! listeners, backends, authorization servers), `routes` and `policies` (one section each),
+//! listeners, authorization servers), `backends`, `routes` and `policies` (one section each),
 //! `fields` (the field checks every section shares: durations, URLs, regexes, header names),
 //! `overrides` (command-line values applied before validation), [`limits`] (a listener's
 //! resource limits), `errors` (every problem at `file:line:col`), `validated` (the output).
 //!
 //! After [`Config::from_toml`] nothing on the request path re-checks or re-parses configuration.
 
+mod backends;
 mod compile;
 mod errors;
 mod fields;

@@ -127,6 +127,10 @@ pub struct RawRoute {
     /// How long to wait for the upstream's response headers, e.g. `"15s"` (the default) or
     /// `"500ms"`. On expiry the client gets 504.
     pub timeout: Option<Spanned<String>>,
+    /// Upgrades tunnelled after the check: `["websocket"]`; empty (the default) removes every
+    /// `Upgrade` header. `h2c` is never tunnelled.
+    #[serde(default)]
+    pub upgrades: Vec<Spanned<String>>,
 }
 
 /// Exactly one of `exact`, `prefix`, `regex`.
@@ -160,10 +164,32 @@ pub struct RawHeaderMatch {
 pub struct RawBackend {
     /// The name routes refer to.
     pub name: Spanned<String>,
-    /// `http://host:port`, without a path.
+    /// `http://host[:port]` (port 80 by default) or `https://host[:port]` (443), without a
+    /// path; the host may be a name, resolved at each connect.
     pub url: Spanned<String>,
-    /// How long to wait for a TCP connection, e.g. `"2s"` (the default). On failure the client gets 503.
+    /// How long to wait for a connection (TCP and TLS), e.g. `"2s"` (the default). On failure
+    /// the client gets 503.
     pub connect_timeout: Option<Spanned<String>>,
+    /// `"http1"`, `"http2"` (h2c prior knowledge on `http://`, ALPN `h2` only on `https://`) or
+    /// `"auto"` (the default: ALPN `h2` and `http/1.1` on `https://`, HTTP/1.1 on `http://`).
+    pub protocol: Option<Spanned<String>>,
+    /// TLS settings for `https://` URLs: `{ ca, cert, key, sni }`, all optional.
+    pub tls: Option<Spanned<RawBackendTls>>,
+}
+
+/// TLS from the gateway to a backend (`https://` URLs).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBackendTls {
+    /// PEM file with the CAs that sign the backend's certificate; default: the platform's
+    /// trusted roots.
+    pub ca: Option<Spanned<String>>,
+    /// PEM file with the gateway's client certificate, for mutual TLS (needs `key`).
+    pub cert: Option<Spanned<String>>,
+    /// PEM file with the private key of `cert`.
+    pub key: Option<Spanned<String>>,
+    /// The server name to send and verify; default: the URL's host.
+    pub sni: Option<Spanned<String>>,
 }
 
 /// An ext_authz server.

@@ -10,7 +10,7 @@ use http::{Request, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
 
 use super::authorize::ResponseHeaders;
-use super::reply::local_reply;
+use super::reply::{local_reply, mark_local};
 use crate::body::{self, BufferedBody, ProxyBody};
 use crate::ext_authz::mutation::apply_response_headers;
 use crate::headers;
@@ -55,10 +55,11 @@ async fn send(
     mut req: Request<ProxyBody>,
 ) -> Result<Response<Incoming>, UpstreamError> {
     let span = crate::otel::upstream(&route.backend.name, req.headers_mut());
+    let wait = crate::upstream::deadline::upstream_wait(route.timeout, req.headers());
     let result = if span.is_none() {
-        route.backend.send(req, route.timeout).await
+        route.backend.send(req, wait).await
     } else {
-        crate::otel::traced(span.clone(), route.backend.send(req, route.timeout)).await
+        crate::otel::traced(span.clone(), route.backend.send(req, wait)).await
     };
     crate::otel::upstream_status(&span, result.as_ref().ok().map(|r| r.status().as_u16()));
     result
@@ -74,13 +75,17 @@ fn relay(resp: Response<Incoming>, response_headers: &ResponseHeaders) -> Respon
 
 /// What the client gets when the backend could not answer (Envoy's statuses and texts).
 fn upstream_failed(route: &Route, e: &UpstreamError) -> Response<ProxyBody> {
-    tracing::warn!(route = %redact::escape(&route.name), backend = %redact::escape(&route.backend.name), error = %redact::escape(&e.to_string()), "upstream failed");
-    let text = match e.status() {
-        StatusCode::GATEWAY_TIMEOUT => "upstream request timeout",
-        StatusCode::SERVICE_UNAVAILABLE => "upstream connect error",
-        _ => "upstream reset or bad response",
-    };
-    local_reply(e.status(), text)
+    tracing::warn!(route = %redact::escape(&route.name), backend = %redact::escape(&route.backend.name), reason = e.reason(), error = %redact::escape(&e.to_string()), "upstream failed");
+    // The text names the failure (a TLS reason is rustls's), so it is not a static string.
+    let text = bytes::Bytes::from(e.body());
+    let mut resp = Response::new(body::full(text.clone()));
+    *resp.status_mut() = e.status();
+    resp.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("text/plain"),
+    );
+    mark_local(&mut resp, text);
+    resp
 }
 
 /// The request as sent upstream: the canonical head (its `host` header already the canonical
@@ -104,8 +109,10 @@ pub(super) fn upstream_request(
     if uri.path_and_query.is_none() {
         uri.path_and_query = Some(PathAndQuery::from_static("/"));
     }
+    // The endpoint that sends the try sets its own scheme and authority; these name the
+    // backend's first endpoint meanwhile.
     uri.scheme = Some(Scheme::HTTP);
-    uri.authority = Some(route.backend.authority.clone());
+    uri.authority = route.backend.authority().cloned();
     parts.uri = Uri::from_parts(uri).map_err(|_| StatusCode::BAD_REQUEST)?;
     parts.version = Version::HTTP_11;
     Ok(Request::from_parts(parts, body.into_body()))
