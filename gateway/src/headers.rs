@@ -29,6 +29,7 @@ const NEVER_CONNECTION_NAMED: [HeaderName; 2] = [header::HOST, header::CONTENT_L
 /// that a header named by `Connection` is gone for the route, the check and the backend alike:
 /// the check never sees a header the backend does not get, nor the reverse.
 pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
+    let te_trailers = asks_for_trailers(headers);
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
@@ -43,6 +44,27 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
     for name in &HOP_BY_HOP {
         headers.remove(name);
     }
+    if te_trailers {
+        headers.insert(header::TE, HeaderValue::from_static("trailers"));
+    }
+}
+
+/// Whether `te` offers `trailers`: the one `te` value that is kept (as Envoy keeps it), because
+/// gRPC over HTTP/2 needs it end to end; the upstream endpoint drops it towards a backend that
+/// speaks HTTP/1.1 only.
+fn asks_for_trailers(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::TE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| {
+            t.split(';')
+                .next()
+                .unwrap_or_default()
+                .trim()
+                .eq_ignore_ascii_case("trailers")
+        })
 }
 
 /// Headers in which a client names its own address or scheme; with no trusted hops none of them
@@ -169,11 +191,22 @@ mod tests {
         );
         h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
         h.insert("x-secret", HeaderValue::from_static("1"));
-        h.insert("te", HeaderValue::from_static("trailers"));
+        h.insert("te", HeaderValue::from_static("gzip"));
         h.insert("x-kept", HeaderValue::from_static("1"));
         remove_hop_by_hop(&mut h);
         assert_eq!(h.len(), 1);
         assert!(h.contains_key("x-kept"));
+    }
+
+    #[test]
+    fn te_is_kept_as_trailers_only() {
+        let mut h = HeaderMap::new();
+        h.insert("te", HeaderValue::from_static("gzip, trailers"));
+        remove_hop_by_hop(&mut h);
+        assert_eq!(
+            h.get("te").map(HeaderValue::as_bytes),
+            Some(&b"trailers"[..])
+        );
     }
 
     #[test]

@@ -6,6 +6,7 @@
 #![allow(dead_code, unused_imports)]
 
 pub(crate) mod certs;
+pub(crate) mod echo_backend;
 pub(crate) mod limits;
 mod mock_grpc;
 mod mock_http;
