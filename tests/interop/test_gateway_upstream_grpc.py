@@ -12,6 +12,7 @@ import importlib
 import importlib.resources
 import os
 import queue
+import socket
 import subprocess
 import sys
 import tempfile
@@ -132,6 +133,46 @@ def ext_authz(workdir):
     proc.stop()
 
 
+@pytest.fixture(scope="module")
+def broken_backend():
+    """A raw HTTP/2 server (the h2 package) that starts a gRPC answer, sends half a message, then drops
+    the connection: what a backend crashing mid-stream looks like on the wire."""
+    h2 = pytest.importorskip("h2.connection", reason="h2 is not installed: install tests/interop/requirements.txt")
+    import h2.config
+    import h2.events
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    answered = []
+
+    def serve_one(sock):
+        conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=False))
+        conn.initiate_connection()
+        sock.sendall(conn.data_to_send())
+        with sock:
+            while data := sock.recv(65536):
+                for event in conn.receive_data(data):
+                    if isinstance(event, h2.events.RequestReceived):
+                        conn.send_headers(event.stream_id, [(":status", "200"), ("content-type", "application/grpc")])
+                        # A 5-byte gRPC prefix announcing 100 bytes, then only 10 of them.
+                        conn.send_data(event.stream_id, b"\x00\x00\x00\x00\x64" + b"x" * 10)
+                        sock.sendall(conn.data_to_send())
+                        answered.append(dict(event.headers)[b":path"].decode())
+                        return  # closing the socket: no END_STREAM, no trailers
+                sock.sendall(conn.data_to_send())
+
+    def accept_loop():
+        while True:
+            try:
+                sock, _ = listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=serve_one, args=(sock,), daemon=True).start()
+
+    threading.Thread(target=accept_loop, name="broken-h2", daemon=True).start()
+    yield "127.0.0.1:%d" % listener.getsockname()[1], answered
+    listener.close()
+
+
 CONFIG = """
 [[listeners]]
 name = "agentgateway-proxy"
@@ -163,6 +204,16 @@ name = "reflection-v1"
 path = {{ prefix = "/grpc.reflection.v1.ServerReflection" }}
 backend = "echo"
 
+[[backends]]
+name = "broken"
+url = "http://{broken}"
+protocol = "http2"
+
+[[routes]]
+name = "broken"
+path = {{ prefix = "/referee.broken.v1.Echo" }}
+backend = "broken"
+
 [[routes]]
 name = "down"
 path = {{ prefix = "/referee.down.v1.Echo" }}
@@ -180,8 +231,9 @@ ext_auth = {{ backend = "ext-authz", grpc = {{}} }}
 
 
 @pytest.fixture(scope="module")
-def gateway(workdir, grpc_backend, ext_authz):
-    text = CONFIG.format(echo=grpc_backend[0], closed=closed_port(), authz=f"http://{ext_authz.addr('grpc')}")
+def gateway(workdir, grpc_backend, broken_backend, ext_authz):
+    text = CONFIG.format(echo=grpc_backend[0], broken=broken_backend[0], closed=closed_port(),
+                         authz=f"http://{ext_authz.addr('grpc')}")
     proc = start_gateway(workdir, write_config(workdir, "gateway-grpc", text))
     yield proc
     proc.assert_alive()
@@ -325,6 +377,23 @@ def test_upstream_down_is_unavailable(channel, stubs):
 
     assert failed.code() == grpc.StatusCode.UNAVAILABLE
     assert failed.details() == CONNECT_ERROR
+
+
+def test_a_backend_dropping_mid_stream_ends_the_call(channel, stubs, broken_backend):
+    """Half a message, then the backend's connection is gone: the client's call must end in an error
+    at once (a reset), not wait for its deadline and not succeed."""
+    pb2 = stubs[0]
+    method = channel.unary_stream("/referee.broken.v1.Echo/ServerStream",
+                                  request_serializer=pb2.Note.SerializeToString,
+                                  response_deserializer=pb2.Note.FromString)
+    started = time.monotonic()
+
+    with pytest.raises(grpc.RpcError) as failed:
+        list(method(pb2.Note(text="x"), metadata=ALLOW, timeout=10))
+
+    assert time.monotonic() - started < 5
+    assert broken_backend[1] == ["/referee.broken.v1.Echo/ServerStream"], "the call did not reach the backend"
+    assert failed.value.code() in (grpc.StatusCode.INTERNAL, grpc.StatusCode.UNAVAILABLE), failed.value
 
 
 # --- grpcurl through the gateway ------------------------------------------------------------------------
