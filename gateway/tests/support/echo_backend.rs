@@ -192,3 +192,32 @@ pub(crate) fn body_with_trailers(
 pub(crate) fn no_body() -> Full<Bytes> {
     Full::new(Bytes::new())
 }
+
+/// A response body for test backends, boxed.
+pub(crate) type TestBody =
+    http_body_util::combinators::BoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>;
+
+/// A body made of these frames, in order; an `Err` breaks the stream there.
+pub(crate) fn test_body(
+    frames: Vec<Result<hyper::body::Frame<Bytes>, Box<dyn std::error::Error + Send + Sync>>>,
+) -> TestBody {
+    http_body_util::StreamBody::new(tokio_stream::iter(frames)).boxed()
+}
+
+/// A body whose frames come `gap` apart (so each goes out on its own; an error right after data
+/// would reset the stream before the data left).
+pub(crate) fn paced_body(
+    frames: Vec<Result<hyper::body::Frame<Bytes>, Box<dyn std::error::Error + Send + Sync>>>,
+    gap: std::time::Duration,
+) -> TestBody {
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    tokio::spawn(async move {
+        for frame in frames {
+            if tx.send(frame).await.is_err() {
+                return;
+            }
+            tokio::time::sleep(gap).await;
+        }
+    });
+    http_body_util::StreamBody::new(tokio_stream::wrappers::ReceiverStream::new(rx)).boxed()
+}
