@@ -135,8 +135,9 @@ def ext_authz(workdir):
 
 @pytest.fixture(scope="module")
 def broken_backend():
-    """A raw HTTP/2 server (the h2 package) that starts a gRPC answer, sends half a message, then drops
-    the connection: what a backend crashing mid-stream looks like on the wire."""
+    """A raw HTTP/2 server (the h2 package). On /referee.broken.v1.Echo it starts a gRPC answer, sends half
+    a message, then drops the connection: what a backend crashing mid-stream looks like on the wire. On
+    /referee.silent.v1.Echo it never answers (and knows nothing of grpc-timeout)."""
     h2 = pytest.importorskip("h2.connection", reason="h2 is not installed: install tests/interop/requirements.txt")
     import h2.config
     import h2.events
@@ -152,11 +153,15 @@ def broken_backend():
             while data := sock.recv(65536):
                 for event in conn.receive_data(data):
                     if isinstance(event, h2.events.RequestReceived):
+                        path = dict(event.headers)[b":path"].decode()
+                        if path.startswith("/referee.silent."):
+                            answered.append(path)
+                            continue
                         conn.send_headers(event.stream_id, [(":status", "200"), ("content-type", "application/grpc")])
                         # A 5-byte gRPC prefix announcing 100 bytes, then only 10 of them.
                         conn.send_data(event.stream_id, b"\x00\x00\x00\x00\x64" + b"x" * 10)
                         sock.sendall(conn.data_to_send())
-                        answered.append(dict(event.headers)[b":path"].decode())
+                        answered.append(path)
                         return  # closing the socket: no END_STREAM, no trailers
                 sock.sendall(conn.data_to_send())
 
@@ -212,6 +217,11 @@ protocol = "http2"
 [[routes]]
 name = "broken"
 path = {{ prefix = "/referee.broken.v1.Echo" }}
+backend = "broken"
+
+[[routes]]
+name = "silent"
+path = {{ prefix = "/referee.silent.v1.Echo" }}
 backend = "broken"
 
 [[routes]]
@@ -334,7 +344,11 @@ def test_deadline_reaches_the_backend_and_ends_the_call(stubs, echo, calls):
     with pytest.raises(grpc.RpcError) as failed:
         echo.Unary(stubs[0].Note(text="slow", delay_ms=5000), metadata=ALLOW, timeout=0.5)
 
-    assert failed.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    # Two clocks run out at the same moment: the client's own (DEADLINE_EXCEEDED) and the gateway's,
+    # which honours grpc-timeout and then answers as Envoy does (504 -> UNAVAILABLE). Either may win.
+    outcome = (failed.value.code(), failed.value.details())
+    assert outcome[0] == grpc.StatusCode.DEADLINE_EXCEEDED or outcome == (
+        grpc.StatusCode.UNAVAILABLE, "upstream request timeout"), outcome
     assert time.monotonic() - started < 2
     seen = calls.seen[-1]
     assert seen["method"] == "Unary"
@@ -394,6 +408,49 @@ def test_a_backend_dropping_mid_stream_ends_the_call(channel, stubs, broken_back
     assert time.monotonic() - started < 5
     assert broken_backend[1] == ["/referee.broken.v1.Echo/ServerStream"], "the call did not reach the backend"
     assert failed.value.code() in (grpc.StatusCode.INTERNAL, grpc.StatusCode.UNAVAILABLE), failed.value
+
+
+def raw_grpc_call(addr: str, path: str, message: bytes, headers) -> dict:
+    """One gRPC call by hand over h2c (the h2 package), with no deadline of the client's own: returns
+    the headers that ended the stream (trailers, or the single HEADERS of a trailers-only answer)."""
+    import h2.config
+    import h2.connection
+    import h2.events
+
+    host, port = addr.rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True, header_encoding="utf-8"))
+        conn.initiate_connection()
+        stream = conn.get_next_available_stream_id()
+        conn.send_headers(stream, [(":method", "POST"), (":scheme", "http"), (":authority", addr), (":path", path),
+                                   ("content-type", "application/grpc"), ("te", "trailers"), *headers])
+        conn.send_data(stream, b"\x00" + len(message).to_bytes(4, "big") + message, end_stream=True)
+        sock.sendall(conn.data_to_send())
+        last_headers = {}
+        while data := sock.recv(65536):
+            for event in conn.receive_data(data):
+                if isinstance(event, (h2.events.ResponseReceived, h2.events.TrailersReceived)):
+                    last_headers = dict(event.headers)
+                elif isinstance(event, h2.events.StreamEnded):
+                    return last_headers
+                elif isinstance(event, h2.events.StreamReset):
+                    pytest.fail(f"the gateway reset the stream (error {event.error_code}) instead of answering")
+            sock.sendall(conn.data_to_send())
+    pytest.fail("the gateway closed the connection without ending the stream")
+
+
+def test_the_gateway_honours_grpc_timeout_itself(gateway, stubs, broken_backend):
+    """A backend that never answers, a client that never gives up: grpc-timeout alone ends the call."""
+    note = stubs[0].Note(text="x").SerializeToString()
+    started = time.monotonic()
+
+    status = raw_grpc_call(gateway.addr(), "/referee.silent.v1.Echo/Unary", note,
+                           [("grpc-timeout", "300m"), ("x-ext-authz", "allow")])
+
+    elapsed = time.monotonic() - started
+    assert broken_backend[1][-1] == "/referee.silent.v1.Echo/Unary", "the call did not reach the backend"
+    assert 0.3 <= elapsed < 2, elapsed
+    assert (status.get("grpc-status"), status.get("grpc-message")) == ("14", "upstream request timeout"), status
 
 
 # --- grpcurl through the gateway ------------------------------------------------------------------------
