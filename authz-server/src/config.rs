@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 use std::path::Path;
 
-use rules::{ConfigErrors, RuleSet};
+use rules::{ConfigErrors, FileRead, RuleSet};
 use serde::Deserialize;
 
 pub mod limits;
@@ -92,6 +92,9 @@ pub struct Config {
     pub server: ServerSection,
     /// The compiled rules.
     pub rules: RuleSet,
+    /// The files this config was loaded from (the config file first, then the Rego files its
+    /// rules read), each with a digest of the bytes read: where a reloader starts comparing.
+    pub files: Vec<FileRead>,
 }
 
 impl Config {
@@ -102,22 +105,56 @@ impl Config {
 
     /// Reads and compiles a config file.
     pub fn load(path: &Path) -> Result<Self, LoadError> {
+        Self::load_reading(path).0
+    }
+
+    /// [`Config::load`], also saying which files the attempt read (the config file first) with a
+    /// digest of the bytes read, whether or not it compiled: a refused load is retried when one
+    /// of them changes.
+    pub fn load_reading(path: &Path) -> (Result<Self, LoadError>, Vec<FileRead>) {
         let file = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|source| LoadError::Read {
-            file: file.clone(),
-            source,
-        })?;
-        let mut config = Self::parse(&file, &text)?;
-        let base = path.parent().unwrap_or(Path::new("."));
-        config.server.tls = config.server.tls.map(|tls| tls.relative_to(base));
-        Ok(config)
+        let bytes = std::fs::read(path);
+        let mut files = vec![FileRead {
+            path: path.to_path_buf(),
+            digest: bytes.as_deref().ok().map(rules::digest),
+        }];
+        let text = bytes.and_then(|bytes| {
+            String::from_utf8(bytes).map_err(|error| {
+                std::io::Error::new(std::io::ErrorKind::InvalidData, error.utf8_error())
+            })
+        });
+        let text = match text {
+            Ok(text) => text,
+            Err(source) => return (Err(LoadError::Read { file, source }), files),
+        };
+        let loading = rules::load_reading::<ServerSection>(&file, &text);
+        files.extend(loading.files);
+        let result = loading
+            .result
+            .map_err(LoadError::from)
+            .map(|(server, rules)| {
+                let mut config = Self::compiled(server, rules);
+                let base = path.parent().unwrap_or(Path::new("."));
+                config.server.tls = config.server.tls.map(|tls| tls.relative_to(base));
+                config.files.clone_from(&files);
+                config
+            });
+        (result, files)
     }
 
     /// Compiles config text; `file` names it in errors.
     pub fn parse(file: &str, text: &str) -> Result<Self, LoadError> {
         let (server, rules) = rules::load::<ServerSection>(file, text)?;
+        Ok(Self::compiled(server, rules))
+    }
+
+    fn compiled(server: ServerSection, rules: RuleSet) -> Self {
         let rules = rules.with_request_options(server.request_options());
-        Ok(Self { server, rules })
+        Self {
+            server,
+            rules,
+            files: Vec::new(),
+        }
     }
 
     /// What is legal but probably wrong, one sentence each, for the log and `validate`.

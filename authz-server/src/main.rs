@@ -174,7 +174,7 @@ async fn run_server(config: Config, args: &ServeArgs) -> anyhow::Result<()> {
         .with_limits(config.server.limits.limits())
         .with_drain_timeout(Duration::from_secs(args.drain_timeout));
     let server = with_tls_and_admin(server, &config.server, args).await?;
-    start_reloading(args, engine, server.metrics(), config.server);
+    start_reloading(args, engine, server.metrics(), config.server, config.files);
     // Before the `listening` lines: whoever reads them may signal at once.
     let shutdown = shutdown_signal();
     print_listening(&server);
@@ -215,10 +215,12 @@ fn start_reloading(
     engine: RuleEngine,
     metrics: Arc<Metrics>,
     section: ServerSection,
+    loaded_from: Vec<rules::FileRead>,
 ) {
     match &args.config {
         Some(path) => {
-            let reloader = Reloader::new(path.clone(), engine, metrics, section);
+            let reloader =
+                Reloader::new(path.clone(), engine, metrics, section).loaded_from(loaded_from);
             tokio::spawn(reloader.run(reload::DEFAULT_POLL_INTERVAL));
         }
         None => {

@@ -20,6 +20,7 @@ use toml::Spanned;
 use crate::config::{RawDefault, RawDocument, RawRule};
 use crate::engine::{Rule, RuleSet};
 use crate::error::{ConfigError, ConfigErrors, Invalid, Locator};
+use crate::files::FileRead;
 use crate::lookup::DatabaseSpec;
 use crate::template::{Namespaces, Template};
 
@@ -57,9 +58,34 @@ pub fn load<S>(file: &str, text: &str) -> Result<(S, RuleSet), ConfigErrors>
 where
     S: DeserializeOwned + Default,
 {
+    load_reading(file, text).result
+}
+
+/// What [`load_reading`] made of a policy, and the files it read for it.
+#[derive(Debug)]
+pub struct Loading<S> {
+    /// The policy, or every problem with it.
+    pub result: Result<(S, RuleSet), ConfigErrors>,
+    /// Each file the load read (Rego policy and data files), with a digest of the bytes read,
+    /// whether or not the policy compiled: a reloader retries a refused load when one changes.
+    pub files: Vec<FileRead>,
+}
+
+/// [`load`], also saying which files were read and what they held.
+pub fn load_reading<S>(file: &str, text: &str) -> Loading<S>
+where
+    S: DeserializeOwned + Default,
+{
     let at = Locator::new(file, text);
-    let document: RawDocument<S> =
-        toml::from_str(text).map_err(|error| ConfigErrors(vec![at.syntax(&error)]))?;
+    let document: RawDocument<S> = match toml::from_str(text) {
+        Ok(document) => document,
+        Err(error) => {
+            return Loading {
+                result: Err(ConfigErrors(vec![at.syntax(&error)])),
+                files: Vec::new(),
+            };
+        }
+    };
     let RawDocument {
         server,
         databases,
@@ -70,10 +96,12 @@ where
     let mut compiler = Compiler::new(at, base_dir.unwrap_or_default());
     let databases = compiler.databases(&databases);
     let rule_set = compiler.rule_set(default.as_ref(), &rules, databases);
-    match rule_set {
+    let files = std::mem::take(&mut compiler.reads);
+    let result = match rule_set {
         Some(rule_set) if compiler.errors.is_empty() => Ok((server.unwrap_or_default(), rule_set)),
         _ => Err(compiler.finish()),
-    }
+    };
+    Loading { result, files }
 }
 
 /// Collects errors while compiling. Each step returns `None` after recording why, and callers
@@ -91,6 +119,8 @@ pub(crate) struct Compiler<'a> {
     /// Whether `claims` / `db` conditions may appear where conditions are compiled now
     /// (`None`: in a request-level `when`, where neither may).
     identity_conditions: Option<Namespaces>,
+    /// The Rego files read so far, with digests of what was read.
+    reads: Vec<FileRead>,
 }
 
 impl<'a> Compiler<'a> {
@@ -103,6 +133,7 @@ impl<'a> Compiler<'a> {
             database_names: Vec::new(),
             namespaces: Namespaces::REQUEST,
             identity_conditions: None,
+            reads: Vec::new(),
         }
     }
 
@@ -264,7 +295,7 @@ impl<'a> Compiler<'a> {
         let action = self
             .deny(&crate::config::RawDeny::default(), 403, 7)
             .map(crate::action::Action::Deny);
-        let policy = match crate::rego::compile(&self.at, &self.base_dir, raw) {
+        let policy = match crate::rego::compile(&self.at, &self.base_dir, raw, &mut self.reads) {
             Ok(policy) => Some(std::sync::Arc::new(policy)),
             Err(errors) => {
                 self.errors.extend(errors);

@@ -32,6 +32,7 @@ mod credential;
 pub mod decision;
 mod engine;
 mod error;
+mod files;
 pub mod hooks;
 mod identity;
 mod index;
@@ -44,7 +45,7 @@ mod template;
 pub mod trace;
 
 pub use canonical::{EscapedSlashes, PathOptions};
-pub use compile::{MAX_NESTING, MAX_RULES, load};
+pub use compile::{Loading, MAX_NESTING, MAX_RULES, load, load_reading};
 pub use credential::{MAX_CREDENTIAL_BYTES, MAX_STATIC_KEYS};
 pub use decision::{
     Allow, AppendAction, Decision, Deny, Evaluation, Metadata, PolicyFailure, RequestHeader,
@@ -52,6 +53,7 @@ pub use decision::{
 };
 pub use engine::RuleSet;
 pub use error::{ConfigError, ConfigErrors};
+pub use files::{Digest, FileRead, digest};
 pub use hooks::{
     Hooks, JwksError, JwksSource, Lookup, LookupError, LookupPolicy, LookupQuery, OnLookupError,
     Row,

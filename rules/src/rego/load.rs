@@ -13,15 +13,18 @@ use toml::Spanned;
 use super::{DEFAULT_QUERY, DEFAULT_TIMEOUT, QueryMode, RegoPolicy, run_query};
 use crate::config::RawRego;
 use crate::error::{ConfigError, Locator};
+use crate::files::FileRead;
 
 /// Longest `timeout_ms` accepted: a check that waits longer has long been failed by the proxy.
 const MAX_TIMEOUT_MS: i64 = 10_000;
 
 /// Compiles one `rego` table; `base_dir` anchors relative paths.
+/// Every file read is added to `reads` with a digest of its bytes, whether or not it compiles.
 pub(crate) fn compile(
     at: &Locator<'_>,
     base_dir: &Path,
     raw: &Spanned<RawRego>,
+    reads: &mut Vec<FileRead>,
 ) -> Result<RegoPolicy, Vec<ConfigError>> {
     let RawRego {
         files,
@@ -57,6 +60,7 @@ pub(crate) fn compile(
     let mut loaded = Loaded::default();
     loaded.policies(&mut engine, at, base_dir, files, &mut errors);
     loaded.data(&mut engine, at, base_dir, data, &mut errors);
+    reads.append(&mut loaded.reads);
     if !errors.is_empty() {
         return Err(errors);
     }
@@ -124,6 +128,8 @@ fn timeout(
 struct Loaded {
     watched: Vec<PathBuf>,
     sources: Vec<(String, String)>,
+    /// Each file read, with a digest of what was read.
+    reads: Vec<FileRead>,
 }
 
 impl Loaded {
@@ -137,7 +143,20 @@ impl Loaded {
     ) -> (String, Result<String, String>) {
         let path = base_dir.join(file.get_ref());
         let shown = path.display().to_string();
-        let text = std::fs::read_to_string(&path)
+        let bytes = std::fs::read(&path);
+        self.reads.push(FileRead {
+            path: path.clone(),
+            digest: bytes.as_deref().ok().map(crate::files::digest),
+        });
+        let text = bytes
+            .and_then(|bytes| {
+                String::from_utf8(bytes).map_err(|_| {
+                    std::io::Error::new(
+                        std::io::ErrorKind::InvalidData,
+                        "stream did not contain valid UTF-8",
+                    )
+                })
+            })
             .map_err(|error| format!("cannot read `{shown}`: {error}"));
         self.watched.push(path);
         (shown, text)
