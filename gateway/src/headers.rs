@@ -67,6 +67,24 @@ fn asks_for_trailers(headers: &HeaderMap) -> bool {
         })
 }
 
+/// The protocols `Upgrade` offers, when `Connection` names `upgrade` (RFC 9110 §7.8: an
+/// `Upgrade` that `Connection` does not name is ignored); none otherwise.
+pub fn upgrade_tokens(headers: &HeaderMap) -> impl Iterator<Item = &str> {
+    let named = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|token| token.trim().eq_ignore_ascii_case("upgrade"));
+    headers
+        .get_all(header::UPGRADE)
+        .iter()
+        .filter(move |_| named)
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+}
+
 /// Headers in which a client names its own address or scheme; with no trusted hops none of them
 /// reaches the check or the backend from the client (`x-forwarded-for` and `x-forwarded-proto`
 /// are then written by the gateway).

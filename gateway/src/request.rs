@@ -61,6 +61,35 @@ pub struct CanonicalRequest {
     pub host: String,
     /// The client's address: the TCP peer, or with trusted hops the address they vouch for.
     pub client: SocketAddr,
+    /// The upgrade the client asked for, kept aside while its `Upgrade` and `Connection`
+    /// headers are removed with the other hop-by-hop headers; a route that allows it puts them
+    /// back (see `proxy::tunnel`).
+    pub upgrade: Option<Upgrade>,
+}
+
+/// A protocol a client may switch to on a route that allows it. `h2c` is not one: it is always
+/// refused (its `Upgrade` header removed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Upgrade {
+    /// `Upgrade: websocket` (RFC 6455) on an HTTP/1.1 GET.
+    WebSocket,
+}
+
+impl Upgrade {
+    /// The upgrade an `Upgrade` token (or a config entry) names, case-insensitive.
+    pub fn from_token(token: &str) -> Option<Upgrade> {
+        token
+            .trim()
+            .eq_ignore_ascii_case("websocket")
+            .then_some(Upgrade::WebSocket)
+    }
+
+    /// The token as sent in `Upgrade`.
+    pub fn token(self) -> &'static str {
+        match self {
+            Upgrade::WebSocket => "websocket",
+        }
+    }
 }
 
 impl CanonicalRequest {
@@ -127,6 +156,7 @@ pub fn canonicalise(
     let (path, query) = canonical_target(parts, &options.path)?;
     let query = query.map(str::to_owned);
 
+    let upgrade = requested_upgrade(parts);
     headers::remove_hop_by_hop(&mut parts.headers);
 
     let client = client_address(&parts.headers, peer, options.xff_num_trusted_hops);
@@ -142,6 +172,7 @@ pub fn canonicalise(
         query,
         host,
         client,
+        upgrade,
     };
     // Both parse: the path is canonical (only pchars, `/` and escapes), the query passed
     // `split_target` after the URI parser had already accepted it, the host is canonical.
@@ -153,6 +184,16 @@ pub fn canonicalise(
         .map_err(|_| Rejected::Host(HostError::InvalidCharacter))?;
     parts.headers.insert(header::HOST, host_value);
     Ok(request)
+}
+
+/// Step 3, before the hop-by-hop headers go: the upgrade an HTTP/1.1 GET asks for with
+/// `Connection: upgrade` and `Upgrade: websocket` (only a WebSocket; h2c and the rest are
+/// dropped with the headers).
+fn requested_upgrade(parts: &Parts) -> Option<Upgrade> {
+    if parts.method != Method::GET || parts.version != Version::HTTP_11 {
+        return None;
+    }
+    headers::upgrade_tokens(&parts.headers).find_map(Upgrade::from_token)
 }
 
 /// Step 1: the one authority of the request, canonical.

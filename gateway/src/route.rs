@@ -47,6 +47,8 @@ pub struct Route {
     pub gateway_policies_disabled: bool,
     /// Context extensions from route policies; they override the gateway policy's on this route.
     pub context_extensions: BTreeMap<String, String>,
+    /// The upgrades this route tunnels after the check (`upgrades = ["websocket"]`).
+    pub upgrades: Vec<crate::request::Upgrade>,
 }
 
 /// Every route, sorted by precedence.

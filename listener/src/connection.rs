@@ -87,7 +87,10 @@ async fn supervise<I, H, Fut, B>(
     };
     let io = Watched::new(io, state.clone());
     let builder = builder(limits);
-    let conn = builder.serve_connection(TokioIo::new(io), service);
+    // With upgrades: a `101` answer hands the socket to whoever awaits the request's
+    // `OnUpgrade` (the gateway's WebSocket tunnel); the connection future then ends, and with
+    // it this supervisor's timers, which are for HTTP, not for the tunnel.
+    let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
     tokio::pin!(conn);
     let mut graceful_sent = false;
     loop {

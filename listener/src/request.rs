@@ -118,7 +118,9 @@ where
             }
         }
     };
-    if last && version < Version::HTTP_2 {
+    // A `101` keeps its `Connection: upgrade`: the connection leaves HTTP, there is no next
+    // request to refuse.
+    if last && version < Version::HTTP_2 && response.status() != StatusCode::SWITCHING_PROTOCOLS {
         response
             .headers_mut()
             .insert(header::CONNECTION, HeaderValue::from_static("close"));

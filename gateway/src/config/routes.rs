@@ -10,6 +10,7 @@ use toml::Spanned;
 
 use super::fields::{Errors, anchored, duration, header_name};
 use super::raw;
+use crate::request::Upgrade;
 use crate::route::{HeaderMatch, HeaderValueMatch, HostMatch, PathMatch, Route, RouteMatch};
 use crate::upstream::Backend;
 
@@ -43,6 +44,7 @@ pub(super) fn compile_route(
         }
     }
     let timeout = duration(&r.timeout, DEFAULT_ROUTE_TIMEOUT, errors);
+    let upgrades = route_upgrades(&r.upgrades, errors);
     Some(Route {
         name: r.name.get_ref().clone(),
         label: Arc::from(r.name.get_ref().as_str()),
@@ -58,7 +60,27 @@ pub(super) fn compile_route(
         policies: Vec::new(),
         gateway_policies_disabled: false,
         context_extensions: BTreeMap::new(),
+        upgrades,
     })
+}
+
+/// `upgrades = [...]`: the protocols a route tunnels; `websocket` only (case-insensitive).
+fn route_upgrades(raw: &[Spanned<String>], errors: &mut Errors) -> Vec<Upgrade> {
+    let mut upgrades = Vec::new();
+    for u in raw {
+        match Upgrade::from_token(u.get_ref()) {
+            Some(upgrade) if !upgrades.contains(&upgrade) => upgrades.push(upgrade),
+            Some(_) => {}
+            None if u.get_ref().eq_ignore_ascii_case("h2c") => {
+                errors.at(u, "h2c upgrades are never tunnelled; only `websocket` is allowed");
+            }
+            None => errors.at(
+                u,
+                format!("unknown upgrade `{}`: expected `websocket`", u.get_ref()),
+            ),
+        }
+    }
+    upgrades
 }
 
 /// `hosts = [...]`: exact hosts and `*.suffix` wildcards, lower-cased.

@@ -11,7 +11,8 @@
 //! Module map: `pipeline` (the steps in order, [`serve_request`]), `authorize`, `check_body`,
 //! `forward`, `log`, `record` (what the steps write down for the log), `connection`
 //! ([`Connection`]), `reply` ([`local_reply`], marked as the gateway's own), `grpc_reply` (a
-//! gRPC client's local replies in gRPC), `request_id`.
+//! gRPC client's local replies in gRPC), `request_id`, `tunnel` (WebSocket upgrades a route
+//! allows, tunnelled after the check).
 
 mod authorize;
 mod check_body;
@@ -23,6 +24,7 @@ mod pipeline;
 mod record;
 mod reply;
 mod request_id;
+mod tunnel;
 
 pub use connection::Connection;
 pub use pipeline::serve_request;

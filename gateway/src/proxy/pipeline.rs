@@ -16,6 +16,7 @@ use super::log::{Arrival, log};
 use super::record::Record;
 use super::reply::local_reply;
 use super::request_id::ensure_request_id;
+use super::tunnel;
 use crate::body::{self, BufferedBody, ProxyBody};
 use crate::config::Config;
 use crate::request::{self, CanonicalRequest, Rejected};
@@ -121,6 +122,7 @@ async fn handle(
         return local_reply(StatusCode::NOT_FOUND, "");
     };
     record.route = Some(route.label.clone());
+    let upgrade = tunnel::restore(ctx.canonical, &route, &mut parts);
     let listener = &config.listeners[ctx.conn.listener];
     let authorized = authorize(
         ctx,
@@ -134,9 +136,10 @@ async fn handle(
         Ok(headers) => headers,
         Err(refused) => return refused,
     };
+    let upgrade = upgrade.filter(|u| u.still_asked(&parts));
     let metrics = &ctx.conn.shared.metrics;
     let upstream_latency = &mut record.upstream_latency;
-    forward(
+    let response = forward(
         metrics,
         &route,
         parts,
@@ -144,7 +147,8 @@ async fn handle(
         &response_headers,
         upstream_latency,
     )
-    .await
+    .await;
+    tunnel::finish(upgrade, response, listener.limits.idle_timeout)
 }
 
 /// Step 2, route: the route that serves the canonical request (`None`: the client gets 404).

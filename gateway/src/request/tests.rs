@@ -393,3 +393,56 @@ fn the_client_address_is_the_peer_unless_hops_are_trusted() {
     .unwrap();
     assert_eq!(c.client, PEER.parse::<SocketAddr>().unwrap());
 }
+
+fn upgrade_of(
+    method: &str,
+    version: Version,
+    headers: &[(&str, &str)],
+) -> (Option<Upgrade>, Parts) {
+    let mut all = vec![("host", "example.com")];
+    all.extend_from_slice(headers);
+    let mut p = parts(method, "/ws", version, &all);
+    let c = canonicalise(
+        &mut p,
+        PEER.parse().unwrap(),
+        "http",
+        &CanonicalOptions::default(),
+    )
+    .unwrap();
+    (c.upgrade, p)
+}
+
+#[test]
+fn a_websocket_upgrade_is_kept_aside_and_its_headers_removed() {
+    for (upgrade, connection) in [
+        ("websocket", "Upgrade"),
+        ("WebSocket", "keep-alive, upgrade"),
+        ("h2c, websocket", "UPGRADE"),
+    ] {
+        let (kept, p) = upgrade_of(
+            "GET",
+            Version::HTTP_11,
+            &[("upgrade", upgrade), ("connection", connection)],
+        );
+        assert_eq!(kept, Some(Upgrade::WebSocket), "{upgrade} / {connection}");
+        assert!(p.headers.get(header::UPGRADE).is_none());
+        assert!(p.headers.get(header::CONNECTION).is_none());
+    }
+}
+
+#[test]
+fn only_an_http_1_1_get_naming_upgrade_in_connection_asks_for_a_websocket() {
+    let ws = [("upgrade", "websocket"), ("connection", "upgrade")];
+    assert_eq!(upgrade_of("POST", Version::HTTP_11, &ws).0, None);
+    assert_eq!(upgrade_of("GET", Version::HTTP_10, &ws).0, None);
+    let unnamed = [("upgrade", "websocket"), ("connection", "keep-alive")];
+    assert_eq!(upgrade_of("GET", Version::HTTP_11, &unnamed).0, None);
+    let h2c = [
+        ("upgrade", "h2c"),
+        ("connection", "upgrade, http2-settings"),
+    ];
+    let (kept, p) = upgrade_of("GET", Version::HTTP_11, &h2c);
+    assert_eq!(kept, None);
+    assert!(p.headers.get(header::UPGRADE).is_none());
+    assert_eq!(upgrade_of("GET", Version::HTTP_11, &[]).0, None);
+}
