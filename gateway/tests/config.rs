@@ -42,7 +42,7 @@ fn rejected_configs_name_file_line_column_and_every_problem() {
         (
             "[[routes]]\nname = \"r\"\nbackend = \"b\"\nbogus = 1\n",
             &[
-                "t.toml:15:1: unknown field `bogus`, expected one of `name`, `hosts`, `path`, `methods`, `headers`, `backend`, `rewrite_prefix`, `timeout`",
+                "t.toml:15:1: unknown field `bogus`, expected one of `name`, `hosts`, `path`, `methods`, `headers`, `backend`, `rewrite_prefix`, `timeout`, `host_rewrite`, `request_headers`, `response_headers`, `upgrades`",
             ],
         ),
         (
@@ -115,6 +115,66 @@ fn rejected_configs_name_file_line_column_and_every_problem() {
     ];
     for (extra, want) in cases {
         assert_eq!(&errors_of(extra), want, "config:\n{extra}");
+    }
+}
+
+#[test]
+fn upstream_transport_and_header_rule_mistakes_are_placed() {
+    let cases: &[(&str, &[&str])] = &[
+        (
+            "[[backends]]\nname = \"c\"\nurl = \"https://api.example/v1\"\n",
+            &[
+                "t.toml:14:7: invalid url `https://api.example/v1`: a backend url has no path (found `/v1`); expected http://host[:port] or https://host[:port], and set the path with the route's `rewrite_prefix`",
+            ],
+        ),
+        (
+            "[[backends]]\nname = \"c\"\nurl = \"ftp://x\"\nprotocol = \"http3\"\n",
+            &[
+                "t.toml:14:7: invalid url `ftp://x`: expected http://host[:port] or https://host[:port]",
+                "t.toml:15:12: unknown protocol `http3`: expected \"http1\", \"http2\" or \"auto\"",
+            ],
+        ),
+        (
+            "[[backends]]\nname = \"c\"\nurl = \"http://x\"\ntls = { sni = \"x\" }\n",
+            &["t.toml:15:7: `tls` needs an https:// url; `http://x` is plaintext"],
+        ),
+        (
+            "[[backends]]\nname = \"c\"\nurl = \"https://x\"\ntls = { ca = \"no-such-ca.pem\" }\n",
+            &[
+                "t.toml:15:14: tls: cannot read `no-such-ca.pem`: No such file or directory (os error 2)",
+            ],
+        ),
+        (
+            "[[backends]]\nname = \"c\"\nurl = \"https://x\"\ntls = { cert = \"c.pem\" }\n",
+            &["t.toml:15:16: tls `cert` and `key` go together"],
+        ),
+        (
+            "[[backends]]\nname = \"c\"\nurl = \"https://x\"\ntls = { verify = false }\n",
+            &["t.toml:15:9: unknown field `verify`, expected one of `ca`, `cert`, `key`, `sni`"],
+        ),
+        (
+            "[[routes]]\nname = \"r\"\nbackend = \"b\"\nrequest_headers = { set = { authorization = \"Bearer ${GATEWAY_TEST_UNSET_VARIABLE}\" } }\n",
+            &["t.toml:15:45: environment variable `GATEWAY_TEST_UNSET_VARIABLE` is not set"],
+        ),
+        (
+            "[[routes]]\nname = \"r\"\nbackend = \"b\"\nrequest_headers = { set = { host = \"x\" }, add = { x = \"${BROKEN\" }, drop = [] }\n",
+            &["t.toml:15:69: unknown field `drop`, expected one of `set`, `add`, `remove`"],
+        ),
+        (
+            "[[routes]]\nname = \"r\"\nbackend = \"b\"\nrequest_headers = { set = { host = \"x\" }, add = { x = \"${BROKEN\" } }\nresponse_headers = { remove = [\"content-length\"] }\nhost_rewrite = \"not a host\"\n",
+            &[
+                "t.toml:15:29: a route cannot change `host` here: use `host_rewrite`",
+                "t.toml:15:55: invalid `${...}`: expected `${NAME}` with NAME made of letters, digits and `_`",
+                "t.toml:16:32: a route cannot change `content-length`: the proxy owns framing and connection headers",
+                "t.toml:17:16: host_rewrite must be \"auto\" or a host (with an optional port)",
+            ],
+        ),
+    ];
+    for (extra, want) in cases {
+        let got = errors_of(extra);
+        assert_eq!(&got, want, "config:\n{extra}");
+        // The value of a variable, or of a configured header, never shows in an error.
+        assert!(got.iter().all(|e| !e.contains("Bearer")), "{got:?}");
     }
 }
 

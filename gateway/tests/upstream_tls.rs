@@ -15,6 +15,16 @@ use support::*;
 /// A gateway with an admin port and one route to an https backend `name`; `backend_extra` adds
 /// keys to the backend (inline TOML lines).
 async fn gateway_to(name: &str, backend: SocketAddr, backend_extra: &str) -> TestGateway {
+    gateway_with_route(name, backend, backend_extra, "").await
+}
+
+/// [`gateway_to`] with route keys too.
+async fn gateway_with_route(
+    name: &str,
+    backend: SocketAddr,
+    backend_extra: &str,
+    route_extra: &str,
+) -> TestGateway {
     let toml = format!(
         r#"
 [admin]
@@ -32,6 +42,7 @@ url = "https://localhost:{port}"
 [[routes]]
 name = "r"
 backend = "{name}"
+{route_extra}
 "#,
         port = backend.port()
     );
@@ -199,4 +210,64 @@ async fn many_requests_share_one_handshake() {
             backend.connections()
         );
     }
+}
+
+/// The route's header rules as the OpenAI example uses them: the key from the environment.
+const OPENAI_LIKE_ROUTE: &str = r#"
+host_rewrite = "auto"
+request_headers = { set = { authorization = "Bearer ${CARGO_PKG_NAME}" }, add = { x-team = "blue" }, remove = ["x-internal"] }
+response_headers = { add = { x-served-by = "gw" }, remove = ["server"] }
+"#;
+
+#[tokio::test]
+async fn host_rewrite_and_header_rules_are_what_the_backend_sees() {
+    let dir = testkit::scratch_dir("upstream-headers");
+    let pki = Pki::new(&dir, "up");
+    let server = pki.server("backend");
+    let backend = tls_echo(&server.cert, &server.key, None).await;
+    let port = backend.addr.port();
+    for protocol in ["auto", "http1"] {
+        let extra = format!("protocol = \"{protocol}\"\n{}", ca_line(&pki.ca_file));
+        let gw = gateway_with_route("headers", backend.addr, &extra, OPENAI_LIKE_ROUTE).await;
+        let resp = send(get(
+            gw.addr,
+            "/v1/models",
+            &[
+                ("authorization", "Bearer from-the-client"),
+                ("x-internal", "1"),
+                ("x-team", "red"),
+            ],
+        ))
+        .await;
+        assert_eq!(resp.status, StatusCode::OK, "{}", resp.text());
+        let echo = resp.json();
+        let saw = &echo["headers"];
+        assert_eq!(
+            saw["authorization"],
+            format!("Bearer {}", env!("CARGO_PKG_NAME")),
+            "{protocol}"
+        );
+        assert_eq!(saw["x-team"], "red, blue", "{protocol}");
+        assert!(saw.get("x-internal").is_none(), "{protocol}: {echo}");
+        let host = format!("localhost:{port}");
+        if protocol == "auto" {
+            assert_eq!(echo["authority"], host.as_str());
+        } else {
+            assert_eq!(saw["host"], host.as_str());
+        }
+        assert_eq!(resp.headers["x-served-by"], "gw");
+        assert!(resp.headers.get("server").is_none());
+    }
+}
+
+#[tokio::test]
+async fn a_literal_host_rewrite_is_sent_as_is() {
+    let backend = support::echo_backend::plain_echo().await;
+    let toml = format!(
+        "[[listeners]]\nname = \"gw\"\naddress = \"127.0.0.1:0\"\n[[backends]]\nname = \"b\"\nurl = \"http://{}\"\n[[routes]]\nname = \"r\"\nbackend = \"b\"\nhost_rewrite = \"api.example:8443\"\n",
+        backend.addr
+    );
+    let gw = start_gateway(&toml).await;
+    let resp = send(get(gw, "/", &[])).await;
+    assert_eq!(resp.json()["headers"]["host"], "api.example:8443");
 }

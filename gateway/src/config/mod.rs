@@ -12,8 +12,10 @@
 
 mod backends;
 mod compile;
+mod env;
 mod errors;
 mod fields;
+mod header_rules;
 pub mod limits;
 mod load;
 mod overrides;

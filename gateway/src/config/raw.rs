@@ -127,6 +127,14 @@ pub struct RawRoute {
     /// How long to wait for the upstream's response headers, e.g. `"15s"` (the default) or
     /// `"500ms"`. On expiry the client gets 504.
     pub timeout: Option<Spanned<String>>,
+    /// The upstream `Host`/`:authority`: `"auto"` (the chosen endpoint's host, as hosted APIs
+    /// require) or a literal host; absent: the client's host, as checked.
+    pub host_rewrite: Option<Spanned<String>>,
+    /// `{ set, add, remove }` applied to the request sent upstream, after the check; values may
+    /// read `${VAR}` from the environment at load.
+    pub request_headers: Option<Spanned<RawHeaderMutation>>,
+    /// `{ set, add, remove }` applied to the backend's response.
+    pub response_headers: Option<Spanned<RawHeaderMutation>>,
     /// Upgrades tunnelled after the check: `["websocket"]`; empty (the default) removes every
     /// `Upgrade` header. `h2c` is never tunnelled.
     #[serde(default)]
@@ -175,6 +183,22 @@ pub struct RawBackend {
     pub protocol: Option<Spanned<String>>,
     /// TLS settings for `https://` URLs: `{ ca, cert, key, sni }`, all optional.
     pub tls: Option<Spanned<RawBackendTls>>,
+}
+
+/// Header changes a route makes: removed first, then set (replacing), then added (appended).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHeaderMutation {
+    /// Header name → value, replacing every value the header had; `${VAR}` reads the
+    /// environment at load.
+    #[serde(default)]
+    pub set: std::collections::BTreeMap<Spanned<String>, Spanned<String>>,
+    /// Header name → value, appended to the values the header has.
+    #[serde(default)]
+    pub add: std::collections::BTreeMap<Spanned<String>, Spanned<String>>,
+    /// Header names removed.
+    #[serde(default)]
+    pub remove: Vec<Spanned<String>>,
 }
 
 /// TLS from the gateway to a backend (`https://` URLs).

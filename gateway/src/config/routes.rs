@@ -45,6 +45,7 @@ pub(super) fn compile_route(
     }
     let timeout = duration(&r.timeout, DEFAULT_ROUTE_TIMEOUT, errors);
     let upgrades = route_upgrades(&r.upgrades, errors);
+    let header_rules = super::header_rules::route_header_rules(r, errors);
     Some(Route {
         name: r.name.get_ref().clone(),
         label: Arc::from(r.name.get_ref().as_str()),
@@ -61,6 +62,7 @@ pub(super) fn compile_route(
         gateway_policies_disabled: false,
         context_extensions: BTreeMap::new(),
         upgrades,
+        header_rules,
     })
 }
 

@@ -45,7 +45,11 @@ pub(super) async fn forward(
         .observe(took.as_secs_f64());
     match result {
         Err(e) => upstream_failed(route, &e),
-        Ok(resp) => relay(resp, response_headers),
+        Ok(resp) => {
+            let mut resp = relay(resp, response_headers);
+            route.header_rules.apply_to_response(resp.headers_mut());
+            resp
+        }
     }
 }
 
@@ -96,6 +100,8 @@ pub(super) fn upstream_request(
     mut parts: Parts,
     body: BufferedBody,
 ) -> Result<Request<ProxyBody>, StatusCode> {
+    // After the check: what the route sets wins over anything the client sent.
+    route.header_rules.apply_to_request(&mut parts);
     let mut uri = std::mem::take(&mut parts.uri).into_parts();
     if let (Some(rewrite), PathMatch::Prefix(prefix)) = (&route.rewrite_prefix, &route.matcher.path)
     {

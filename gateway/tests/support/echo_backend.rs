@@ -114,16 +114,20 @@ async fn echo(req: Request<Incoming>, client_cert: bool) -> Result<Response<Echo
     let collected = body.collect().await.ok();
     let trailers = collected.as_ref().and_then(|c| c.trailers().cloned());
     let bytes = collected.map(|c| c.to_bytes()).unwrap_or_default();
-    let headers: serde_json::Map<String, serde_json::Value> = parts
-        .headers
-        .iter()
-        .map(|(k, v)| {
-            (
-                k.as_str().to_owned(),
-                serde_json::Value::String(String::from_utf8_lossy(v.as_bytes()).into_owned()),
-            )
-        })
-        .collect();
+    // Repeated headers are joined with ", ".
+    let mut headers = serde_json::Map::new();
+    for name in parts.headers.keys() {
+        let joined: Vec<String> = parts
+            .headers
+            .get_all(name)
+            .iter()
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+            .collect();
+        headers.insert(
+            name.as_str().to_owned(),
+            serde_json::Value::String(joined.join(", ")),
+        );
+    }
     let json = serde_json::json!({
         "version": format!("{:?}", parts.version),
         "authority": parts.uri.authority().map(|a| a.to_string()),
