@@ -43,7 +43,8 @@ struct Cli {
     /// The nginx binary; default: `nginx` on PATH or /usr/sbin/nginx.
     #[arg(long)]
     nginx: Option<PathBuf>,
-    /// Only scenarios whose name contains this.
+    /// Only these scenarios: a comma-separated list of name parts, or `=NAME` for one name
+    /// exactly (`--only '=gateway,=nginx proxy,https backend,grpc backend'`).
     #[arg(long)]
     only: Option<String>,
     /// Smoke test: every scenario once for ~0.5 s; fail unless every answer was the expected one.
@@ -123,13 +124,26 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
     println!("{}", results.comparisons_table());
     println!("{}", results.scenarios_table());
+    println!("{}", results.upstream_table());
     println!("{}", results.rss_table());
     let errors = results.errors();
+    // A pool needs at most one connection per call in flight; twice that per round is slack for
+    // a connection closed and replaced. A handshake per request is thousands.
+    let pool_limit = 2.0 * (options.concurrency.max(options.connections) * options.rounds) as f64;
+    let upstream_problems = results.upstream_problems(pool_limit);
+    for problem in &upstream_problems {
+        eprintln!("bench: WARNING {problem}");
+    }
     if cli.smoke {
         anyhow::ensure!(
             errors.is_empty(),
             "smoke: wrong answers or errors:\n{}",
             errors.join("\n")
+        );
+        anyhow::ensure!(
+            upstream_problems.is_empty(),
+            "smoke: upstream connections not pooled:\n{}",
+            upstream_problems.join("\n")
         );
         eprintln!(
             "bench: smoke OK, {} scenarios, every answer as expected ({:.0?})",
@@ -259,6 +273,15 @@ That builds the release binaries and runs every scenario below ({scenarios} scen
   keep-alive HTTP/1.1 connections, one request in flight each; the `c=1` scenarios one connection.
   Open-loop scenarios start {rate:.0} calls per second on a fixed schedule and measure latency from
   the intended start, so queueing is not hidden (coordinated omission).
+- Upstream scenarios (issue #18), each beside nginx doing the same: the gateway in front of an
+  HTTPS backend (a second `floor` with `--https`: rustls, a certificate for `localhost` from a test
+  CA made with rcgen at the start of the run; HTTP/1.1, or h2 when ALPN offers it), configured as
+  `url = "https://localhost:PORT"`, `tls = {{ ca = ... }}` with `protocol = "http1"` and
+  `"auto"` (h2 by ALPN), against nginx `proxy_pass https://` to an `upstream {{ keepalive 32; }}`
+  (`proxy_http_version 1.1`, `proxy_ssl_verify on` against the same CA, `proxy_ssl_session_reuse
+  on`, TLS 1.2–1.3); and the gateway in front of the floor's bare tonic Check as a gRPC backend
+  (`protocol = "http2"`, h2c; the load is gRPC Check through the proxy) against nginx `grpc_pass
+  grpc://` with keep-alive. The client side is plaintext in both (HTTP/1.1, or h2c for gRPC).
 - Every answer is checked: the gRPC `status.code` (0 allow, 7 deny) or the HTTP status. A wrong
   answer counts as an error; the error column must be 0 everywhere.
 - Rounds are interleaved: each round measures every scenario once, in the order of the table, so
@@ -283,6 +306,15 @@ That builds the release binaries and runs every scenario below ({scenarios} scen
 ## Every scenario
 
 {scenario_table}
+## Upstream connections and TLS handshakes
+
+What the gateway counted on its admin `/metrics` around each measurement of the scenarios with a
+backend behind TLS or HTTP/2 (`gateway_upstream_connections_total`,
+`gateway_upstream_tls_handshakes_total`, and `gateway_requests_total` for the requests), summed
+over the rounds. Connections are pooled and kept across rounds, so a handshake per request would
+show as about one handshake per request here; a pool shows a few per run.
+
+{upstream}
 ## Peak memory
 
 {rss}{notes}"#,
@@ -309,6 +341,7 @@ That builds the release binaries and runs every scenario below ({scenarios} scen
         rate = options.rate,
         comparisons = results.comparisons_table(),
         scenario_table = results.scenarios_table(),
+        upstream = results.upstream_table(),
         rss = results.rss_table(),
     )
 }

@@ -12,6 +12,8 @@ use anyhow::{Context, bail};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use rand::rngs::OsRng;
 
+use super::upstreams::Upstream;
+
 /// The one header rule: `x-ext-authz: allow` is allowed, anything else denied. It serves gRPC
 /// and HTTP mode alike (no `transport` condition), so the gateway's two transports and nginx's
 /// `auth_request` ask the same rule.
@@ -224,23 +226,25 @@ pub enum GatewayPolicy {
     Http(SocketAddr),
 }
 
-/// A gateway config: one listener on an OS-chosen port, every path to `backend`, and `policy`.
-pub fn gateway(backend: SocketAddr, policy: GatewayPolicy) -> String {
+/// A gateway config: one listener on an OS-chosen port, every path to `upstream`, and `policy`;
+/// the admin endpoint on an OS-chosen port (its `/metrics` count upstream connections).
+pub fn gateway(upstream: &Upstream, policy: GatewayPolicy) -> String {
     let mut config = format!(
         r#"
+[admin]
+address = "127.0.0.1:0"
+
 [[listeners]]
 name = "bench"
 address = "127.0.0.1:0"
 
-[[backends]]
-name = "backend"
-url = "http://{backend}"
-
+{backend}
 [[routes]]
 name = "all"
 path = {{ prefix = "/" }}
 backend = "backend"
-"#
+"#,
+        backend = upstream.backend_toml()
     );
     let (url, transport) = match policy {
         GatewayPolicy::None => return config,
@@ -267,13 +271,15 @@ backend = "authz"
 }
 
 /// nginx with one worker: a plain proxy on `plain` and the same proxy behind `auth_request` to
-/// our HTTP mode on `with_auth`, both with upstream keep-alive (as the gateway pools connections).
+/// our HTTP mode on `with_auth`, both with upstream keep-alive (as the gateway pools connections),
+/// and `sites` (more server blocks, [`super::upstreams::nginx_sites`]).
 pub fn nginx_conf(
     dir: &Path,
     plain: SocketAddr,
     with_auth: SocketAddr,
     backend: SocketAddr,
     authz_http: SocketAddr,
+    sites: &str,
 ) -> String {
     let dir = dir.display();
     let user = if is_root() { "user root;\n" } else { "" };
@@ -318,7 +324,7 @@ http {{
             proxy_set_header Connection "";
         }}
     }}
-}}
+{sites}}}
 "#
     )
 }

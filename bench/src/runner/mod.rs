@@ -12,6 +12,7 @@ pub mod procs;
 pub mod scenarios;
 pub mod summary;
 pub mod svg;
+pub mod upstreams;
 
 use std::process::Command;
 
@@ -31,6 +32,9 @@ pub struct Sample {
     pub server_cpu: f64,
     /// Wall seconds of the measurement (warm-up included).
     pub wall: f64,
+    /// The gateway's new upstream connections, TLS handshakes and requests during the
+    /// measurement (warm-up included), when the scenario counts them.
+    pub upstream: Option<upstreams::Counts>,
 }
 
 impl Sample {
@@ -78,8 +82,14 @@ fn run_in(options: &Options, dir: &std::path::Path) -> anyhow::Result<Results> {
         for (index, scenario) in setup.scenarios.iter().enumerate() {
             let sample = measure(options, scenario, &setup.servers)
                 .with_context(|| format!("measuring {}", scenario.name))?;
+            let upstream = sample.upstream.map_or_else(String::new, |u| {
+                format!(
+                    "  upstream: {:.0} connections, {:.0} TLS handshakes, {:.0} requests",
+                    u.connections, u.handshakes, u.requests
+                )
+            });
             eprintln!(
-                "  {:<36} {:>9.0} rps  p50 {:>8.1} µs  p99 {:>8.1} µs  cpu {:>6.1} µs/req  errors {}",
+                "  {:<36} {:>9.0} rps  p50 {:>8.1} µs  p99 {:>8.1} µs  cpu {:>6.1} µs/req  errors {}{upstream}",
                 scenario.name,
                 sample.report.rps,
                 sample.report.p50_us,
@@ -153,6 +163,8 @@ fn measure(
             .map(|i| servers[*i].cpu_seconds())
             .sum()
     };
+    let admin = scenario.counted.map(|c| c.admin);
+    let counts_before = admin.map(upstreams::counts).transpose()?;
     let cpu_before = cpu(servers);
     let started = std::time::Instant::now();
     let output = command
@@ -160,6 +172,10 @@ fn measure(
         .with_context(|| format!("running {}", loadgen.display()))?;
     let wall = started.elapsed().as_secs_f64();
     let server_cpu = cpu(servers) - cpu_before;
+    let upstream = match (admin, counts_before) {
+        (Some(admin), Some(before)) => Some(upstreams::counts(admin)?.since(&before)),
+        _ => None,
+    };
     if !output.status.success() {
         bail!(
             "loadgen failed: {}",
@@ -176,6 +192,7 @@ fn measure(
         report,
         server_cpu,
         wall: loaded,
+        upstream,
     })
 }
 

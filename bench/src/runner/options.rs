@@ -21,8 +21,33 @@ pub struct Options {
     pub bin_dir: PathBuf,
     /// nginx, when installed.
     pub nginx: Option<PathBuf>,
-    /// Only scenarios whose name contains this.
+    /// Only these scenarios ([`selected`]).
     pub only: Option<String>,
     /// Smoke mode: assert, don't report.
     pub smoke: bool,
+}
+
+/// Whether `--only` selects scenario `name`: `only` is a comma-separated list; an item selects
+/// the names containing it, or, written `=name`, exactly that name.
+pub(super) fn selected(only: &str, name: &str) -> bool {
+    only.split(',')
+        .map(str::trim)
+        .any(|item| match item.strip_prefix('=') {
+            Some(exact) => name == exact,
+            None => !item.is_empty() && name.contains(item),
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::selected;
+
+    #[test]
+    fn only_takes_substrings_and_exact_names() {
+        assert!(selected("https", "gateway, https backend, http1"));
+        assert!(selected("=gateway,grpc backend", "gateway"));
+        assert!(selected("=gateway,grpc backend", "nginx, grpc backend"));
+        assert!(!selected("=gateway,grpc backend", "gateway, c=1"));
+        assert!(!selected("=gateway,", "gateway + grpc authz"));
+    }
 }

@@ -9,8 +9,9 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 
 use super::fixtures::{self, GatewayPolicy};
-use super::options::Options;
+use super::options::{self, Options};
 use super::procs::{self, Server, Spec};
+use super::upstreams::{self, Upstream};
 
 /// How a scenario loads its server.
 #[derive(Debug, Clone)]
@@ -54,6 +55,9 @@ pub struct Scenario {
     pub rate: Option<f64>,
     /// Indices (into the run's servers) of the processes that serve it, for CPU accounting.
     pub servers: Vec<usize>,
+    /// The gateway whose upstream connections and TLS handshakes are counted around each
+    /// measurement, if any.
+    pub counted: Option<upstreams::Counted>,
 }
 
 /// The processes of a run, and where they listen.
@@ -74,7 +78,7 @@ fn allow() -> Vec<(String, String)> {
     vec![pair("x-ext-authz", "allow")]
 }
 
-struct Starter<'a> {
+pub(super) struct Starter<'a> {
     options: &'a Options,
     dir: &'a Path,
     pin: bool,
@@ -82,11 +86,11 @@ struct Starter<'a> {
 }
 
 impl Starter<'_> {
-    fn bin(&self, name: &str) -> PathBuf {
+    pub(super) fn bin(&self, name: &str) -> PathBuf {
         self.options.bin_dir.join(name)
     }
 
-    fn start(&mut self, spec: &Spec<'_>) -> anyhow::Result<usize> {
+    pub(super) fn start(&mut self, spec: &Spec<'_>) -> anyhow::Result<usize> {
         let server = procs::start(spec, self.dir, self.pin)?;
         self.servers.push(server);
         Ok(self.servers.len() - 1)
@@ -130,14 +134,15 @@ impl Starter<'_> {
         })
     }
 
-    fn gateway(
+    /// A gateway in front of `upstream`; it prints its listener and admin addresses.
+    pub(super) fn gateway(
         &mut self,
         name: &str,
-        backend: SocketAddr,
+        upstream: &Upstream,
         policy: GatewayPolicy,
     ) -> anyhow::Result<usize> {
         let path = self.dir.join(format!("{name}.toml"));
-        std::fs::write(&path, fixtures::gateway(backend, policy))?;
+        std::fs::write(&path, fixtures::gateway(upstream, policy))?;
         let program = self.bin("gateway");
         self.start(&Spec {
             name,
@@ -148,12 +153,12 @@ impl Starter<'_> {
                 path.display().to_string(),
             ],
             env: vec![],
-            listening: &["http"],
+            listening: &["http", "admin"],
             ready_port: None,
         })
     }
 
-    fn addr(&self, index: usize, kind: &str) -> anyhow::Result<SocketAddr> {
+    pub(super) fn addr(&self, index: usize, kind: &str) -> anyhow::Result<SocketAddr> {
         self.servers[index].address(kind)
     }
 }
@@ -237,6 +242,7 @@ pub fn setup(options: &Options, dir: &Path) -> anyhow::Result<Setup> {
         concurrency: c,
         rate: None,
         servers: vec![server],
+        counted: None,
     };
     let mut scenarios = vec![
         grpc(
@@ -360,6 +366,7 @@ pub fn setup(options: &Options, dir: &Path) -> anyhow::Result<Setup> {
         concurrency: c,
         rate: None,
         servers: vec![header],
+        counted: None,
     });
     for (name, server) in [
         ("floor v3", floor),
@@ -382,20 +389,32 @@ pub fn setup(options: &Options, dir: &Path) -> anyhow::Result<Setup> {
     // and behind nginx (plain proxy, auth_request to the same authz-server's HTTP mode).
     let backend_http = s.addr(backend, "http")?;
     let gw_authz = s.authz("authz-for-proxies", Some(fixtures::HEADER_RULE), vec![])?;
-    let plain = s.gateway("gateway-plain", backend_http, GatewayPolicy::None)?;
+    let plain_upstream = Upstream::Http(backend_http);
+    let plain = s.gateway("gateway-plain", &plain_upstream, GatewayPolicy::None)?;
     let via_grpc = s.gateway(
         "gateway-grpc-authz",
-        backend_http,
+        &plain_upstream,
         GatewayPolicy::Grpc(s.addr(gw_authz, "grpc")?),
     )?;
     let via_http = s.gateway(
         "gateway-http-authz",
-        backend_http,
+        &plain_upstream,
         GatewayPolicy::Http(s.addr(gw_authz, "http")?),
     )?;
+    let upstream = upstreams::start(&mut s, dir)?;
     let nginx = match &options.nginx {
         Some(program) => {
             let (plain_port, auth_port) = (procs::free_port()?, procs::free_port()?);
+            let (https_port, grpc_port) = (procs::free_port()?, procs::free_port()?);
+            let sites = match upstreams::nginx_lacks(program) {
+                None => upstream.nginx_sites(&s, https_port, grpc_port)?,
+                Some(missing) => {
+                    skipped.push(format!(
+                        "nginx lacks {missing}: its upstream peers were not run"
+                    ));
+                    String::new()
+                }
+            };
             let conf = dir.join("nginx.conf");
             std::fs::write(
                 &conf,
@@ -405,6 +424,7 @@ pub fn setup(options: &Options, dir: &Path) -> anyhow::Result<Setup> {
                     auth_port,
                     backend_http,
                     s.addr(gw_authz, "http")?,
+                    &sites,
                 ),
             )?;
             let index = s.start(&Spec {
@@ -422,7 +442,8 @@ pub fn setup(options: &Options, dir: &Path) -> anyhow::Result<Setup> {
                 listening: &[],
                 ready_port: Some(auth_port),
             })?;
-            Some((index, plain_port, auth_port))
+            let peers = (!sites.is_empty()).then_some((index, https_port, grpc_port));
+            Some((index, plain_port, auth_port, peers))
         }
         None => {
             skipped.push("nginx not found: the nginx scenarios were not run".to_owned());
@@ -443,6 +464,7 @@ pub fn setup(options: &Options, dir: &Path) -> anyhow::Result<Setup> {
                 concurrency,
                 rate: None,
                 servers,
+                counted: None,
             }
         };
     let mut proxies = vec![
@@ -459,7 +481,7 @@ pub fn setup(options: &Options, dir: &Path) -> anyhow::Result<Setup> {
             vec![via_http, gw_authz, backend],
         ),
     ];
-    if let Some((index, plain_port, auth_port)) = nginx {
+    if let Some((index, plain_port, auth_port, ..)) = nginx {
         proxies.insert(2, ("nginx proxy", plain_port, vec![index, backend]));
         proxies.push((
             "nginx auth_request",
@@ -500,8 +522,9 @@ pub fn setup(options: &Options, dir: &Path) -> anyhow::Result<Setup> {
             ));
         }
     }
+    scenarios.extend(upstream.scenarios(&s, nginx.and_then(|(.., peers)| peers), c)?);
     if let Some(only) = &options.only {
-        scenarios.retain(|x| x.name.contains(only.as_str()));
+        scenarios.retain(|x| options::selected(only, &x.name));
     }
     Ok(Setup {
         servers: s.servers,

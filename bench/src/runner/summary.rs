@@ -3,6 +3,7 @@
 
 use std::fmt::Write as _;
 
+use super::upstreams::{self, Counts};
 use super::{Results, Sample};
 
 /// A median with the spread of the values it came from.
@@ -111,6 +112,34 @@ pub const COMPARISONS: &[Comparison] = &[
         target: "< 50",
     },
     Comparison {
+        label: "gateway → HTTPS backend (HTTP/1.1, pooled) vs nginx proxy_pass https:// (keepalive)",
+        kind: Kind::Ratio,
+        a: upstreams::HTTPS_HTTP1,
+        b: upstreams::NGINX_HTTPS,
+        target: "≥ 1.0",
+    },
+    Comparison {
+        label: "gateway → HTTPS backend (protocol auto: h2 by ALPN) vs nginx proxy_pass https://",
+        kind: Kind::Ratio,
+        a: upstreams::HTTPS_ALPN,
+        b: upstreams::NGINX_HTTPS,
+        target: "≥ 1.0",
+    },
+    Comparison {
+        label: "gateway → gRPC backend (h2c) vs nginx grpc_pass (keepalive)",
+        kind: Kind::Ratio,
+        a: upstreams::GRPC,
+        b: upstreams::NGINX_GRPC,
+        target: "≥ 1.0",
+    },
+    Comparison {
+        label: "gateway (no policy) vs nginx plain proxy",
+        kind: Kind::Ratio,
+        a: "gateway",
+        b: "nginx proxy",
+        target: "≥ 1.0",
+    },
+    Comparison {
         label: "decision log at the default level vs logging off (cost, %)",
         kind: Kind::Cost,
         a: "header rule v3",
@@ -202,10 +231,17 @@ pub const COMPARISONS: &[Comparison] = &[
         target: "",
     },
     Comparison {
-        label: "gateway (no policy) vs nginx plain proxy",
+        label: "gateway → gRPC backend vs the gRPC backend direct (floor v3)",
         kind: Kind::Ratio,
-        a: "gateway",
-        b: "nginx proxy",
+        a: upstreams::GRPC,
+        b: "floor v3",
+        target: "",
+    },
+    Comparison {
+        label: "nginx grpc_pass vs the gRPC backend direct (floor v3)",
+        kind: Kind::Ratio,
+        a: upstreams::NGINX_GRPC,
+        b: "floor v3",
         target: "",
     },
     Comparison {
@@ -356,6 +392,71 @@ impl Results {
             );
         }
         out
+    }
+
+    /// Each counted scenario's upstream counts over all its rounds (warm-up included), and
+    /// whether its backend is behind TLS.
+    pub fn upstream_counts(&self) -> Vec<(&str, bool, Counts)> {
+        self.scenarios
+            .iter()
+            .zip(&self.samples)
+            .filter_map(|(scenario, samples)| {
+                let counted = scenario.counted?;
+                let sum = samples
+                    .iter()
+                    .filter_map(|s| s.upstream)
+                    .fold(Counts::default(), |sum, c| sum.plus(&c));
+                Some((scenario.name.as_str(), counted.tls, sum))
+            })
+            .collect()
+    }
+
+    /// The upstream connections table (markdown): new connections and TLS handshakes per
+    /// proxied request, as the gateway counts them.
+    pub fn upstream_table(&self) -> String {
+        let mut out = String::from(
+            "| scenario | requests (all rounds, warm-up included) | new upstream connections | TLS handshakes | handshakes per request |\n|---|---|---|---|---|\n",
+        );
+        for (name, tls, c) in self.upstream_counts() {
+            let per_request = match (tls, c.requests > 0.0) {
+                (false, _) => "— (h2c, no TLS)".to_owned(),
+                (true, true) => format!("{:.6}", c.handshakes / c.requests),
+                (true, false) => "no requests".to_owned(),
+            };
+            let _ = writeln!(
+                out,
+                "| {name} | {:.0} | {:.0} | {:.0} | {per_request} |",
+                c.requests, c.connections, c.handshakes
+            );
+        }
+        out
+    }
+
+    /// What is wrong with the counted scenarios' upstream connections: more connections or TLS
+    /// handshakes than a pool needs (`limit`, over all rounds) — a handshake per request shows
+    /// here — or none at all (the counter is missing, or its name changed).
+    pub fn upstream_problems(&self, limit: f64) -> Vec<String> {
+        let mut problems = Vec::new();
+        for (name, tls, c) in self.upstream_counts() {
+            let mut counted = vec![("connections", c.connections)];
+            if tls {
+                counted.push(("TLS handshakes", c.handshakes));
+            }
+            for (what, value) in counted {
+                if value > limit {
+                    problems.push(format!(
+                        "{name}: {value:.0} upstream {what} for {:.0} requests (a pool needs at most {limit:.0})",
+                        c.requests
+                    ));
+                } else if value < 1.0 && c.requests > 0.0 {
+                    problems.push(format!(
+                        "{name}: no upstream {what} counted for {:.0} requests (is the gateway's counter missing?)",
+                        c.requests
+                    ));
+                }
+            }
+        }
+        problems
     }
 
     /// The peak-RSS table (markdown), heaviest first.
