@@ -74,17 +74,23 @@ class Process:
         self.popen.wait(timeout=10)
 
 
-def start_process(name: str, args: Sequence[str], workdir: Path, want: Dict[str, int]) -> Process:
-    """Start `args`, wait until it printed `want[kind]` listening lines of each kind; fail with its stderr."""
+def start_process(
+    name: str, args: Sequence[str], workdir: Path, want: Dict[str, int], env: Optional[Dict[str, str]] = None
+) -> Process:
+    """Start `args`, wait until it printed `want[kind]` listening lines of each kind; fail with its stderr.
+
+    `env` is added to this process's environment (e.g. a `${VAR}` the gateway's config reads)."""
     binary = Path(args[0])
     if not binary.is_file():
         pytest.fail(f"{binary} does not exist; build it first: cargo build --workspace --bins")
     stderr_path = workdir / f"{name}-{time.monotonic_ns()}.stderr"
     with open(stderr_path, "wb") as stderr_file:
-        env = dict(os.environ)
-        env.setdefault("RUST_BACKTRACE", "1")
+        child_env = dict(os.environ)
+        child_env.setdefault("RUST_BACKTRACE", "1")
+        child_env.update(env or {})
         popen = subprocess.Popen(
-            list(args), stdout=subprocess.PIPE, stderr=stderr_file, stdin=subprocess.DEVNULL, env=env, cwd=REPO_ROOT
+            list(args), stdout=subprocess.PIPE, stderr=stderr_file, stdin=subprocess.DEVNULL, env=child_env,
+            cwd=REPO_ROOT,
         )
     proc = Process(name, list(args), popen, stderr_path)
     ready = threading.Event()
@@ -132,14 +138,22 @@ def start_gateway(
     config: Path,
     backend_urls: Optional[Dict[str, str]] = None,
     authz_urls: Optional[Dict[str, str]] = None,
+    *,
+    admin: bool = False,
+    env: Optional[Dict[str, str]] = None,
 ) -> Process:
-    """`gateway run --config FILE` with its first listener on 127.0.0.1:0 and the given URL overrides."""
+    """`gateway run --config FILE` with its first listener on 127.0.0.1:0 and the given URL overrides;
+    `admin`: the admin endpoint on 127.0.0.1:0 too (`proc.addr("admin")`); `env`: added environment."""
     args = [str(GATEWAY_BIN), "run", "--config", str(config), "--listen", "127.0.0.1:0"]
     for name, url in (backend_urls or {}).items():
         args += ["--backend-url", f"{name}={url}"]
     for name, url in (authz_urls or {}).items():
         args += ["--authz-url", f"{name}={url}"]
-    return start_process("gateway", args, workdir, {"http": 1})
+    want = {"http": 1}
+    if admin:
+        args += ["--admin", "127.0.0.1:0"]
+        want["admin"] = 1
+    return start_process("gateway", args, workdir, want, env)
 
 
 # --- configs ------------------------------------------------------------------------------------------
