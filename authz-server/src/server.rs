@@ -274,7 +274,7 @@ async fn run_grpc_listener<A: Authorizer>(
         .layer(tonic::service::InterceptorLayer::new(
             move |mut request: tonic::Request<()>| {
                 crate::deadline::stamp(&mut request);
-                too_many_headers(request, max_headers)
+                malformed_metadata(too_many_headers(request, max_headers)?)
             },
         ))
         .add_service(v3)
@@ -371,6 +371,19 @@ fn too_many_headers(
         return Err(tonic::Status::resource_exhausted(
             "too many request headers",
         ));
+    }
+    Ok(request)
+}
+
+/// A Check whose metadata has a value that starts or ends with whitespace (or holds NUL, CR or
+/// LF) is malformed HTTP/2 (RFC 9113 §8.2.1). tonic serves this port outside the `listener`
+/// crate, so the rule every other listener applies (`listener::malformed_field`) is applied
+/// here: `INVALID_ARGUMENT`, before the Check runs.
+fn malformed_metadata(request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+    if let Some(name) = listener::malformed_field(request.metadata().as_ref()) {
+        return Err(tonic::Status::invalid_argument(format!(
+            "malformed request header: {name}"
+        )));
     }
     Ok(request)
 }

@@ -10,6 +10,7 @@
 
 mod body;
 mod connection;
+mod fields;
 mod limits;
 mod request;
 mod slot;
@@ -18,6 +19,7 @@ mod state;
 
 pub use body::{IdleBody, LimitedBody, StreamIdle};
 pub use connection::serve_connection;
+pub use fields::{MALFORMED_HEADER, malformed_field};
 pub use limits::*;
 pub use request::{
     PREMATURE_RESET_LIFETIME, PREMATURE_RESET_STREAM_COUNT, STREAM_TIMEOUT, TOO_MANY_HEADERS,

@@ -1,4 +1,5 @@
-//! One request under its connection's limits: too many header fields get 431, a stream that
+//! One request under its connection's limits: too many header fields get 431, a malformed
+//! header value 400 (`fields`), a stream that
 //! makes no progress gets 408 (while no response has started), the last request a connection may
 //! serve gets `connection: close` on HTTP/1, and a request abandoned early counts toward the
 //! premature-reset rule.
@@ -102,6 +103,10 @@ where
             StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             TOO_MANY_HEADERS,
         )
+    } else if let Some(name) = crate::fields::malformed_field(req.headers()) {
+        // Refused before the handler: neither checked nor forwarded (see `fields`).
+        tracing::debug!(header = %name, "refused a request with a malformed header value");
+        LimitedBody::local(StatusCode::BAD_REQUEST, crate::fields::MALFORMED_HEADER)
     } else {
         let progress = Arc::new(Progress::new());
         let req = req.map(|body| IdleBody::new(body, idle, progress.clone()));
