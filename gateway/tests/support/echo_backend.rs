@@ -113,7 +113,7 @@ async fn echo(req: Request<Incoming>, client_cert: bool) -> Result<Response<Echo
     let (parts, body) = req.into_parts();
     let collected = body.collect().await.ok();
     let trailers = collected.as_ref().and_then(|c| c.trailers().cloned());
-    let bytes = collected.map(|c| c.to_bytes()).unwrap_or_default();
+    let bytes = collected.map(http_body_util::Collected::to_bytes).unwrap_or_default();
     // Repeated headers are joined with ", ".
     let mut headers = serde_json::Map::new();
     for name in parts.headers.keys() {
@@ -130,8 +130,8 @@ async fn echo(req: Request<Incoming>, client_cert: bool) -> Result<Response<Echo
     }
     let json = serde_json::json!({
         "version": format!("{:?}", parts.version),
-        "authority": parts.uri.authority().map(|a| a.to_string()),
-        "path": parts.uri.path_and_query().map(|p| p.to_string()),
+        "authority": parts.uri.authority().map(ToString::to_string),
+        "path": parts.uri.path_and_query().map(ToString::to_string),
         "headers": headers,
         "body": String::from_utf8_lossy(&bytes),
         "client_cert": client_cert,
