@@ -26,7 +26,7 @@ import pytest
 
 from contract import DENY_BODY, RESULT_HEADER
 from gateway_support import start_authz_server, start_gateway, write_config
-from upstream_support import closed_port
+from upstream_support import TestCA, closed_port
 
 protoc = pytest.importorskip("grpc_tools.protoc", reason="grpcio-tools is not installed: install requirements.txt")
 reflection = pytest.importorskip("grpc_reflection.v1alpha.reflection", reason="grpcio-reflection is not installed")
@@ -451,6 +451,61 @@ def test_the_gateway_honours_grpc_timeout_itself(gateway, stubs, broken_backend)
     assert broken_backend[1][-1] == "/referee.silent.v1.Echo/Unary", "the call did not reach the backend"
     assert 0.3 <= elapsed < 2, elapsed
     assert (status.get("grpc-status"), status.get("grpc-message")) == ("14", "upstream request timeout"), status
+
+
+TLS_CONFIG = """
+[[listeners]]
+name = "agentgateway-proxy"
+address = "127.0.0.1:0"
+
+[[backends]]
+name = "echo-tls"
+url = "https://localhost:{port}"
+tls = {{ ca = "{ca}" }}
+
+[[routes]]
+name = "echo"
+path = {{ prefix = "/referee.echo.v1.Echo" }}
+backend = "echo-tls"
+
+[[authz_backends]]
+name = "ext-authz"
+url = "{authz}"
+
+[[policies]]
+name = "gateway-ext-auth-policy"
+target_refs = [{{ kind = "Gateway", name = "agentgateway-proxy" }}]
+ext_auth = {{ backend = "ext-authz", grpc = {{}} }}
+"""
+
+
+def test_grpc_over_tls_with_alpn(workdir, stubs, ext_authz):
+    """The same service behind TLS (grpcio's own TLS server, which offers only h2): the default
+    protocol ("auto") must choose h2 by ALPN and verify the certificate against `tls.ca`."""
+    pb2, pb2_grpc = stubs
+    ca = TestCA(workdir, "grpc")
+    cert, key = ca.issue("echo")
+    calls = Calls()
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+    pb2_grpc.add_EchoServicer_to_server(make_servicer(pb2, pb2_grpc, calls), server)
+    port = server.add_secure_port("127.0.0.1:0", grpc.ssl_server_credentials([(key.read_bytes(), cert.read_bytes())]))
+    server.start()
+    text = TLS_CONFIG.format(port=port, ca=ca.cert_path, authz=f"http://{ext_authz.addr('grpc')}")
+    gw = start_gateway(workdir, write_config(workdir, "gateway-grpc-tls", text))
+    try:
+        with grpc.insecure_channel(gw.addr()) as ch:
+            echo = pb2_grpc.EchoStub(ch)
+            assert echo.Unary(pb2.Note(text="sealed"), metadata=ALLOW, timeout=10).text == "echo: sealed"
+            replies = echo.ServerStream(pb2.Note(text="s", count=3), metadata=ALLOW, timeout=10)
+            assert [r.text for r in replies] == ["s #0", "s #1", "s #2"]
+            with pytest.raises(grpc.RpcError) as failed:
+                echo.Unary(pb2.Note(text=MESSAGE, fail_code=8), metadata=ALLOW, timeout=10)
+            assert (failed.value.code(), failed.value.details()) == (grpc.StatusCode.RESOURCE_EXHAUSTED, MESSAGE)
+        assert [c["metadata"][RESULT_HEADER] for c in calls.seen] == ["allowed"] * 3
+        gw.assert_alive()
+    finally:
+        gw.stop()
+        server.stop(grace=None)
 
 
 # --- grpcurl through the gateway ------------------------------------------------------------------------
