@@ -14,7 +14,8 @@ use hyper_util::rt::TokioExecutor;
 
 use super::connect::{ConnectError, Connector};
 use super::tls::TlsClient;
-use super::{AutoHost, Protocol, UpstreamError};
+use super::error::UpstreamError;
+use super::protocol::{AutoHost, Protocol};
 use crate::body::ProxyBody;
 use crate::metrics::{self, EndpointLabels, UpstreamOutcomeLabels};
 use crate::redact;

@@ -20,13 +20,15 @@
 //! downgrade.
 
 mod connect;
+mod error;
+mod protocol;
 pub mod deadline;
 pub mod endpoint;
 pub mod tls;
 
 use std::time::Duration;
 
-use http::{Request, Response, StatusCode};
+use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -34,6 +36,8 @@ use hyper_util::rt::TokioExecutor;
 use std::sync::Arc;
 
 pub use connect::ConnectError;
+pub use error::UpstreamError;
+pub use protocol::{AutoHost, Protocol};
 pub use endpoint::Endpoint;
 
 use crate::body::ProxyBody;
@@ -50,23 +54,6 @@ pub fn http_client(connect_timeout: Duration) -> HttpClient {
         .pool_idle_timeout(Duration::from_secs(90))
         .build(connector)
 }
-
-/// Which HTTP version the gateway speaks to a backend.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum Protocol {
-    /// HTTP/1.1 only.
-    Http1,
-    /// HTTP/2 only: h2c with prior knowledge on `http://`, ALPN offering only `h2` on `https://`.
-    Http2,
-    /// ALPN offers `h2` and `http/1.1` on `https://`; HTTP/1.1 on `http://`.
-    #[default]
-    Auto,
-}
-
-/// A request extension: set `Host` (and `:authority`) to the chosen endpoint's host, as
-/// `host_rewrite = "auto"` asks; the endpoint that sends the try applies it.
-#[derive(Debug, Clone, Copy)]
-pub struct AutoHost;
 
 /// An upstream service: its endpoints and how to reach them.
 #[derive(Debug)]
@@ -134,78 +121,6 @@ impl Backend {
         match self.endpoints.first() {
             Some(endpoint) => endpoint.send(req, timeout).await,
             None => Err(UpstreamError::NoHealthyUpstream),
-        }
-    }
-}
-
-/// Why a try did not get a response from upstream.
-#[derive(Debug, thiserror::Error)]
-pub enum UpstreamError {
-    /// No connection could be made (refused, unreachable, unresolvable, connect timeout).
-    #[error("upstream connect error: {0}")]
-    Connect(String),
-    /// The TLS handshake failed; rustls's words for what did not verify.
-    #[error("upstream TLS error: {0}")]
-    Tls(String),
-    /// The connection failed after the request was sent.
-    #[error("upstream reset: {0}")]
-    Reset(String),
-    /// The backend refused the stream before processing it (HTTP/2 `REFUSED_STREAM`).
-    #[error("upstream refused the stream: {0}")]
-    RefusedStream(String),
-    /// The response was malformed.
-    #[error("upstream protocol error: {0}")]
-    Protocol(String),
-    /// No response headers within the request's upstream wait.
-    #[error("upstream request timeout")]
-    Timeout,
-    /// Every endpoint is ejected or unhealthy.
-    #[error("no healthy upstream")]
-    NoHealthyUpstream,
-}
-
-impl UpstreamError {
-    /// The status the client sees, as Envoy answers: 503 when no connection could be made, 502
-    /// when one broke or answered nonsense, 504 on timeout.
-    pub fn status(&self) -> StatusCode {
-        match self {
-            UpstreamError::Connect(_)
-            | UpstreamError::Tls(_)
-            | UpstreamError::RefusedStream(_)
-            | UpstreamError::NoHealthyUpstream => StatusCode::SERVICE_UNAVAILABLE,
-            UpstreamError::Reset(_) | UpstreamError::Protocol(_) => StatusCode::BAD_GATEWAY,
-            UpstreamError::Timeout => StatusCode::GATEWAY_TIMEOUT,
-        }
-    }
-
-    /// The body of the local reply (Envoy's texts).
-    pub fn body(&self) -> String {
-        const BEFORE: &str = "upstream connect error or disconnect/reset before headers";
-        match self {
-            UpstreamError::Connect(_) => format!("{BEFORE}. reset reason: connection failure"),
-            UpstreamError::Tls(reason) => format!(
-                "{BEFORE}. reset reason: connection failure, transport failure reason: TLS_error: {reason}"
-            ),
-            UpstreamError::Reset(_) => format!("{BEFORE}. reset reason: remote reset"),
-            UpstreamError::RefusedStream(_) => {
-                format!("{BEFORE}. reset reason: remote refused stream reset")
-            }
-            UpstreamError::Protocol(_) => format!("{BEFORE}. reset reason: protocol error"),
-            UpstreamError::Timeout => "upstream request timeout".to_owned(),
-            UpstreamError::NoHealthyUpstream => "no healthy upstream".to_owned(),
-        }
-    }
-
-    /// The failure kind, for metric labels, logs and retry conditions.
-    pub fn reason(&self) -> &'static str {
-        match self {
-            UpstreamError::Connect(_) => "connect_failure",
-            UpstreamError::Tls(_) => "tls_failure",
-            UpstreamError::Reset(_) => "reset",
-            UpstreamError::RefusedStream(_) => "refused_stream",
-            UpstreamError::Protocol(_) => "protocol_error",
-            UpstreamError::Timeout => "timeout",
-            UpstreamError::NoHealthyUpstream => "no_healthy_upstream",
         }
     }
 }

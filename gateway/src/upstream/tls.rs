@@ -8,7 +8,7 @@ use std::sync::{Arc, OnceLock};
 use rustls::pki_types::ServerName;
 use rustls::{ClientConfig, RootCertStore};
 
-use super::Protocol;
+use super::protocol::Protocol;
 use crate::tls::{provider, read_certs, read_key};
 
 /// A backend's TLS settings as read from disk (compared across reloads so an unchanged backend
