@@ -13,9 +13,9 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
 use super::connect::{ConnectError, Connector};
-use super::tls::TlsClient;
 use super::error::UpstreamError;
 use super::protocol::{AutoHost, Protocol};
+use super::tls::TlsClient;
 use crate::body::ProxyBody;
 use crate::metrics::{self, EndpointLabels, UpstreamOutcomeLabels};
 use crate::redact;

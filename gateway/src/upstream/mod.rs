@@ -20,10 +20,10 @@
 //! downgrade.
 
 mod connect;
-mod error;
-mod protocol;
 pub mod deadline;
 pub mod endpoint;
+mod error;
+mod protocol;
 pub mod tls;
 
 use std::time::Duration;
@@ -36,9 +36,9 @@ use hyper_util::rt::TokioExecutor;
 use std::sync::Arc;
 
 pub use connect::ConnectError;
+pub use endpoint::Endpoint;
 pub use error::UpstreamError;
 pub use protocol::{AutoHost, Protocol};
-pub use endpoint::Endpoint;
 
 use crate::body::ProxyBody;
 
