@@ -23,7 +23,6 @@ from contract import DENY_BODY, RECEIVED_HEADER, RESULT_HEADER
 from gateway_support import (
     SEED_API_KEY,
     SEED_BODY,
-    curl,
     seed_config_text,
     seed_config_without_policies,
     start_authz_server,
