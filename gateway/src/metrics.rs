@@ -150,6 +150,7 @@ impl Metrics {
             config_reloads: Family::default(),
         };
         metrics.register();
+        metrics.register_transport();
         metrics
     }
 
@@ -207,6 +208,16 @@ impl Metrics {
             "1 when the running config is the file's; 0 after a refused reload",
             self.config_synchronized.clone(),
         );
+        r.register(
+            "gateway_config_reloads",
+            "config reload attempts by result",
+            self.config_reloads.clone(),
+        );
+    }
+
+    /// Registers the upstream transport's counters (process-wide, see [`upstream`]).
+    fn register_transport(&mut self) {
+        let r = &mut self.registry;
         let upstream = upstream();
         r.register(
             "gateway_upstream_requests",
@@ -222,11 +233,6 @@ impl Metrics {
             "gateway_upstream_tls_handshakes",
             "TLS handshakes completed with a backend",
             upstream.tls_handshakes.clone(),
-        );
-        r.register(
-            "gateway_config_reloads",
-            "config reload attempts by result",
-            self.config_reloads.clone(),
         );
     }
 
