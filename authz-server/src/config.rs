@@ -35,6 +35,10 @@ pub struct ServerSection {
     /// `%2F`, `%5C` and `\` in a path: `reject` (default: the default decision decides),
     /// `keep` (data) or `unescape` (a slash). Envoy's `path_with_escaped_slashes_action`.
     pub path_with_escaped_slashes_action: Option<rules::EscapedSlashes>,
+    /// `;` in a path segment: `reject` (the default: no canonical form, so the `[default]`
+    /// decides), `strip` (drop `;params` from each segment, as Tomcat, Jetty and Spring do) or
+    /// `keep` (data, as Envoy treats it). Set it as the gateway's listener key is set.
+    pub path_parameters: Option<rules::PathParameters>,
     /// HTTP mode: the `path_prefix` of Envoy's `http_service`, removed before matching; a
     /// request without it takes the default decision.
     pub path_prefix: Option<request::PathPrefix>,
@@ -59,6 +63,9 @@ impl ServerSection {
                 escaped_slashes: self
                     .path_with_escaped_slashes_action
                     .unwrap_or(defaults.path.escaped_slashes),
+                path_parameters: self
+                    .path_parameters
+                    .unwrap_or(defaults.path.path_parameters),
             },
             http_path_prefix: self
                 .path_prefix

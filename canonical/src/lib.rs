@@ -10,7 +10,7 @@
 //!   unreserved characters decoded, the remaining escapes upper-cased, characters that may not
 //!   appear raw escaped, `.`/`..` segments resolved (never above the root), repeated slashes
 //!   merged (optional), and a declared policy for encoded slashes and backslashes
-//!   ([`EscapedSlashes`]). Anything that has no single meaning (control characters, a
+//!   ([`EscapedSlashes`]) and for `;` path parameters ([`PathParameters`]). Anything that has no single meaning (control characters, a
 //!   fragment, broken escapes) is an error, never a guess.
 //! - [`split_target`]: separates the query, which is carried along unchanged.
 //! - [`canonical_host`]: lower case, no trailing dot, no default port.
@@ -23,5 +23,6 @@ mod path;
 
 pub use host::{HostError, HostOptions, canonical_host, host_name, is_canonical_host};
 pub use path::{
-    EscapedSlashes, PathError, PathOptions, canonical_path, is_canonical_path, split_target,
+    EscapedSlashes, PathError, PathOptions, PathParameters, canonical_path, is_canonical_path,
+    split_target,
 };

@@ -20,6 +20,25 @@ pub enum EscapedSlashes {
     Unescape,
 }
 
+/// What to do with `;` in a path segment (RFC 3986 §3.3 leaves its meaning to the server). Java
+/// servers (Tomcat, Jetty, Spring) drop `;params` from each segment before they route, so
+/// `/admin;x/y`, `/admin;/y` and `/x/..;/admin/y` are all `/admin/y` to them; Envoy and most other
+/// servers keep `;` as data. A check on one reading and a backend on the other disagree.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PathParameters {
+    /// `;` is data, as Envoy treats it. Safe only when no backend strips parameters.
+    Keep,
+    /// Refuse a path with a raw `;` in it. The default: legitimate paths rarely carry one, and
+    /// the two readings disagree on what is served. `%3B` is data (see `Strip`).
+    #[default]
+    Reject,
+    /// Drop `;` and what follows it up to the next `/` from each segment, before dot segments
+    /// are resolved, as Tomcat does; the backend then gets the path the check saw. `%3B` is data
+    /// (those servers strip before they decode).
+    Strip,
+}
+
 /// How a path is made canonical.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PathOptions {
@@ -27,6 +46,8 @@ pub struct PathOptions {
     pub merge_slashes: bool,
     /// The policy for encoded slashes and backslashes.
     pub escaped_slashes: EscapedSlashes,
+    /// The policy for `;` path parameters.
+    pub path_parameters: PathParameters,
 }
 
 impl Default for PathOptions {
@@ -34,6 +55,7 @@ impl Default for PathOptions {
         PathOptions {
             merge_slashes: true,
             escaped_slashes: EscapedSlashes::default(),
+            path_parameters: PathParameters::default(),
         }
     }
 }
@@ -59,6 +81,9 @@ pub enum PathError {
     /// A `?` reached [`canonical_path`]; split the query off with [`split_target`] first.
     #[error("query in path")]
     QueryInPath,
+    /// A raw `;` while the policy is [`PathParameters::Reject`].
+    #[error("path parameter (`;`) in path")]
+    PathParameter,
 }
 
 /// Splits a request target `path?query` at the first `?`. The query is returned as sent
@@ -83,14 +108,20 @@ pub fn split_target(target: &str) -> Result<(&str, Option<&str>), PathError> {
 /// Steps, in this order (the order matters: an escape can hide a dot or a slash):
 /// 1. escapes of unreserved characters are decoded (`%61` → `a`, `%2e` → `.`), other escapes
 ///    upper-cased (`%3b` → `%3B`), characters not allowed raw in a path escaped (space → `%20`),
-///    encoded slashes handled per [`EscapedSlashes`];
-/// 2. runs of `/` merged, when asked;
-/// 3. `.` and `..` segments resolved; `..` at the root stays at the root.
+///    encoded slashes handled per [`EscapedSlashes`], `;` refused under
+///    [`PathParameters::Reject`];
+/// 2. under [`PathParameters::Strip`], each segment's `;params` dropped (after decoding, so
+///    `%2e%2e;` is a `..` segment, as on Tomcat);
+/// 3. runs of `/` merged, when asked;
+/// 4. `.` and `..` segments resolved; `..` at the root stays at the root.
 pub fn canonical_path(raw: &str, options: &PathOptions) -> Result<String, PathError> {
     if !raw.starts_with('/') {
         return Err(PathError::NotOriginForm);
     }
-    let decoded = decode(raw, options.escaped_slashes)?;
+    let mut decoded = decode(raw, options)?;
+    if options.path_parameters == PathParameters::Strip && decoded.contains(';') {
+        decoded = strip_parameters(&decoded);
+    }
     let merged = if options.merge_slashes {
         merge_slashes(&decoded)
     } else {
@@ -117,7 +148,9 @@ pub fn is_canonical_path(raw: &str, options: &PathOptions) -> bool {
                 return false;
             }
             segment_start = i + 1;
-        } else if !PATH_CHARS[usize::from(b)] {
+        } else if !PATH_CHARS[usize::from(b)]
+            || (b == b';' && options.path_parameters != PathParameters::Keep)
+        {
             return false;
         }
     }
@@ -142,7 +175,9 @@ static PATH_CHARS: [bool; 256] = {
 };
 
 /// Step 1: one pass over the bytes, deciding each escape and each raw byte.
-fn decode(raw: &str, slashes: EscapedSlashes) -> Result<String, PathError> {
+fn decode(raw: &str, options: &PathOptions) -> Result<String, PathError> {
+    let slashes = options.escaped_slashes;
+    let reject_parameters = options.path_parameters == PathParameters::Reject;
     let bytes = raw.as_bytes();
     let mut out = String::with_capacity(raw.len());
     let mut i = 0;
@@ -169,6 +204,7 @@ fn decode(raw: &str, slashes: EscapedSlashes) -> Result<String, PathError> {
             }
             b'#' => return Err(PathError::Fragment),
             b'?' => return Err(PathError::QueryInPath),
+            b';' if reject_parameters => return Err(PathError::PathParameter),
             c if is_control(c) => return Err(PathError::ControlCharacter),
             c if is_path_char(c) => {
                 out.push(char::from(c));
@@ -243,7 +279,19 @@ const fn is_path_char(byte: u8) -> bool {
         )
 }
 
-/// Step 2.
+/// Step 2: each segment up to its first raw `;`.
+fn strip_parameters(path: &str) -> String {
+    let mut out = String::with_capacity(path.len());
+    for (index, segment) in path.split('/').enumerate() {
+        if index > 0 {
+            out.push('/');
+        }
+        out.push_str(segment.split_once(';').map_or(segment, |(kept, _)| kept));
+    }
+    out
+}
+
+/// Step 3.
 fn merge_slashes(path: &str) -> String {
     let mut out = String::with_capacity(path.len());
     for c in path.chars() {
@@ -255,7 +303,7 @@ fn merge_slashes(path: &str) -> String {
     out
 }
 
-/// Step 3 (RFC 3986 §5.2.4, on segments). A final `.` or `..` leaves a trailing slash, as the
+/// Step 4 (RFC 3986 §5.2.4, on segments). A final `.` or `..` leaves a trailing slash, as the
 /// RFC's algorithm does: `/a/b/..` → `/a/`.
 fn remove_dot_segments(path: &str) -> String {
     let segments: Vec<&str> = path.strip_prefix('/').unwrap_or(path).split('/').collect();

@@ -45,6 +45,7 @@ allow = { dynamic_metadata = { path = "{{request.path}}", host = "{{request.host
                     path: PathOptions {
                         merge_slashes,
                         escaped_slashes,
+                        ..PathOptions::default()
                     },
                     ..RequestOptions::default()
                 }));
@@ -91,6 +92,7 @@ fuzz_target!(|data: &[u8]| {
         path: PathOptions {
             merge_slashes: flags & 1 != 0,
             escaped_slashes: ESCAPED[usize::from((flags >> 1) & 3) % 3],
+            ..PathOptions::default()
         },
         host: HostOptions {
             strip_any_port: flags & 8 != 0,

@@ -135,6 +135,7 @@ impl Rejected {
             Rejected::Path(PathError::InvalidPercentEncoding) => "invalid percent-encoding in path",
             Rejected::Path(PathError::EscapedSlash) => "escaped slash or backslash in path",
             Rejected::Path(PathError::QueryInPath) => "invalid request target",
+            Rejected::Path(PathError::PathParameter) => "path parameter (`;`) in path",
             Rejected::Host(_) => "invalid host",
             Rejected::MissingHost => "missing host",
             Rejected::DuplicateHost => "more than one host header",

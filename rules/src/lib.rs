@@ -44,7 +44,7 @@ pub mod request;
 mod template;
 pub mod trace;
 
-pub use canonical::{EscapedSlashes, PathOptions};
+pub use canonical::{EscapedSlashes, PathOptions, PathParameters};
 pub use compile::{Loading, MAX_NESTING, MAX_RULES, load, load_reading};
 pub use credential::{MAX_CREDENTIAL_BYTES, MAX_STATIC_KEYS};
 pub use decision::{

@@ -55,6 +55,7 @@ struct CaseOptions {
     normalize_path: Option<bool>,
     merge_slashes: Option<bool>,
     path_with_escaped_slashes_action: Option<rules::EscapedSlashes>,
+    path_parameters: Option<rules::PathParameters>,
     path_prefix: Option<String>,
     #[serde(default)]
     trusted_proxies: Vec<String>,
@@ -70,6 +71,9 @@ impl CaseOptions {
                 escaped_slashes: self
                     .path_with_escaped_slashes_action
                     .unwrap_or(defaults.path.escaped_slashes),
+                path_parameters: self
+                    .path_parameters
+                    .unwrap_or(defaults.path.path_parameters),
             },
             http_path_prefix: self.path_prefix.clone().unwrap_or_default(),
             trusted_proxies: self

@@ -73,6 +73,8 @@ struct Setup {
     behind_proxy: SocketAddr,
     /// A listener with `strip_any_host_port = true`.
     any_port: SocketAddr,
+    /// A listener with `path_parameters = "strip"`.
+    strip_params: SocketAddr,
     _authz: e2e::RunningServer,
 }
 
@@ -95,6 +97,11 @@ name = "any-port"
 address = "127.0.0.1:0"
 strip_any_host_port = true
 
+[[listeners]]
+name = "strip-params"
+address = "127.0.0.1:0"
+path_parameters = "strip"
+
 [[backends]]
 name = "app"
 url = "http://{}"
@@ -113,6 +120,7 @@ target_refs = [
   {{ kind = "Gateway", name = "edge" }},
   {{ kind = "Gateway", name = "behind-proxy" }},
   {{ kind = "Gateway", name = "any-port" }},
+  {{ kind = "Gateway", name = "strip-params" }},
 ]
 ext_auth = {{ backend = "authz-server", grpc = {{}} }}
 "#,
@@ -130,6 +138,7 @@ ext_auth = {{ backend = "authz-server", grpc = {{}} }}
         edge: find("edge"),
         behind_proxy: find("behind-proxy"),
         any_port: find("any-port"),
+        strip_params: find("strip-params"),
         backend,
         _authz: authz,
     }
@@ -189,6 +198,7 @@ async fn every_spelling_of_a_denied_path_is_denied_and_never_served() {
     let s = setup().await;
     let p = "p.example.com";
     let escaped = Want::Refused("escaped slash or backslash in path");
+    let params = Want::Refused("path parameter (`;`) in path");
     let cases = [
         ("as written", get("/admin/x", p), Want::PathDenied),
         (
@@ -238,8 +248,40 @@ async fn every_spelling_of_a_denied_path_is_denied_and_never_served() {
             get("/admin/%00", p),
             Want::Refused("control character in request target"),
         ),
+        // Tomcat, Jetty and Spring drop `;params` from each segment: all three are /admin/x.
+        ("path parameter", get("/admin;foo/x", p), params),
+        ("empty path parameter", get("/admin;/x", p), params),
+        ("dot-dot parameter", get("/x/..;/admin/x", p), params),
     ];
     check(&s, s.edge, &cases).await;
+}
+
+#[tokio::test]
+async fn with_path_parameters_strip_each_segment_loses_its_parameters() {
+    let s = setup().await;
+    let p = "p.example.com";
+    let cases = [
+        ("path parameter", get("/admin;foo/x", p), Want::PathDenied),
+        (
+            "empty path parameter",
+            get("/admin;/x", p),
+            Want::PathDenied,
+        ),
+        (
+            "dot-dot parameter",
+            get("/x/..;/admin/x", p),
+            Want::PathDenied,
+        ),
+        (
+            "allowed, parameters dropped",
+            get("/public;v=1/x;jsessionid=abc", p),
+            Want::Served {
+                target: "/public/x",
+                host: p,
+            },
+        ),
+    ];
+    check(&s, s.strip_params, &cases).await;
 }
 
 #[tokio::test]

@@ -16,8 +16,55 @@ fn with(
         &PathOptions {
             merge_slashes,
             escaped_slashes,
+            path_parameters: PathParameters::Keep,
         },
     )
+}
+
+fn params(raw: &str, path_parameters: PathParameters) -> Result<String, PathError> {
+    canonical_path(
+        raw,
+        &PathOptions {
+            path_parameters,
+            ..PathOptions::default()
+        },
+    )
+}
+
+#[test]
+fn path_parameters_are_refused_by_default() {
+    for raw in ["/admin;foo/x", "/admin;/x", "/x/..;/admin/x", "/;", "/a/b;"] {
+        assert_eq!(canon(raw), Err(PathError::PathParameter), "{raw:?}");
+        assert!(!is_canonical_path(raw, &PathOptions::default()), "{raw:?}");
+    }
+    // Tomcat, Jetty and Spring strip before they decode: `%3B` is data to them.
+    assert_eq!(canon("/admin%3bfoo/x").unwrap(), "/admin%3Bfoo/x");
+}
+
+#[test]
+fn stripped_path_parameters_leave_the_path_a_java_server_routes() {
+    let strip = |raw| params(raw, PathParameters::Strip).unwrap();
+    assert_eq!(strip("/admin;foo/x"), "/admin/x");
+    assert_eq!(strip("/admin;/x"), "/admin/x");
+    assert_eq!(strip("/x/..;/admin/x"), "/admin/x");
+    assert_eq!(strip("/x/%2e%2e;v=1/admin/x"), "/admin/x");
+    assert_eq!(strip("/x;jsessionid=ABC"), "/x");
+    assert_eq!(strip("/;a/;b/c"), "/c");
+    // An encoded `;` is data: those servers strip before they decode.
+    assert_eq!(strip("/a%3bb;c"), "/a%3Bb");
+}
+
+#[test]
+fn kept_path_parameters_are_data() {
+    let keep = |raw| params(raw, PathParameters::Keep).unwrap();
+    assert_eq!(keep("/admin;foo/x"), "/admin;foo/x");
+    assert_eq!(keep("/x/..;/admin"), "/x/..;/admin");
+    assert_eq!(keep("/a%3bb"), "/a%3Bb");
+    let options = PathOptions {
+        path_parameters: PathParameters::Keep,
+        ..PathOptions::default()
+    };
+    assert!(is_canonical_path("/admin;foo/x", &options));
 }
 
 #[test]
@@ -54,7 +101,8 @@ fn unreserved_escapes_decode_and_the_rest_upper_case() {
     assert_eq!(canon("/100%25").unwrap(), "/100%25");
     assert_eq!(canon("/a b\"<>").unwrap(), "/a%20b%22%3C%3E");
     assert_eq!(canon("/caf\u{e9}").unwrap(), "/caf%C3%A9");
-    assert_eq!(canon("/a;b=c:d@e!$&'()*+,").unwrap(), "/a;b=c:d@e!$&'()*+,");
+    let keep = |raw| params(raw, PathParameters::Keep);
+    assert_eq!(keep("/a;b=c:d@e!$&'()*+,").unwrap(), "/a;b=c:d@e!$&'()*+,");
 }
 
 #[test]
@@ -154,6 +202,8 @@ fn tricky_path() -> impl Strategy<Value = String> {
         Just("\\"),
         Just("%61"),
         Just("%3b"),
+        Just(";"),
+        Just("..;"),
         Just("%25"),
         Just("%"),
         Just("a"),
@@ -174,11 +224,19 @@ fn any_options() -> impl Strategy<Value = PathOptions> {
             Just(EscapedSlashes::Reject),
             Just(EscapedSlashes::Unescape)
         ],
+        prop_oneof![
+            Just(PathParameters::Keep),
+            Just(PathParameters::Reject),
+            Just(PathParameters::Strip)
+        ],
     )
-        .prop_map(|(merge_slashes, escaped_slashes)| PathOptions {
-            merge_slashes,
-            escaped_slashes,
-        })
+        .prop_map(
+            |(merge_slashes, escaped_slashes, path_parameters)| PathOptions {
+                merge_slashes,
+                escaped_slashes,
+                path_parameters,
+            },
+        )
 }
 
 proptest! {

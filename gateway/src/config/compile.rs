@@ -175,6 +175,7 @@ fn canonical_options(l: &raw::RawListener) -> crate::request::CanonicalOptions {
             escaped_slashes: l
                 .path_with_escaped_slashes_action
                 .unwrap_or(defaults.escaped_slashes),
+            path_parameters: l.path_parameters.unwrap_or(defaults.path_parameters),
         },
         host: canonical::HostOptions {
             strip_any_port: l.strip_any_host_port.unwrap_or(false),

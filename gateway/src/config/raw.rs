@@ -95,6 +95,10 @@ pub struct RawListener {
     /// `path_with_escaped_slashes_action`): `"reject"` answers 400 (the default), `"keep"`
     /// forwards them escaped, `"unescape"` turns them into `/` before the path is resolved.
     pub path_with_escaped_slashes_action: Option<canonical::EscapedSlashes>,
+    /// `;` in a path segment: `"reject"` answers 400 (the default), `"strip"` drops `;params`
+    /// from each segment (as Tomcat, Jetty and Spring do) and forwards the stripped path,
+    /// `"keep"` treats `;` as data (Envoy's behaviour). See docs/security.md.
+    pub path_parameters: Option<canonical::PathParameters>,
     /// Remove any port from the authority, not only the scheme's default (Envoy's
     /// `strip_any_host_port`; default false).
     pub strip_any_host_port: Option<bool>,

@@ -177,6 +177,7 @@ fn route_path_is_canonical<T>(at: &Spanned<T>, path: &str, errors: &mut Errors) 
     let always = canonical::PathOptions {
         merge_slashes: false,
         escaped_slashes: canonical::EscapedSlashes::Keep,
+        path_parameters: canonical::PathParameters::Keep,
     };
     match canonical::canonical_path(path, &always) {
         Ok(canonical) if canonical == path => {}

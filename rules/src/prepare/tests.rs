@@ -71,6 +71,7 @@ fn escaped_slashes_follow_the_policy() {
         path: PathOptions {
             escaped_slashes: EscapedSlashes::Keep,
             merge_slashes: true,
+            ..PathOptions::default()
         },
         ..RequestOptions::default()
     };
@@ -82,6 +83,7 @@ fn escaped_slashes_follow_the_policy() {
         path: PathOptions {
             escaped_slashes: EscapedSlashes::Unescape,
             merge_slashes: true,
+            ..PathOptions::default()
         },
         ..RequestOptions::default()
     };
