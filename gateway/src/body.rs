@@ -116,6 +116,27 @@ impl BufferedBody {
         out.freeze()
     }
 
+    /// The body's total length when it is known: everything read, or the unread rest's exact
+    /// size (its `content-length`, or zero when the request said it has no body).
+    pub fn exact_len(&self) -> Option<u64> {
+        let rest = match &self.rest {
+            None => 0,
+            Some(rest) => rest.size_hint().exact()?,
+        };
+        Some(self.len as u64 + rest)
+    }
+
+    /// A copy of the whole body, when it has been read to its end: what a retry sends again.
+    /// The bytes are shared, not copied.
+    pub fn try_clone(&self) -> Option<BufferedBody> {
+        self.rest.is_none().then(|| BufferedBody {
+            chunks: self.chunks.clone(),
+            len: self.len,
+            trailers: self.trailers.clone(),
+            rest: None,
+        })
+    }
+
     /// The whole body again: the buffered bytes, then whatever was not read yet, streamed.
     pub fn into_body(self) -> ProxyBody {
         if self.chunks.is_empty()
@@ -206,6 +227,21 @@ mod tests {
         assert_eq!(b.prefix(3), Bytes::from_static(b"abc"));
         let all = b.into_body().collect().await.unwrap().to_bytes();
         assert_eq!(all, Bytes::from_static(b"abcdef"));
+    }
+
+    #[tokio::test]
+    async fn a_complete_body_can_be_sent_again() {
+        let mut b = BufferedBody::new(chunked(&["ab", "cd"]));
+        assert_eq!(b.exact_len(), None, "a stream without a length");
+        assert!(b.try_clone().is_none(), "not read to its end yet");
+        b.fill_to(100).await.unwrap();
+        assert_eq!(b.exact_len(), Some(4));
+        let copy = b.try_clone().expect("complete");
+        let again = copy.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(again, Bytes::from_static(b"abcd"));
+        let all = b.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(all, Bytes::from_static(b"abcd"));
+        assert_eq!(BufferedBody::new(full("xyz")).exact_len(), Some(3));
     }
 
     #[tokio::test]

@@ -83,6 +83,22 @@ pub struct UpstreamMetrics {
     pub connections: Family<EndpointLabels, Counter>,
     /// `gateway_upstream_tls_handshakes_total{backend}`: completed TLS handshakes to backends.
     pub tls_handshakes: Family<BackendLabel, Counter>,
+    /// `gateway_upstream_ejections_total{backend,endpoint}`: outlier-detection ejections.
+    pub ejections: Family<EndpointLabels, Counter>,
+    /// `gateway_upstream_endpoint_ejected{backend,endpoint}`: 1 while ejected.
+    pub ejected: Family<EndpointLabels, Gauge>,
+    /// `gateway_upstream_endpoint_healthy{backend,endpoint}`: 1 while passing active health
+    /// checks (or unchecked).
+    pub healthy: Family<EndpointLabels, Gauge>,
+}
+
+/// `{route="...",reason="..."}`: why a try was retried (a failure kind or a status code).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RetryLabels {
+    /// The route's name.
+    pub route: Arc<str>,
+    /// `connect_failure`, `refused_stream`, `reset`, `timeout`, ... or the status, e.g. `503`.
+    pub reason: String,
 }
 
 /// The process's upstream counters.
@@ -123,6 +139,10 @@ pub struct Metrics {
     pub config_synchronized: Gauge,
     /// `gateway_config_reloads_total{result}`.
     pub config_reloads: Family<ResultLabel, Counter>,
+    /// `gateway_upstream_retries_total{route,reason}`: retries sent.
+    pub upstream_retries: Family<RetryLabels, Counter>,
+    /// `gateway_upstream_retry_overflow_total{route}`: retries the retry budget refused.
+    pub upstream_retry_overflow: Family<RouteLabel, Counter>,
 }
 
 impl Default for Metrics {
@@ -148,9 +168,12 @@ impl Metrics {
             ext_authz_latency: Family::new_with_constructor(latency_histogram),
             config_synchronized,
             config_reloads: Family::default(),
+            upstream_retries: Family::default(),
+            upstream_retry_overflow: Family::default(),
         };
         metrics.register();
         metrics.register_transport();
+        metrics.register_balancing();
         metrics
     }
 
@@ -212,6 +235,37 @@ impl Metrics {
             "gateway_config_reloads",
             "config reload attempts by result",
             self.config_reloads.clone(),
+        );
+    }
+
+    /// Registers the endpoint-health and retry metrics.
+    fn register_balancing(&mut self) {
+        let r = &mut self.registry;
+        let upstream = upstream();
+        r.register(
+            "gateway_upstream_ejections",
+            "endpoints ejected by outlier detection",
+            upstream.ejections.clone(),
+        );
+        r.register(
+            "gateway_upstream_endpoint_ejected",
+            "1 while an endpoint is ejected by outlier detection",
+            upstream.ejected.clone(),
+        );
+        r.register(
+            "gateway_upstream_endpoint_healthy",
+            "1 while an endpoint passes its active health checks (or has none)",
+            upstream.healthy.clone(),
+        );
+        r.register(
+            "gateway_upstream_retries",
+            "retries sent, by route and the failure retried",
+            self.upstream_retries.clone(),
+        );
+        r.register(
+            "gateway_upstream_retry_overflow",
+            "retries the retry budget refused",
+            self.upstream_retry_overflow.clone(),
         );
     }
 

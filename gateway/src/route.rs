@@ -49,6 +49,8 @@ pub struct Route {
     pub context_extensions: BTreeMap<String, String>,
     /// The upgrades this route tunnels after the check (`upgrades = ["websocket"]`).
     pub upgrades: Vec<crate::request::Upgrade>,
+    /// How failed tries are retried (`retries = { ... }`); `None`: each request is sent once.
+    pub retries: Option<Arc<crate::proxy::retry::policy::RetryPolicy>>,
     /// `host_rewrite`, `request_headers` and `response_headers`, applied after the check.
     pub header_rules: crate::proxy::route_headers::RouteHeaders,
 }

@@ -42,7 +42,7 @@ fn rejected_configs_name_file_line_column_and_every_problem() {
         (
             "[[routes]]\nname = \"r\"\nbackend = \"b\"\nbogus = 1\n",
             &[
-                "t.toml:15:1: unknown field `bogus`, expected one of `name`, `hosts`, `path`, `methods`, `headers`, `backend`, `rewrite_prefix`, `timeout`, `host_rewrite`, `request_headers`, `response_headers`, `upgrades`",
+                "t.toml:15:1: unknown field `bogus`, expected one of `name`, `hosts`, `path`, `methods`, `headers`, `backend`, `rewrite_prefix`, `timeout`, `host_rewrite`, `request_headers`, `response_headers`, `retries`, `upgrades`",
             ],
         ),
         (

@@ -41,7 +41,9 @@ pub(super) fn compile_backends(
         }
         match Backend::new(name, settings) {
             Ok(backend) => {
-                out.insert(name.clone(), Arc::new(backend));
+                let backend = Arc::new(backend);
+                backend.start();
+                out.insert(name.clone(), backend);
             }
             Err(e) => tls_error(b, e, errors),
         }
@@ -53,23 +55,20 @@ pub(super) fn compile_backends(
 fn backend_settings(b: &raw::RawBackend, errors: &mut Errors) -> Option<BackendSettings> {
     let connect_timeout = duration(&b.connect_timeout, DEFAULT_CONNECT_TIMEOUT, errors);
     let protocol = protocol(b.protocol.as_ref(), errors);
-    let url = backend_url(&b.url, errors);
+    let urls = super::balancing::endpoint_urls(b, backend_url, errors);
+    let lb = super::balancing::lb_settings(b, errors);
     let tls = backend_tls(b.tls.as_ref(), errors);
-    let (url, protocol, tls) = (url?, protocol?, tls?);
+    let (urls, protocol, tls, lb) = (urls?, protocol?, tls?, lb?);
     if let Some(t) = &b.tls
-        && !url.0
+        && !urls.first().is_some_and(|u| u.0)
     {
-        errors.at(
-            t,
-            format!(
-                "`tls` needs an https:// url; `{}` is plaintext",
-                b.url.get_ref()
-            ),
-        );
+        let plain = b.url.as_ref().map_or("the endpoints", |u| u.get_ref());
+        errors.at(t, format!("`tls` needs an https:// url; `{plain}` is plaintext"));
         return None;
     }
     Some(BackendSettings {
-        urls: vec![url],
+        lb,
+        urls,
         protocol,
         connect_timeout,
         tls,
@@ -176,7 +175,11 @@ fn backend_tls(t: Option<&Spanned<raw::RawBackendTls>>, errors: &mut Errors) -> 
 /// Places a failure to build the backend's TLS client at the file it names, else at `tls`.
 fn tls_error(b: &raw::RawBackend, e: String, errors: &mut Errors) {
     let Some(t) = &b.tls else {
-        errors.at(&b.url, e);
+        match (&b.url, &b.endpoints) {
+            (Some(url), _) => errors.at(url, e),
+            (None, Some(list)) => errors.at(list, e),
+            (None, None) => errors.at(&b.name, e),
+        }
         return;
     };
     let inner = t.get_ref();

@@ -11,6 +11,7 @@
 //! After [`Config::from_toml`] nothing on the request path re-checks or re-parses configuration.
 
 mod backends;
+mod balancing;
 mod compile;
 mod env;
 mod errors;
@@ -21,6 +22,7 @@ mod load;
 mod overrides;
 mod policies;
 pub mod raw;
+mod retries;
 mod routes;
 mod validated;
 

@@ -46,7 +46,12 @@ pub(super) fn apply_overrides(
     }
     for (name, url) in &overrides.backend_urls {
         match raw.backends.iter_mut().find(|b| b.name.get_ref() == name) {
-            Some(b) => b.url = Spanned::new(b.url.span(), url.clone()),
+            Some(b) => {
+                // The URL replaces the backend's endpoints too: one address, the one given.
+                let span = b.url.as_ref().map_or_else(|| b.name.span(), Spanned::span);
+                b.url = Some(Spanned::new(span, url.clone()));
+                b.endpoints = None;
+            }
             None => errors
                 .0
                 .push((0, format!("--backend-url: no backend `{name}`"))),

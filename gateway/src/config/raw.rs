@@ -139,6 +139,9 @@ pub struct RawRoute {
     pub request_headers: Option<Spanned<RawHeaderMutation>>,
     /// `{ set, add, remove }` applied to the backend's response.
     pub response_headers: Option<Spanned<RawHeaderMutation>>,
+    /// Retry failed tries: `{ attempts, on, per_try_timeout, budget_percent,
+    /// min_retry_concurrency, max_body_bytes }`.
+    pub retries: Option<Spanned<RawRetries>>,
     /// Upgrades tunnelled after the check: `["websocket"]`; empty (the default) removes every
     /// `Upgrade` header. `h2c` is never tunnelled.
     #[serde(default)]
@@ -177,8 +180,8 @@ pub struct RawBackend {
     /// The name routes refer to.
     pub name: Spanned<String>,
     /// `http://host[:port]` (port 80 by default) or `https://host[:port]` (443), without a
-    /// path; the host may be a name, resolved at each connect.
-    pub url: Spanned<String>,
+    /// path; the host may be a name, resolved at each connect. Or `endpoints`, not both.
+    pub url: Option<Spanned<String>>,
     /// How long to wait for a connection (TCP and TLS), e.g. `"2s"` (the default). On failure
     /// the client gets 503.
     pub connect_timeout: Option<Spanned<String>>,
@@ -187,6 +190,71 @@ pub struct RawBackend {
     pub protocol: Option<Spanned<String>>,
     /// TLS settings for `https://` URLs: `{ ca, cert, key, sni }`, all optional.
     pub tls: Option<Spanned<RawBackendTls>>,
+    /// Several endpoints instead of `url`: each `http://host[:port]` or `https://host[:port]`
+    /// without a path, all with the same scheme.
+    pub endpoints: Option<Spanned<Vec<Spanned<String>>>>,
+    /// `"least_request"` (the default: two random choices, fewer requests in flight wins) or
+    /// `"round_robin"`.
+    pub lb_policy: Option<Spanned<String>>,
+    /// Passive health (Envoy's outlier detection); absent: endpoints are never ejected.
+    pub outlier_detection: Option<Spanned<RawOutlierDetection>>,
+    /// Active health checks; absent: none run.
+    pub health_check: Option<Spanned<RawHealthCheck>>,
+}
+
+/// Envoy's outlier detection, with Envoy's names and defaults; `{}` turns it on as is.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawOutlierDetection {
+    /// 5xx answers (connect failures, resets and timeouts included) in a row that eject an
+    /// endpoint (default 5; 0 turns the rule off).
+    pub consecutive_5xx: Option<Spanned<u32>>,
+    /// Connect failures in a row that eject an endpoint (default 5; 0 turns the rule off).
+    pub consecutive_connect_failures: Option<Spanned<u32>>,
+    /// The first ejection's length, e.g. `"30s"` (the default); the n-th lasts n times this.
+    pub base_ejection_time: Option<Spanned<String>>,
+    /// No ejection lasts longer than this, e.g. `"300s"` (the default).
+    pub max_ejection_time: Option<Spanned<String>>,
+    /// The share of endpoints ejected at once, in percent (default 10); one may always be.
+    pub max_ejection_percent: Option<Spanned<u32>>,
+}
+
+/// Active HTTP health checks: a GET of `path` on every endpoint; a 2xx answer passes.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHealthCheck {
+    /// The path (and query) to GET, e.g. `"/healthz"`.
+    pub path: Spanned<String>,
+    /// Time between rounds, e.g. `"5s"` (the default).
+    pub interval: Option<Spanned<String>>,
+    /// How long one check may take, e.g. `"1s"` (the default).
+    pub timeout: Option<Spanned<String>>,
+    /// Passes in a row that bring an unhealthy endpoint back (default 1).
+    pub healthy_threshold: Option<Spanned<u32>>,
+    /// Failures in a row that take a healthy endpoint out (default 3).
+    pub unhealthy_threshold: Option<Spanned<u32>>,
+}
+
+/// A route's retry policy.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRetries {
+    /// Tries in all, the first included (1 to 10).
+    pub attempts: Spanned<u32>,
+    /// What is retried: `"connect-failure"`, `"refused-stream"`, `"reset"`, `"5xx"`,
+    /// `"gateway-error"` or a status code such as `"503"` (default: connect-failure and
+    /// refused-stream, where the backend never saw the request).
+    pub on: Option<Spanned<Vec<Spanned<String>>>>,
+    /// The wait for one try's response headers, e.g. `"2s"`; the route's `timeout` bounds all
+    /// tries together.
+    pub per_try_timeout: Option<Spanned<String>>,
+    /// Retries in flight may be this percentage of the route's active requests (default 20).
+    pub budget_percent: Option<Spanned<u32>>,
+    /// ... and at least this many (default 3).
+    pub min_retry_concurrency: Option<Spanned<u32>>,
+    /// A request body larger than this (or of unknown length) is sent once, never retried
+    /// (default 65536).
+    pub max_body_bytes: Option<Spanned<u64>>,
 }
 
 /// Header changes a route makes: removed first, then set (replacing), then added (appended).

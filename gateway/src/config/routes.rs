@@ -45,6 +45,7 @@ pub(super) fn compile_route(
     }
     let timeout = duration(&r.timeout, DEFAULT_ROUTE_TIMEOUT, errors);
     let upgrades = route_upgrades(&r.upgrades, errors);
+    let retries = super::retries::route_retries(r, errors);
     let header_rules = super::header_rules::route_header_rules(r, errors);
     Some(Route {
         name: r.name.get_ref().clone(),
@@ -62,6 +63,7 @@ pub(super) fn compile_route(
         gateway_policies_disabled: false,
         context_extensions: BTreeMap::new(),
         upgrades,
+        retries,
         header_rules,
     })
 }

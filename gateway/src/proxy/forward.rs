@@ -7,7 +7,6 @@ use std::time::{Duration, Instant};
 use http::request::Parts;
 use http::uri::{PathAndQuery, Scheme};
 use http::{Request, Response, StatusCode, Uri, Version};
-use hyper::body::Incoming;
 
 use super::authorize::ResponseHeaders;
 use super::reply::{local_reply, mark_local};
@@ -25,16 +24,18 @@ pub(super) async fn forward(
     metrics: &Metrics,
     route: &Route,
     parts: Parts,
-    body: BufferedBody,
+    mut body: BufferedBody,
     response_headers: &ResponseHeaders,
     upstream_latency: &mut Option<Duration>,
 ) -> Response<ProxyBody> {
+    // A route that retries keeps a small body to send again; read before the clock starts.
+    let replay = super::retry::replayable(route, &mut body).await;
     let upstream_req = match upstream_request(route, parts, body) {
         Ok(r) => r,
         Err(status) => return local_reply(status, "invalid path"),
     };
     let began = Instant::now();
-    let result = send(route, upstream_req).await;
+    let result = send(metrics, route, upstream_req, replay).await;
     let took = began.elapsed();
     *upstream_latency = Some(took);
     metrics
@@ -53,28 +54,31 @@ pub(super) async fn forward(
     }
 }
 
-/// The call to the backend, inside its span when tracing is on.
+/// The call to the backend (with the route's retries), inside its span when tracing is on.
 async fn send(
+    metrics: &Metrics,
     route: &Route,
     mut req: Request<ProxyBody>,
-) -> Result<Response<Incoming>, UpstreamError> {
+    replay: Option<BufferedBody>,
+) -> Result<Response<ProxyBody>, UpstreamError> {
     let span = crate::otel::upstream(&route.backend.name, req.headers_mut());
     let wait = crate::upstream::deadline::upstream_wait(route.timeout, req.headers());
+    let tries = super::retry::send(metrics, route, req, replay, wait);
     let result = if span.is_none() {
-        route.backend.send(req, wait).await
+        tries.await
     } else {
-        crate::otel::traced(span.clone(), route.backend.send(req, wait)).await
+        crate::otel::traced(span.clone(), tries).await
     };
     crate::otel::upstream_status(&span, result.as_ref().ok().map(|r| r.status().as_u16()));
     result
 }
 
 /// The backend's response as the client gets it.
-fn relay(resp: Response<Incoming>, response_headers: &ResponseHeaders) -> Response<ProxyBody> {
-    let (mut parts, incoming) = resp.into_parts();
+fn relay(resp: Response<ProxyBody>, response_headers: &ResponseHeaders) -> Response<ProxyBody> {
+    let (mut parts, body) = resp.into_parts();
     headers::remove_hop_by_hop(&mut parts.headers);
     apply_response_headers(&mut parts.headers, response_headers);
-    Response::from_parts(parts, body::boxed(incoming))
+    Response::from_parts(parts, body)
 }
 
 /// What the client gets when the backend could not answer (Envoy's statuses and texts).

@@ -24,6 +24,7 @@ mod pipeline;
 mod record;
 mod reply;
 mod request_id;
+pub mod retry;
 pub mod route_headers;
 mod tunnel;
 

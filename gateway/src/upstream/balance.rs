@@ -18,8 +18,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use tokio::time::Instant;
 
-use super::endpoints::Balanced;
-use super::outlier::Outlier;
+use super::endpoint_health::Balanced;
+use super::health_check::HealthCheckConfig;
+use super::outlier::{Outlier, OutlierConfig};
 
 /// How a backend spreads requests over its endpoints.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -36,6 +37,39 @@ pub enum LbPolicy {
 pub struct Balancer {
     policy: LbPolicy,
     next: AtomicUsize,
+}
+
+/// How a backend spreads requests and judges its endpoints (compared across reloads).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LbSettings {
+    /// The balancing policy.
+    pub policy: LbPolicy,
+    /// Passive health; `None`: endpoints are never ejected.
+    pub outlier: Option<OutlierConfig>,
+    /// Active health checks; `None`: none run.
+    pub health_check: Option<HealthCheckConfig>,
+}
+
+/// A backend's balancing state: the balancer and outlier detection over its endpoints.
+#[derive(Debug)]
+pub struct Balancing {
+    pub(super) balancer: Balancer,
+    pub(super) outlier: Option<Outlier>,
+    pub(super) health_check: Option<HealthCheckConfig>,
+}
+
+impl Balancing {
+    /// The state for `endpoints` endpoints balanced by `settings`.
+    pub fn new(settings: &LbSettings, endpoints: usize) -> Balancing {
+        Balancing {
+            balancer: Balancer::new(settings.policy),
+            outlier: settings
+                .outlier
+                .clone()
+                .map(|config| Outlier::new(config, endpoints)),
+            health_check: settings.health_check.clone(),
+        }
+    }
 }
 
 impl Balancer {
@@ -130,7 +164,7 @@ fn seed() -> u64 {
 
 /// A number in `0..n` (n > 0) from the thread's xorshift64* generator; the modulo bias is
 /// negligible for endpoint counts.
-fn random_below(n: usize) -> usize {
+pub(crate) fn random_below(n: usize) -> usize {
     let x = RNG.with(|rng| {
         let mut x = rng.get();
         x ^= x >> 12;
@@ -146,7 +180,7 @@ fn random_below(n: usize) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::upstream::endpoints::{EndpointHealth, InFlight};
+    use crate::upstream::endpoint_health::{EndpointHealth, InFlight};
     use crate::upstream::health_check::HealthCheckConfig;
     use crate::upstream::outlier::{OutlierConfig, TryResult};
     use std::time::Duration;

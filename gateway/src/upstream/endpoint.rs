@@ -42,7 +42,9 @@ pub struct Endpoint {
     pub protocol: Protocol,
     /// What `host_rewrite = "auto"` sets: `host`, with `:port` unless it is the scheme's default.
     auto_host: HeaderValue,
-    client: Client<Connector, ProxyBody>,
+    pub(super) client: Client<Connector, ProxyBody>,
+    /// Requests in flight, ejection and active health (`endpoints`).
+    pub health: super::endpoint_health::EndpointHealth,
 }
 
 impl Endpoint {
@@ -83,7 +85,9 @@ impl Endpoint {
             // offer on https://); `auto` speaks what ALPN chose, HTTP/1.1 without TLS.
             .http2_only(protocol == Protocol::Http2)
             .build(connector);
+        let health = super::endpoint_health::EndpointHealth::for_endpoint(&labels);
         Ok(Endpoint {
+            health,
             label: labels.endpoint,
             backend: labels.backend,
             authority,

@@ -1,195 +1,140 @@
-//! What the load balancer knows of one endpoint: requests in flight (counted by an RAII guard
-//! that may live as long as the response body), outlier ejection and active health. Whoever
-//! owns an endpoint embeds one [`EndpointHealth`] and exposes it through [`Balanced`].
+//! A backend's endpoint set at work: [`Backend::send_try`] picks an endpoint for one try, counts
+//! it in flight until its response body ends, sends, and reports the outcome to outlier
+//! detection; [`Backend::start`] runs the background tasks (active health checks, ejection
+//! returns) that end when the backend is dropped. The pieces: `balance` (which endpoint),
+//! `endpoint_health` (what is known of one), `outlier` (passive health), `health_check`
+//! (active health).
 
-use std::pin::Pin;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::task::{Context, Poll};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
 
-use hyper::body::{Body, Frame, SizeHint};
-use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::gauge::Gauge;
+use http::{Request, Response};
 use tokio::time::Instant;
 
-use super::health_check::{ActiveHealth, HealthCheckConfig};
-use super::outlier::{Ejection, EjectionState, Outlier, TryResult};
+use super::endpoint_health::{Balanced, CountedBody, EndpointHealth};
+use super::health_check::{self, Checked, HealthCheckConfig, Probe};
+use super::outlier::TryResult;
+use super::{Backend, Endpoint, Protocol, UpstreamError};
+use crate::body::{self, ProxyBody};
+use crate::redact;
 
-/// One endpoint's load and health.
-#[derive(Debug, Default)]
-pub struct EndpointHealth {
-    in_flight: Arc<AtomicUsize>,
-    ejection: EjectionState,
-    active: ActiveHealth,
-    metrics: HealthMetrics,
-}
+/// How often ejections whose time is up are ended when no request comes to end them.
+const RETURN_SWEEP: Duration = Duration::from_secs(1);
+/// The largest health-check answer read (it is read so the connection can be reused).
+const MAX_ANSWER_BYTES: usize = 64 * 1024;
 
-/// The metrics an endpoint's state changes update (handles into the process's upstream
-/// families; the default is a set nobody exports).
-#[derive(Debug, Clone, Default)]
-pub struct HealthMetrics {
-    /// `gateway_upstream_endpoint_ejected`: 1 while ejected.
-    pub ejected: Gauge,
-    /// `gateway_upstream_endpoint_healthy`: 1 while passing active health checks.
-    pub healthy: Gauge,
-    /// `gateway_upstream_ejections_total`.
-    pub ejections: Counter,
-}
-
-/// Anything the balancer can pick: it has an [`EndpointHealth`].
-pub trait Balanced {
-    /// The endpoint's load and health.
-    fn health(&self) -> &EndpointHealth;
-}
-
-impl<T: Balanced> Balanced for Arc<T> {
-    fn health(&self) -> &EndpointHealth {
-        (**self).health()
-    }
-}
-
-impl Balanced for EndpointHealth {
-    fn health(&self) -> &EndpointHealth {
-        self
-    }
-}
-
-impl EndpointHealth {
-    /// Requests in flight on this endpoint now.
-    pub fn in_flight(&self) -> usize {
-        self.in_flight.load(Ordering::Relaxed)
-    }
-
-    /// Counts one request in flight until the guard is dropped.
-    pub fn start(&self) -> InFlight {
-        self.in_flight.fetch_add(1, Ordering::Relaxed);
-        InFlight(self.in_flight.clone())
-    }
-
-    /// A healthy, idle endpoint whose changes update `metrics`.
-    pub fn new(metrics: HealthMetrics) -> EndpointHealth {
-        metrics.healthy.set(1);
-        metrics.ejected.set(0);
-        EndpointHealth {
-            metrics,
-            ..EndpointHealth::default()
-        }
-    }
-
-    /// Whether the endpoint may take a request at `now`: healthy by its checks (or unchecked)
-    /// and not ejected. An ejection whose time is up ends here.
-    pub fn is_available(&self, outlier: Option<&Outlier>, now: Instant) -> bool {
-        if !self.active.is_healthy() {
-            return false;
-        }
-        let Some(outlier) = outlier else { return true };
-        let (ejected, returned) = self.ejection.check(outlier, now);
-        if returned {
-            self.metrics.ejected.set(0);
-        }
-        !ejected
-    }
-
-    /// Counts one try's result for outlier detection (when the backend has it); returns the
-    /// ejection it caused.
-    pub fn report(
+impl Backend {
+    /// One try: picks an endpoint (another than those in `tried` while one is up, then records
+    /// it there), sends `req` with `timeout` for the response headers, and reports the outcome.
+    /// Every endpoint down is [`UpstreamError::NoHealthyUpstream`] at once.
+    pub async fn send_try(
         &self,
-        outlier: Option<&Outlier>,
-        result: TryResult,
-        now: Instant,
-    ) -> Option<Ejection> {
-        let ejection = self.ejection.report(outlier?, result, now)?;
-        self.metrics.ejected.set(1);
-        self.metrics.ejections.inc();
-        Some(ejection)
+        req: Request<ProxyBody>,
+        timeout: Duration,
+        tried: &mut Vec<usize>,
+    ) -> Result<Response<ProxyBody>, UpstreamError> {
+        let outlier = self.balancing.outlier.as_ref();
+        let picked = self
+            .balancing
+            .balancer
+            .pick(&self.endpoints, tried, outlier, Instant::now());
+        let Some(endpoint) = picked.and_then(|i| self.endpoints.get(i)) else {
+            return Err(UpstreamError::NoHealthyUpstream);
+        };
+        tried.extend(picked);
+        let in_flight = endpoint.health.start();
+        let result = endpoint.send(req, timeout).await;
+        let outcome = match &result {
+            Ok(resp) => TryResult::Status(resp.status().as_u16()),
+            Err(UpstreamError::Connect(_) | UpstreamError::Tls(_)) => TryResult::ConnectFailure,
+            Err(UpstreamError::Timeout) => TryResult::Timeout,
+            Err(_) => TryResult::Reset,
+        };
+        if let Some(ejection) = endpoint.health.report(outlier, outcome, Instant::now()) {
+            tracing::warn!(backend = %redact::escape(&self.name), endpoint = %redact::escape(&endpoint.label), seconds = ejection.duration.as_secs_f64(), times = ejection.times, "endpoint ejected");
+        }
+        result.map(|resp| resp.map(|b| body::boxed(CountedBody::new(b, in_flight))))
     }
 
-    /// Counts one active health check; returns the new verdict when it changed.
-    pub fn record_check(&self, passed: bool, config: &HealthCheckConfig) -> Option<bool> {
-        let changed = self.active.record(passed, config)?;
-        self.metrics.healthy.set(i64::from(changed));
-        Some(changed)
-    }
-}
-
-/// One request in flight on an endpoint; dropping it ends the count.
-#[derive(Debug)]
-pub struct InFlight(Arc<AtomicUsize>);
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
-/// A response body that keeps its request counted in flight until the body ends or is dropped,
-/// so a long stream (SSE, gRPC) weighs on least-request balancing as long as it lasts.
-#[derive(Debug)]
-pub struct CountedBody<B> {
-    inner: B,
-    guard: Option<InFlight>,
-}
-
-impl<B> CountedBody<B> {
-    /// Wraps `inner`, holding `guard` until it ends.
-    pub fn new(inner: B, guard: InFlight) -> CountedBody<B> {
-        CountedBody {
-            inner,
-            guard: Some(guard),
+    /// Starts the backend's background tasks, when it has any and a runtime runs (a config
+    /// only validated has none): active health checks, and a sweep that ends ejections whose
+    /// time is up while no request comes. Both hold the backend weakly and end with it.
+    pub fn start(self: &Arc<Self>) {
+        if tokio::runtime::Handle::try_current().is_err() {
+            return;
+        }
+        if let Some(config) = self.balancing.health_check.clone() {
+            tokio::spawn(health_check::run(Arc::downgrade(self), config));
+        }
+        if self.balancing.outlier.is_some() {
+            tokio::spawn(sweep_returns(Arc::downgrade(self)));
         }
     }
 }
 
-impl<B: Body + Unpin> Body for CountedBody<B> {
-    type Data = B::Data;
-    type Error = B::Error;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<B::Data>, B::Error>>> {
-        let polled = Pin::new(&mut self.inner).poll_frame(cx);
-        if matches!(polled, Poll::Ready(None) | Poll::Ready(Some(Err(_)))) {
-            self.guard = None;
+async fn sweep_returns(backend: Weak<Backend>) {
+    loop {
+        tokio::time::sleep(RETURN_SWEEP).await;
+        let Some(backend) = backend.upgrade() else {
+            return;
+        };
+        let now = Instant::now();
+        for e in &backend.endpoints {
+            e.health
+                .is_available(backend.balancing.outlier.as_ref(), now);
         }
-        polled
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use bytes::Bytes;
-    use http_body_util::{BodyExt, Full};
+impl Balanced for Endpoint {
+    fn health(&self) -> &EndpointHealth {
+        &self.health
+    }
+}
 
-    #[tokio::test]
-    async fn a_request_is_in_flight_until_its_body_ends() {
-        let health = EndpointHealth::default();
-        let guard = health.start();
-        let other = health.start();
-        assert_eq!(health.in_flight(), 2);
-        drop(other);
-        let body = CountedBody::new(Full::new(Bytes::from_static(b"hi")), guard);
-        assert_eq!(health.in_flight(), 1);
-        let bytes = body.collect().await.expect("a full body").to_bytes();
-        assert_eq!(bytes, "hi");
-        assert_eq!(health.in_flight(), 0);
+impl Checked for Backend {
+    type Endpoint = Endpoint;
+
+    fn endpoints(&self) -> &[Arc<Endpoint>] {
+        &self.endpoints
     }
 
-    #[test]
-    fn a_dropped_body_ends_the_count() {
-        let health = EndpointHealth::default();
-        let body = CountedBody::new(Full::new(Bytes::from_static(b"hi")), health.start());
-        assert_eq!(health.in_flight(), 1);
-        drop(body);
-        assert_eq!(health.in_flight(), 0);
+    fn health_changed(&self, index: usize, healthy: bool) {
+        let endpoint = self.endpoints.get(index).map_or("?", |e| &*e.label);
+        if healthy {
+            tracing::info!(backend = %redact::escape(&self.name), endpoint = %redact::escape(endpoint), "endpoint passes its health checks again");
+        } else {
+            tracing::warn!(backend = %redact::escape(&self.name), endpoint = %redact::escape(endpoint), "endpoint fails its health checks");
+        }
+    }
+}
+
+impl Probe for Endpoint {
+    async fn probe(&self, path: &str, timeout: Duration) -> bool {
+        use http_body_util::{BodyExt, Limited};
+        let version = match self.protocol {
+            Protocol::Http2 => http::Version::HTTP_2,
+            Protocol::Http1 | Protocol::Auto => http::Version::HTTP_11,
+        };
+        let req = http::Request::get(format!("{}://{}{path}", self.scheme, self.authority))
+            .version(version)
+            .header(http::header::HOST, self.authority.as_str())
+            .header(http::header::USER_AGENT, "gateway-health-check")
+            .body(crate::body::empty());
+        let Ok(req) = req else { return false };
+        let check = async {
+            let resp = self.client.request(req).await.ok()?;
+            let passed = resp.status().is_success();
+            Limited::new(resp.into_body(), MAX_ANSWER_BYTES)
+                .collect()
+                .await
+                .ok()?;
+            Some(passed)
+        };
+        matches!(tokio::time::timeout(timeout, check).await, Ok(Some(true)))
+    }
+
+    fn record(&self, passed: bool, config: &HealthCheckConfig) -> Option<bool> {
+        self.health.record_check(passed, config)
     }
 }

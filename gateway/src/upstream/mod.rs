@@ -19,17 +19,21 @@
 //! reused connection); a certificate that does not verify is a failed connect, never a
 //! downgrade.
 
+pub mod balance;
 mod connect;
 pub mod deadline;
 pub mod endpoint;
+pub mod endpoint_health;
+mod endpoints;
 mod error;
+pub mod health_check;
+pub mod outlier;
 mod protocol;
 pub mod tls;
 
 use std::time::Duration;
 
 use http::{Request, Response};
-use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
@@ -62,6 +66,8 @@ pub struct Backend {
     pub name: String,
     /// Where requests go; at least one.
     pub endpoints: Vec<Arc<Endpoint>>,
+    /// Which endpoint takes a try, and which are ejected (`endpoints`).
+    pub balancing: balance::Balancing,
     /// The settings it was built from: a reload that leaves them unchanged keeps this backend
     /// and its connections.
     pub settings: BackendSettings,
@@ -78,6 +84,8 @@ pub struct BackendSettings {
     pub connect_timeout: Duration,
     /// TLS settings for `https://` URLs.
     pub tls: tls::BackendTls,
+    /// Load balancing, outlier detection and health checks.
+    pub lb: balance::LbSettings,
 }
 
 impl Backend {
@@ -101,6 +109,7 @@ impl Backend {
         }
         Ok(Backend {
             name: name.to_owned(),
+            balancing: balance::Balancing::new(&settings.lb, endpoints.len()),
             endpoints,
             settings,
         })
@@ -111,16 +120,13 @@ impl Backend {
         self.endpoints.first().map(|e| &e.authority)
     }
 
-    /// Sends `req` (its path and headers final) and waits for the response headers at most
-    /// `timeout`; the response body streams.
+    /// Sends `req` (its path and headers final) once, to the endpoint the balancer picks, and
+    /// waits for the response headers at most `timeout`; the response body streams.
     pub async fn send(
         &self,
         req: Request<ProxyBody>,
         timeout: Duration,
-    ) -> Result<Response<Incoming>, UpstreamError> {
-        match self.endpoints.first() {
-            Some(endpoint) => endpoint.send(req, timeout).await,
-            None => Err(UpstreamError::NoHealthyUpstream),
-        }
+    ) -> Result<Response<ProxyBody>, UpstreamError> {
+        self.send_try(req, timeout, &mut Vec::new()).await
     }
 }
