@@ -269,13 +269,16 @@ pub fn nginx_sites(
     let port = https_backend.port();
     // proxy_ssl_protocols: nginx 1.22 offers at most TLS 1.2 to upstreams by default; the
     // gateway's rustls negotiates 1.3, so nginx gets 1.3 as well. proxy_ssl_name: the upstream
-    // block's name is not the certificate's.
+    // block's name is not the certificate's. keepalive_requests: nginx closes a connection after
+    // 1000 requests by default (a GOAWAY on h2, which fails the gRPC calls past its last stream
+    // id); the gateway keeps its connections, so nginx does too.
     format!(
         r#"
-    upstream backend_tls {{ server localhost:{port}; keepalive 32; }}
-    upstream grpc_backend {{ server {grpc_backend}; keepalive 32; }}
+    upstream backend_tls {{ server 127.0.0.1:{port}; keepalive 32; keepalive_requests 1000000; }}
+    upstream grpc_backend {{ server {grpc_backend}; keepalive 32; keepalive_requests 1000000; }}
     server {{
         listen {https_front};
+        keepalive_requests 1000000;
         location / {{
             proxy_pass https://backend_tls;
             proxy_http_version 1.1;
@@ -290,6 +293,7 @@ pub fn nginx_sites(
     }}
     server {{
         listen {grpc_front} http2;
+        keepalive_requests 1000000;
         location / {{
             grpc_pass grpc://grpc_backend;
         }}
