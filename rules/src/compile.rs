@@ -121,6 +121,9 @@ pub(crate) struct Compiler<'a> {
     identity_conditions: Option<Namespaces>,
     /// The Rego files read so far, with digests of what was read.
     reads: Vec<FileRead>,
+    /// How header value conditions compiled now read a value joined from several copies: any
+    /// copy where holding leads to a deny, every copy where it leads to an allow.
+    header_copies: crate::matcher::Copies,
 }
 
 impl<'a> Compiler<'a> {
@@ -134,6 +137,7 @@ impl<'a> Compiler<'a> {
             namespaces: Namespaces::REQUEST,
             identity_conditions: None,
             reads: Vec::new(),
+            header_copies: crate::matcher::Copies::Every,
         }
     }
 
@@ -218,6 +222,13 @@ impl<'a> Compiler<'a> {
         } = raw.get_ref();
         let name_ok = self.rule_name(name);
         self.identity_conditions = None;
+        // A deny rule's conditions lead to a deny when they hold; every other rule's (allow,
+        // Rego) may lead to an allow. `require` reads the same way.
+        self.header_copies = if deny.is_some() {
+            crate::matcher::Copies::Any
+        } else {
+            crate::matcher::Copies::Every
+        };
         let when = match when {
             Some(when) => self.when(when, 0),
             None => Some(crate::matcher::Condition::All(Vec::new())),

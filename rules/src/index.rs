@@ -17,7 +17,7 @@ use ipnet::IpNet;
 
 use regex::{RegexSet, RegexSetBuilder};
 
-use crate::matcher::{Condition, EntryOp, StringMatch, StringOp, path_without_query};
+use crate::matcher::{Condition, Copies, EntryOp, StringMatch, StringOp, path_without_query};
 use crate::request::Request;
 
 /// Distinct header names indexed at most; rules keyed on other names fall back to another key
@@ -224,7 +224,19 @@ impl RuleIndex {
             }
         }
         for (name, values) in &self.headers {
-            if let Some(rules) = request.header(name).and_then(|value| values.get(value)) {
+            let Some(value) = request.header(name) else {
+                continue;
+            };
+            // Only conditions read whole (pseudo-headers) or needing every copy to match are
+            // filed (see `exact_header`). Copies joined with `,` all equal the filed value when
+            // such a condition holds, so the first copy finds it; the joined value never could.
+            let key = match value.split_once(',') {
+                Some((first, _)) if !name.starts_with(':') => {
+                    first.trim_matches(|c| c == ' ' || c == '\t')
+                }
+                _ => value,
+            };
+            if let Some(rules) = values.get(key) {
                 add(rules);
             }
         }
@@ -295,10 +307,14 @@ fn conjuncts<'c>(when: &'c Condition, out: &mut Vec<&'c Condition>) {
 /// A case-sensitive exact header condition's name and value.
 fn exact_header(condition: &Condition) -> Option<(&str, &str)> {
     match condition {
-        Condition::Header(name, EntryOp::Value(m)) => match (m.op(), m.ignore_case()) {
-            (StringOp::Exact(value), false) => Some((name, value)),
-            _ => None,
-        },
+        // A condition that holds when any copy matches is not filed: a request's value may
+        // join any number of copies, and each would need a lookup.
+        Condition::Header(name, EntryOp::Value(m), copies) if *copies != Copies::Any => {
+            match (m.op(), m.ignore_case()) {
+                (StringOp::Exact(value), false) => Some((name, value)),
+                _ => None,
+            }
+        }
         _ => None,
     }
 }

@@ -141,6 +141,48 @@ fn regex_reason(error: &regex::Error) -> String {
     }
 }
 
+/// How a header value condition reads a value that may hold several copies of the header.
+/// Envoy joins copies with `,` (`blocked` and `ok` arrive as `blocked,ok`), while a backend may
+/// read any one copy: so where a condition holding leads to a deny, it holds when **any**
+/// comma-separated part (trimmed of SP/HTAB) matches, or the whole value does; where it leads to
+/// an allow, only when **every** part matches. A comma inside one copy cannot be told from a
+/// join: both readings then fail closed (more denies, fewer allows). The compiler picks the
+/// reading from the rule's action, flipping it under `not`; pseudo-headers (`:path`, ...) are
+/// single and read whole.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Copies {
+    /// The value as received, whole.
+    Whole,
+    /// The whole value or any part.
+    Any,
+    /// Every part.
+    Every,
+}
+
+impl Copies {
+    /// The reading under a `not`.
+    pub(crate) fn flipped(self) -> Copies {
+        match self {
+            Copies::Whole => Copies::Whole,
+            Copies::Any => Copies::Every,
+            Copies::Every => Copies::Any,
+        }
+    }
+
+    /// Whether `value` matches under this reading.
+    fn matches(self, m: &StringMatch, value: &str) -> bool {
+        let mut parts = value
+            .split(',')
+            .map(|part| part.trim_matches(|c| c == ' ' || c == '\t'));
+        match self {
+            Copies::Whole => m.matches(value),
+            _ if !value.contains(',') => m.matches(value),
+            Copies::Any => m.matches(value) || parts.any(|part| m.matches(part)),
+            Copies::Every => parts.all(|part| m.matches(part)),
+        }
+    }
+}
+
 /// A condition on a named entry (a header or a context extension).
 #[derive(Debug, Clone)]
 pub(crate) enum EntryOp {
@@ -235,8 +277,8 @@ pub(crate) enum Condition {
     SourceIp(Vec<IpNet>),
     /// The destination IP is in one of these networks.
     DestinationIp(Vec<IpNet>),
-    /// A header (lower-case name) satisfies the op.
-    Header(String, EntryOp),
+    /// A header (lower-case name) satisfies the op, reading its copies as [`Copies`] says.
+    Header(String, EntryOp, Copies),
     /// A context extension satisfies the op.
     Context(String, EntryOp),
     /// Every inner condition holds (an empty list holds).
@@ -276,7 +318,7 @@ impl Condition {
             Condition::Protocol(protocols) => protocols.contains(&request.protocol),
             Condition::SourceIp(nets) => ip_in(nets, request.source.ip),
             Condition::DestinationIp(nets) => ip_in(nets, request.destination.ip),
-            Condition::Header(name, op) => entry_holds(op, request.header(name)),
+            Condition::Header(name, op, copies) => header_holds(op, *copies, request.header(name)),
             Condition::Context(name, op) => {
                 entry_holds(op, request.context_extensions.get(name).map(String::as_str))
             }
@@ -324,7 +366,21 @@ impl Condition {
             Condition::DestinationIp(nets) => {
                 ip_or_why("destination ip", nets, request.destination.ip)
             }
-            Condition::Header(name, op) => entry_or_why("header", name, op, request.header(name)),
+            Condition::Header(name, op, copies) => {
+                let value = request.header(name);
+                match op {
+                    EntryOp::Value(_) if header_holds(op, *copies, value) => Ok(()),
+                    EntryOp::Value(m)
+                        if *copies == Copies::Every && value.is_some_and(|v| v.contains(',')) =>
+                    {
+                        Err(format!(
+                            "header {name}: not every copy matches {}",
+                            m.describe()
+                        ))
+                    }
+                    _ => entry_or_why("header", name, op, value),
+                }
+            }
             Condition::Context(name, op) => entry_or_why(
                 "context extension",
                 name,
@@ -401,6 +457,14 @@ fn ip_in(nets: &[IpNet], ip: Option<IpAddr>) -> bool {
     };
     nets.iter()
         .any(|net| net.contains(&ip) || mapped.is_some_and(|m| net.contains(&m)))
+}
+
+/// [`entry_holds`] for a header, reading its copies as `copies` says.
+fn header_holds(op: &EntryOp, copies: Copies, value: Option<&str>) -> bool {
+    match (op, value) {
+        (EntryOp::Value(m), Some(value)) => copies.matches(m, value),
+        _ => entry_holds(op, value),
+    }
 }
 
 fn entry_holds(op: &EntryOp, value: Option<&str>) -> bool {

@@ -5,11 +5,15 @@
 //! error) — never check it, never serve it. The danger is the first kind: `x-role: " blocked"`
 //! does not match an `exact = "blocked"` deny, and the HTTP/1.1 backend behind the gateway trims
 //! it and reads `blocked`.
+//!
+//! Also here, because it walks around the same deny: two copies of `x-role` (`ok`, `blocked`)
+//! reach the check joined as `ok,blocked`, and a backend that reads one copy may read `blocked`;
+//! a deny rule's value condition holds when any copy matches (docs/security.md).
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use e2e::security::{NormalisingBackend, start_gateway};
+use e2e::security::{NormalisingBackend, raw_request, start_gateway};
 use e2e::start_with;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -288,4 +292,42 @@ async fn authz_server_grpc_port_refuses_a_check_with_malformed_metadata() {
         assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
         assert_eq!(status.message(), "malformed request header: x-role");
     }
+}
+
+#[tokio::test]
+async fn a_duplicated_header_does_not_walk_around_a_value_deny_at_the_gateway() {
+    let authz = start_with(POLICY).await;
+    let backend = NormalisingBackend::start().await;
+    let edge = gateway(authz.grpc, backend.addr).await;
+    for (first, second) in [("ok", "blocked"), ("blocked", "ok")] {
+        let head = format!(
+            "GET / HTTP/1.1\r\nHost: app.example.com\r\nx-role: {first}\r\nx-role: {second}"
+        );
+        let reply = raw_request(edge, &head).await;
+        assert_eq!(
+            (reply.status, reply.body.as_str()),
+            (403, "blocked role"),
+            "HTTP/1.1 {first},{second}"
+        );
+        let outcome = send_raw(
+            edge,
+            &[
+                (b"x-role", first.as_bytes()),
+                (b"x-role", second.as_bytes()),
+            ],
+        )
+        .await;
+        assert_eq!(outcome, Outcome::Status(403), "h2 {first},{second}");
+    }
+    let ok = raw_request(
+        edge,
+        "GET / HTTP/1.1\r\nHost: app.example.com\r\nx-role: ok\r\nx-role: ok",
+    )
+    .await;
+    assert_eq!(ok.status, 200, "two harmless copies pass");
+    assert_eq!(
+        backend.seen().len(),
+        1,
+        "only the harmless request reached the backend"
+    );
 }

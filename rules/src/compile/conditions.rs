@@ -12,7 +12,7 @@ use crate::config::{
 };
 use crate::error::Invalid;
 use crate::identity::ClaimPath;
-use crate::matcher::{ClaimOp, Condition, EntryOp, StringMatch, StringOp, compile_regex};
+use crate::matcher::{ClaimOp, Condition, Copies, EntryOp, StringMatch, StringOp, compile_regex};
 use crate::request::Transport;
 
 const STRING_OPS: &str = "`exact`, `prefix`, `suffix`, `contains`, `regex`";
@@ -122,7 +122,10 @@ impl Compiler<'_> {
             conditions.push(any.map(Condition::Any));
         }
         if let Some(not) = &raw.not {
+            // What holding leads to flips under `not`, and with it how header copies are read.
+            self.header_copies = self.header_copies.flipped();
             let inner = self.when(not, depth + 1);
+            self.header_copies = self.header_copies.flipped();
             conditions.push(inner.map(|c| Condition::Not(Box::new(c))));
         }
     }
@@ -242,7 +245,14 @@ impl Compiler<'_> {
         let name = &raw.get_ref().name;
         let lower = self.header_name(name, true);
         let op = self.entry_op(raw);
-        Some(Condition::Header(lower?, op?))
+        let lower = lower?;
+        // A pseudo-header is single: read it whole.
+        let copies = if lower.starts_with(':') {
+            Copies::Whole
+        } else {
+            self.header_copies
+        };
+        Some(Condition::Header(lower, op?, copies))
     }
 
     fn context_match(&mut self, raw: &Spanned<RawHeaderMatch>) -> Option<Condition> {

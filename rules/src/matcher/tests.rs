@@ -171,7 +171,7 @@ fn ip_lists() {
 #[test]
 fn header_and_context_entries() {
     let r = request();
-    let header = |name: &str, op| Condition::Header(name.into(), op);
+    let header = |name: &str, op| Condition::Header(name.into(), op, Copies::Whole);
     assert_eq!(
         header("x-ext-authz", EntryOp::Value(exact("allow"))).holds_or_why(&r, None),
         Ok(())
