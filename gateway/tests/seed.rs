@@ -215,7 +215,10 @@ async fn the_shipped_config_is_valid() {
     assert_eq!(config.listeners[0].policies.len(), 1);
     let route = config.routes.iter().next().unwrap();
     assert_eq!(route.name, "openai");
-    assert_eq!(route.backend.endpoints[0].authority.as_str(), "127.0.0.1:9100");
+    assert_eq!(
+        route.backend.endpoints[0].authority.as_str(),
+        "127.0.0.1:9100"
+    );
     assert_eq!(
         config.listeners[0].policies[0].backend.authority.as_str(),
         "127.0.0.1:9000"

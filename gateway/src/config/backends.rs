@@ -63,7 +63,10 @@ fn backend_settings(b: &raw::RawBackend, errors: &mut Errors) -> Option<BackendS
         && !urls.first().is_some_and(|u| u.0)
     {
         let plain = b.url.as_ref().map_or("the endpoints", |u| u.get_ref());
-        errors.at(t, format!("`tls` needs an https:// url; `{plain}` is plaintext"));
+        errors.at(
+            t,
+            format!("`tls` needs an https:// url; `{plain}` is plaintext"),
+        );
         return None;
     }
     Some(BackendSettings {

@@ -76,7 +76,10 @@ fn route_upgrades(raw: &[Spanned<String>], errors: &mut Errors) -> Vec<Upgrade> 
             Some(upgrade) if !upgrades.contains(&upgrade) => upgrades.push(upgrade),
             Some(_) => {}
             None if u.get_ref().eq_ignore_ascii_case("h2c") => {
-                errors.at(u, "h2c upgrades are never tunnelled; only `websocket` is allowed");
+                errors.at(
+                    u,
+                    "h2c upgrades are never tunnelled; only `websocket` is allowed",
+                );
             }
             None => errors.at(
                 u,

@@ -113,7 +113,9 @@ async fn echo(req: Request<Incoming>, client_cert: bool) -> Result<Response<Echo
     let (parts, body) = req.into_parts();
     let collected = body.collect().await.ok();
     let trailers = collected.as_ref().and_then(|c| c.trailers().cloned());
-    let bytes = collected.map(http_body_util::Collected::to_bytes).unwrap_or_default();
+    let bytes = collected
+        .map(http_body_util::Collected::to_bytes)
+        .unwrap_or_default();
     // Repeated headers are joined with ", ".
     let mut headers = serde_json::Map::new();
     for name in parts.headers.keys() {
