@@ -227,16 +227,7 @@ impl RuleIndex {
             let Some(value) = request.header(name) else {
                 continue;
             };
-            // Only conditions read whole (pseudo-headers) or needing every copy to match are
-            // filed (see `exact_header`). Copies joined with `,` all equal the filed value when
-            // such a condition holds, so the first copy finds it; the joined value never could.
-            let key = match value.split_once(',') {
-                Some((first, _)) if !name.starts_with(':') => {
-                    first.trim_matches(|c| c == ' ' || c == '\t')
-                }
-                _ => value,
-            };
-            if let Some(rules) = values.get(key) {
+            if let Some(rules) = values.get(header_key(name, value)) {
                 add(rules);
             }
         }
@@ -258,6 +249,16 @@ impl RuleIndex {
             }
         }
         candidates
+    }
+}
+
+/// The value a header is looked up by. Only conditions read whole (pseudo-headers) or needing
+/// every copy to match are filed (see `exact_header`). Copies joined with `,` all equal the filed
+/// value when such a condition holds, so the first copy finds it; the joined value never could.
+fn header_key<'v>(name: &str, value: &'v str) -> &'v str {
+    match value.split_once(',') {
+        Some((first, _)) if !name.starts_with(':') => first.trim_matches(|c| c == ' ' || c == '\t'),
+        _ => value,
     }
 }
 

@@ -366,21 +366,7 @@ impl Condition {
             Condition::DestinationIp(nets) => {
                 ip_or_why("destination ip", nets, request.destination.ip)
             }
-            Condition::Header(name, op, copies) => {
-                let value = request.header(name);
-                match op {
-                    EntryOp::Value(_) if header_holds(op, *copies, value) => Ok(()),
-                    EntryOp::Value(m)
-                        if *copies == Copies::Every && value.is_some_and(|v| v.contains(',')) =>
-                    {
-                        Err(format!(
-                            "header {name}: not every copy matches {}",
-                            m.describe()
-                        ))
-                    }
-                    _ => entry_or_why("header", name, op, value),
-                }
-            }
+            Condition::Header(name, op, copies) => header_or_why(name, op, *copies, request),
             Condition::Context(name, op) => entry_or_why(
                 "context extension",
                 name,
@@ -403,6 +389,27 @@ impl Condition {
                 identity.and_then(|identity| identity.column(column)),
             ),
         }
+    }
+}
+
+/// [`Condition::holds_or_why`] for a header: copies joined with `,` are read as the condition's
+/// [`Copies`] says (any copy in a deny, every copy in an allow).
+fn header_or_why(
+    name: &str,
+    op: &EntryOp,
+    copies: Copies,
+    request: &Request,
+) -> Result<(), String> {
+    let value = request.header(name);
+    match op {
+        EntryOp::Value(_) if header_holds(op, copies, value) => Ok(()),
+        EntryOp::Value(m) if copies == Copies::Every && value.is_some_and(|v| v.contains(',')) => {
+            Err(format!(
+                "header {name}: not every copy matches {}",
+                m.describe()
+            ))
+        }
+        _ => entry_or_why("header", name, op, value),
     }
 }
 
