@@ -98,6 +98,7 @@ fuzz_target!(|data: &[u8]| {
             strip_any_port: flags & 8 != 0,
         },
         xff_num_trusted_hops: u32::from((flags >> 4) & 3),
+        ..CanonicalOptions::default()
     };
     let version = if flags & 64 != 0 {
         http::Version::HTTP_2

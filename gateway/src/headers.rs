@@ -1,8 +1,10 @@
-//! Header hygiene at the proxy boundary: hop-by-hop headers and the `x-forwarded-*` pair.
+//! Header hygiene at the proxy boundary: hop-by-hop headers, header names with `_`, and the
+//! headers in which a client describes its own address and request (`x-forwarded-*`).
 
 use std::net::IpAddr;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use serde::Deserialize;
 
 /// Headers that describe one connection, not the message (RFC 9110 §7.6.1), never forwarded.
 /// Parsed once (removing by `&str` parses the name on every call).
@@ -85,29 +87,39 @@ pub fn upgrade_tokens(headers: &HeaderMap) -> impl Iterator<Item = &str> {
         .map(str::trim)
 }
 
-/// Headers in which a client names its own address or scheme; with no trusted hops none of them
-/// reaches the check or the backend from the client (`x-forwarded-for` and `x-forwarded-proto`
-/// are then written by the gateway).
-const CLIENT_ADDRESS_HEADERS: [HeaderName; 4] = [
+/// Headers in which a client (or a proxy in front) describes the request it made: its address,
+/// scheme, host, port, path prefix or original URL. Backends behind a proxy build links and
+/// decisions on them (Werkzeug's `ProxyFix`, Spring's `ForwardedHeaderFilter`, Rails, Tomcat's
+/// `RemoteIpValve`; `x-original-url` and `x-rewrite-url` even replace the path in IIS-style
+/// frameworks), so with no trusted hops none of them reaches the check or the backend from the
+/// client (`x-forwarded-for` and `x-forwarded-proto` are then written by the gateway).
+const CLIENT_FORWARDING_HEADERS: [HeaderName; 11] = [
     HeaderName::from_static("x-forwarded-for"),
     HeaderName::from_static("x-forwarded-proto"),
+    HeaderName::from_static("x-forwarded-host"),
+    HeaderName::from_static("x-forwarded-port"),
+    HeaderName::from_static("x-forwarded-prefix"),
+    HeaderName::from_static("x-forwarded-ssl"),
+    HeaderName::from_static("x-forwarded-scheme"),
     header::FORWARDED,
     HeaderName::from_static("x-real-ip"),
+    HeaderName::from_static("x-original-url"),
+    HeaderName::from_static("x-rewrite-url"),
 ];
 
 /// Writes `x-forwarded-for` and `x-forwarded-proto`, as Envoy does at the edge
 /// (`use_remote_address`) with `xff_num_trusted_hops = trusted_hops`.
 ///
-/// - `0` (the default): nothing the client wrote about its address is trusted, so the client's
-///   `x-forwarded-for`, `x-forwarded-proto`, `forwarded` and `x-real-ip` are dropped;
-///   `x-forwarded-for` becomes the peer address and `x-forwarded-proto` our scheme.
+/// - `0` (the default): nothing the client wrote about its address or request is trusted, so
+///   every header in [`CLIENT_FORWARDING_HEADERS`] is dropped; `x-forwarded-for` becomes the
+///   peer address and `x-forwarded-proto` our scheme.
 /// - more: the proxies in front built the chain, so it is kept and the peer appended;
-///   their `x-forwarded-proto` is kept (ours when absent).
+///   their `x-forwarded-proto` (ours when absent) and the other forwarding headers are kept.
 pub fn set_forwarded(headers: &mut HeaderMap, peer: IpAddr, scheme: &str, trusted_hops: u32) {
     let xff = HeaderName::from_static("x-forwarded-for");
     let xfp = HeaderName::from_static("x-forwarded-proto");
     let value = if trusted_hops == 0 {
-        for name in &CLIENT_ADDRESS_HEADERS {
+        for name in &CLIENT_FORWARDING_HEADERS {
             headers.remove(name);
         }
         ip_string(peer)
@@ -123,6 +135,51 @@ pub fn set_forwarded(headers: &mut HeaderMap, peer: IpAddr, scheme: &str, truste
         && let Ok(value) = HeaderValue::from_str(scheme)
     {
         headers.insert(xfp, value);
+    }
+}
+
+/// What a request header whose name holds `_` does (Envoy's `headers_with_underscores_action`,
+/// its names and meanings). CGI, WSGI, Rack and nginx's FastCGI variables turn `-` and `_` alike
+/// into `_` (`x_role` and `x-role` are both `HTTP_X_ROLE`), so a backend may read `x_role` as
+/// `x-role` while a rule on `x-role` never saw it. See docs/security.md for the default.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UnderscoresAction {
+    /// Forward such headers as any other (Envoy's default).
+    Allow,
+    /// Remove them before routing and the check: neither the check nor the backend sees them.
+    DropHeader,
+    /// Answer 400 and send no check (ours, and Envoy's edge recommendation).
+    #[default]
+    RejectRequest,
+}
+
+/// A request header name with `_` under [`UnderscoresAction::RejectRequest`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UnderscoredHeader;
+
+/// Applies `action` to every header whose name holds `_`.
+pub fn underscored_headers(
+    headers: &mut HeaderMap,
+    action: UnderscoresAction,
+) -> Result<(), UnderscoredHeader> {
+    let has_underscore = |name: &HeaderName| name.as_str().contains('_');
+    match action {
+        UnderscoresAction::RejectRequest if headers.keys().any(has_underscore) => {
+            Err(UnderscoredHeader)
+        }
+        UnderscoresAction::Allow | UnderscoresAction::RejectRequest => Ok(()),
+        UnderscoresAction::DropHeader => {
+            let named: Vec<HeaderName> = headers
+                .keys()
+                .filter(|n| has_underscore(n))
+                .cloned()
+                .collect();
+            for name in named {
+                headers.remove(name);
+            }
+            Ok(())
+        }
     }
 }
 
@@ -246,6 +303,8 @@ mod tests {
     #[test]
     fn without_trusted_hops_the_clients_forwarding_headers_are_replaced() {
         let mut h = HeaderMap::new();
+        h.append("x-forwarded-host", HeaderValue::from_static("admin"));
+        h.append("x-original-url", HeaderValue::from_static("/admin"));
         h.append("x-forwarded-for", HeaderValue::from_static("10.0.0.1"));
         h.append("x-forwarded-proto", HeaderValue::from_static("https"));
         h.append("forwarded", HeaderValue::from_static("for=10.0.0.1"));
@@ -254,6 +313,30 @@ mod tests {
         assert_eq!(h.len(), 2);
         assert_eq!(h["x-forwarded-for"], "127.0.0.1");
         assert_eq!(h["x-forwarded-proto"], "http");
+    }
+
+    #[test]
+    fn underscored_names_are_allowed_dropped_or_refused() {
+        let mut h = HeaderMap::new();
+        h.append("x_role", HeaderValue::from_static("admin"));
+        h.append("x-role", HeaderValue::from_static("user"));
+        let mut allowed = h.clone();
+        assert_eq!(
+            underscored_headers(&mut allowed, UnderscoresAction::Allow),
+            Ok(())
+        );
+        assert_eq!(allowed, h);
+        let mut refused = h.clone();
+        assert_eq!(
+            underscored_headers(&mut refused, UnderscoresAction::RejectRequest),
+            Err(UnderscoredHeader)
+        );
+        assert_eq!(
+            underscored_headers(&mut h, UnderscoresAction::DropHeader),
+            Ok(())
+        );
+        assert_eq!(h.len(), 1);
+        assert_eq!(h["x-role"], "user");
     }
 
     #[test]

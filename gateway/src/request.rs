@@ -8,7 +8,8 @@
 //! choosing the spelling. So [`canonicalise`] rewrites the request head in place, and everything
 //! after it reads the rewritten head.
 //!
-//! The steps, in this order:
+//! The steps, in this order (first, a standard method in another case is refused, per
+//! `method_case`):
 //! 1. the authority: from an absolute-form target (RFC 9112 §3.2.2: it replaces `Host`), from
 //!    `:authority` on HTTP/2 (a `host` header that disagrees is a 400), else from the one `Host`
 //!    header. Taken before hop-by-hop headers are removed, so `Connection: host` cannot hide it;
@@ -17,6 +18,7 @@
 //! 3. hop-by-hop headers, including every header `Connection` names, are removed now — before
 //!    routing and the check — so the route and the check see exactly the headers the backend
 //!    will receive (see [`crate::headers::remove_hop_by_hop`] for the few it never removes);
+//!    then header names with `_`, per `headers_with_underscores_action`;
 //! 4. the client address and `x-forwarded-*`, per `xff_num_trusted_hops`;
 //! 5. the head is rewritten: the URI becomes origin-form `path?query`, `host` the canonical
 //!    authority.
@@ -35,11 +37,13 @@ use http::header::{self, HeaderValue};
 use http::request::Parts;
 use http::uri::PathAndQuery;
 use http::{Method, Uri, Version};
+use serde::Deserialize;
 
-use crate::headers;
+use crate::headers::{self, UnderscoresAction};
 
 /// How one listener makes requests canonical (its `merge_slashes`,
-/// `path_with_escaped_slashes_action`, `strip_any_host_port` and `xff_num_trusted_hops`).
+/// `path_with_escaped_slashes_action`, `path_parameters`, `strip_any_host_port`,
+/// `xff_num_trusted_hops`, `headers_with_underscores_action` and `method_case`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct CanonicalOptions {
     /// How the path is made canonical.
@@ -48,7 +52,30 @@ pub struct CanonicalOptions {
     pub host: HostOptions,
     /// How many proxies in front of the gateway add to `x-forwarded-for` and are trusted to.
     pub xff_num_trusted_hops: u32,
+    /// What a header name with `_` does.
+    pub underscores: UnderscoresAction,
+    /// What a standard method spelt in another case (`delete`) does.
+    pub method_case: MethodCase,
 }
+
+/// What a method that differs from a standard one (RFC 9110 §9, RFC 5789) only by case does.
+/// Methods are case-sensitive, so `delete` is not `DELETE` to routing, the check or a rule
+/// `methods = ["DELETE"]`; but Django, Werkzeug (Flask) and other backends upper-case the method
+/// and serve it as `DELETE`. See docs/security.md for the default.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MethodCase {
+    /// Answer 400 and send no check.
+    #[default]
+    Reject,
+    /// Route, check and forward it as sent (an extension method, as RFC 9110 reads it).
+    Keep,
+}
+
+/// The standard methods, as they are spelt.
+const STANDARD_METHODS: [&str; 9] = [
+    "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH",
+];
 
 /// The request as routing, the check and the upstream see it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -123,6 +150,12 @@ pub enum Rejected {
     /// A target with a scheme other than `http` or `https`.
     #[error("request target scheme is not http or https")]
     UnsupportedScheme,
+    /// A header name with `_` under `headers_with_underscores_action = "reject_request"`.
+    #[error("header name with an underscore")]
+    UnderscoreInHeaderName,
+    /// A standard method in another case (`delete`) under `method_case = "reject"`.
+    #[error("method differs from a standard one only by case")]
+    MethodCase,
 }
 
 impl Rejected {
@@ -141,6 +174,8 @@ impl Rejected {
             Rejected::DuplicateHost => "more than one host header",
             Rejected::ConflictingHost => ":authority and host differ",
             Rejected::UnsupportedScheme => "request target scheme is not http or https",
+            Rejected::UnderscoreInHeaderName => "header name with an underscore",
+            Rejected::MethodCase => "method differs from a standard one only by case",
         }
     }
 }
@@ -153,12 +188,17 @@ pub fn canonicalise(
     scheme: &'static str,
     options: &CanonicalOptions,
 ) -> Result<CanonicalRequest, Rejected> {
+    if options.method_case == MethodCase::Reject && differs_only_by_case(&parts.method) {
+        return Err(Rejected::MethodCase);
+    }
     let host = canonical_authority(parts, scheme, &options.host)?;
     let (path, query) = canonical_target(parts, &options.path)?;
     let query = query.map(str::to_owned);
 
     let upgrade = requested_upgrade(parts);
     headers::remove_hop_by_hop(&mut parts.headers);
+    headers::underscored_headers(&mut parts.headers, options.underscores)
+        .map_err(|_| Rejected::UnderscoreInHeaderName)?;
 
     let client = client_address(&parts.headers, peer, options.xff_num_trusted_hops);
     headers::set_forwarded(
@@ -185,6 +225,13 @@ pub fn canonicalise(
         .map_err(|_| Rejected::Host(HostError::InvalidCharacter))?;
     parts.headers.insert(header::HOST, host_value);
     Ok(request)
+}
+
+/// Whether `method` is not a standard method but equals one ignoring case (`delete`, `Get`).
+/// The `http` crate keeps the standard ones as constants, so they pass without a comparison.
+fn differs_only_by_case(method: &Method) -> bool {
+    let m = method.as_str();
+    !STANDARD_METHODS.contains(&m) && STANDARD_METHODS.iter().any(|s| s.eq_ignore_ascii_case(m))
 }
 
 /// Step 3, before the hop-by-hop headers go: the upgrade an HTTP/1.1 GET asks for with

@@ -181,6 +181,8 @@ fn canonical_options(l: &raw::RawListener) -> crate::request::CanonicalOptions {
             strip_any_port: l.strip_any_host_port.unwrap_or(false),
         },
         xff_num_trusted_hops: l.xff_num_trusted_hops.unwrap_or(0),
+        underscores: l.headers_with_underscores_action.unwrap_or_default(),
+        method_case: l.method_case.unwrap_or_default(),
     }
 }
 

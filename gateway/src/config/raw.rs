@@ -103,8 +103,17 @@ pub struct RawListener {
     /// `strip_any_host_port`; default false).
     pub strip_any_host_port: Option<bool>,
     /// How many proxies in front of this listener append to `x-forwarded-for` and are trusted
-    /// (Envoy's `xff_num_trusted_hops`; default 0: the client's `x-forwarded-*` is replaced).
+    /// (Envoy's `xff_num_trusted_hops`; default 0: the client's `x-forwarded-*`, `forwarded`,
+    /// `x-real-ip`, `x-original-url` and `x-rewrite-url` are dropped, `x-forwarded-for` and
+    /// `x-forwarded-proto` written by the gateway).
     pub xff_num_trusted_hops: Option<u32>,
+    /// A request header whose name holds `_` (Envoy's `headers_with_underscores_action`):
+    /// `"reject_request"` answers 400 (the default), `"drop_header"` removes it before routing
+    /// and the check, `"allow"` forwards it. See docs/security.md.
+    pub headers_with_underscores_action: Option<crate::headers::UnderscoresAction>,
+    /// A method that differs from a standard one only by case (`delete`): `"reject"` answers 400
+    /// (the default), `"keep"` routes, checks and forwards it as sent.
+    pub method_case: Option<crate::request::MethodCase>,
 }
 
 /// One route: what to match and where to send it.

@@ -10,6 +10,7 @@ pub(crate) mod echo_backend;
 pub(crate) mod limits;
 mod mock_grpc;
 mod mock_http;
+pub(crate) mod raw;
 mod relays;
 
 pub(crate) use mock_grpc::*;
