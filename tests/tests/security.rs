@@ -428,6 +428,60 @@ async fn a_header_named_by_connection_reaches_neither_the_check_nor_the_backend(
 }
 
 #[tokio::test]
+async fn headers_and_methods_a_backend_reads_differently_never_reach_it() {
+    let s = setup().await;
+    let refused_underscore = Want::Refused("header name with an underscore");
+    let refused_method = Want::Refused("method differs from a standard one only by case");
+    // `x_role` is `HTTP_X_ROLE` to a CGI/WSGI backend, the same as `x-role`, which the
+    // admin rule reads and removes; a method in another case is `DELETE` to Django and Flask.
+    let cases = [
+        (
+            "x_role on an admin path",
+            "GET /admin/x HTTP/1.1\r\nHost: p.example.com\r\nx_role: admin".to_owned(),
+            refused_underscore,
+        ),
+        (
+            "x_role on an allowed path",
+            "GET /public/x HTTP/1.1\r\nHost: p.example.com\r\nX_Role: admin".to_owned(),
+            refused_underscore,
+        ),
+        (
+            "delete",
+            "delete /public/x HTTP/1.1\r\nHost: p.example.com".to_owned(),
+            refused_method,
+        ),
+        (
+            "Get",
+            "Get /admin/x HTTP/1.1\r\nHost: p.example.com".to_owned(),
+            refused_method,
+        ),
+    ];
+    check(&s, s.edge, &cases).await;
+
+    // A client's description of the request it made (host, port, prefix, original URL) is
+    // dropped at the edge: a ProxyFix-style backend cannot be told it was asked for another host.
+    let reply = raw_request(
+        s.edge,
+        "GET /public/x HTTP/1.1\r\nHost: p.example.com\r\nx-forwarded-host: admin.example.com\r\n\
+         x-forwarded-port: 8443\r\nx-forwarded-prefix: /admin\r\nx-original-url: /admin/x",
+    )
+    .await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let last = s.backend.seen().pop().expect("served");
+    for name in [
+        "x-forwarded-host",
+        "x-forwarded-port",
+        "x-forwarded-prefix",
+        "x-original-url",
+    ] {
+        assert!(
+            !last.header_names.contains(&name.to_owned()),
+            "{name}: {last:?}"
+        );
+    }
+}
+
+#[tokio::test]
 async fn a_spoofed_x_forwarded_for_does_not_satisfy_a_source_ip_rule() {
     let s = setup().await;
     let admin = |xff: &str| {
