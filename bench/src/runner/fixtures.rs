@@ -4,15 +4,13 @@
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, bail};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use rand::rngs::OsRng;
-
-use super::upstreams::Upstream;
 
 /// The one header rule: `x-ext-authz: allow` is allowed, anything else denied. It serves gRPC
 /// and HTTP mode alike (no `transport` condition), so the gateway's two transports and nginx's
@@ -224,6 +222,47 @@ pub enum GatewayPolicy {
     Grpc(SocketAddr),
     /// Envoy's HTTP ext_authz protocol to this address.
     Http(SocketAddr),
+}
+
+/// What a gateway scenario's backend is.
+#[derive(Debug, Clone)]
+pub enum Upstream {
+    /// Plain HTTP/1.1 to this address (the gateway's default).
+    Http(SocketAddr),
+    /// `https://localhost:<port>` trusting `ca`, with `protocol` (`http1`, `http2` or `auto`).
+    Https {
+        /// The backend's TLS listener (its port; the host is `localhost`).
+        address: SocketAddr,
+        /// The CA file.
+        ca: PathBuf,
+        /// The backend's `protocol` key.
+        protocol: &'static str,
+    },
+    /// A gRPC server over h2c (`protocol = "http2"`).
+    Grpc(SocketAddr),
+}
+
+impl Upstream {
+    /// The `[[backends]]` entry named `backend`.
+    pub fn backend_toml(&self) -> String {
+        match self {
+            Upstream::Http(address) => {
+                format!("[[backends]]\nname = \"backend\"\nurl = \"http://{address}\"\n")
+            }
+            Upstream::Https {
+                address,
+                ca,
+                protocol,
+            } => format!(
+                "[[backends]]\nname = \"backend\"\nurl = \"https://localhost:{}\"\nprotocol = \"{protocol}\"\ntls = {{ ca = \"{}\" }}\n",
+                address.port(),
+                ca.display()
+            ),
+            Upstream::Grpc(address) => format!(
+                "[[backends]]\nname = \"backend\"\nurl = \"http://{address}\"\nprotocol = \"http2\"\n"
+            ),
+        }
+    }
 }
 
 /// A gateway config: one listener on an OS-chosen port, every path to `upstream`, and `policy`;

@@ -10,6 +10,7 @@ pub mod fixtures;
 mod options;
 pub mod procs;
 pub mod scenarios;
+pub mod starter;
 pub mod summary;
 pub mod svg;
 pub mod upstreams;
@@ -19,7 +20,7 @@ use std::process::Command;
 use anyhow::{Context, bail};
 
 use crate::report::RunReport;
-use scenarios::{Load, Scenario};
+use starter::{Load, Scenario};
 
 pub use options::Options;
 

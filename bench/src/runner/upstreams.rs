@@ -68,9 +68,9 @@ pub fn pki(dir: &Path) -> anyhow::Result<Pki> {
     Ok(pki)
 }
 
-use super::fixtures::GatewayPolicy;
+use super::fixtures::{GatewayPolicy, Upstream};
 use super::procs::Spec;
-use super::scenarios::{Load, Scenario, Starter};
+use super::starter::{Counted, Load, Scenario, Starter};
 
 /// The processes of the upstream scenarios, as indices into the run's servers.
 pub struct Servers {
@@ -215,47 +215,6 @@ pub const GRPC: &str = "gateway, grpc backend";
 /// nginx `grpc_pass grpc://` with upstream keep-alive.
 pub const NGINX_GRPC: &str = "nginx, grpc backend";
 
-/// What a gateway scenario's backend is.
-#[derive(Debug, Clone)]
-pub enum Upstream {
-    /// Plain HTTP/1.1 to this address (the gateway's default).
-    Http(SocketAddr),
-    /// `https://localhost:<port>` trusting `ca`, with `protocol` (`http1`, `http2` or `auto`).
-    Https {
-        /// The backend's TLS listener (its port; the host is `localhost`).
-        address: SocketAddr,
-        /// The CA file.
-        ca: PathBuf,
-        /// The backend's `protocol` key.
-        protocol: &'static str,
-    },
-    /// A gRPC server over h2c (`protocol = "http2"`).
-    Grpc(SocketAddr),
-}
-
-impl Upstream {
-    /// The `[[backends]]` entry named `backend`.
-    pub fn backend_toml(&self) -> String {
-        match self {
-            Upstream::Http(address) => {
-                format!("[[backends]]\nname = \"backend\"\nurl = \"http://{address}\"\n")
-            }
-            Upstream::Https {
-                address,
-                ca,
-                protocol,
-            } => format!(
-                "[[backends]]\nname = \"backend\"\nurl = \"https://localhost:{}\"\nprotocol = \"{protocol}\"\ntls = {{ ca = \"{}\" }}\n",
-                address.port(),
-                ca.display()
-            ),
-            Upstream::Grpc(address) => format!(
-                "[[backends]]\nname = \"backend\"\nurl = \"http://{address}\"\nprotocol = \"http2\"\n"
-            ),
-        }
-    }
-}
-
 /// nginx's side of the upstream scenarios: a server block per peer scenario, with keep-alive
 /// upstreams as the gateway pools its connections.
 pub fn nginx_sites(
@@ -300,15 +259,6 @@ pub fn nginx_sites(
     }}
 "#
     )
-}
-
-/// Which gateway's upstream counters a scenario reads, and what it must see.
-#[derive(Debug, Clone, Copy)]
-pub struct Counted {
-    /// The gateway's admin address.
-    pub admin: SocketAddr,
-    /// The backend is behind TLS: its connections must show as handshakes.
-    pub tls: bool,
 }
 
 /// What `nginx` lacks of the modules the peer scenarios need (`nginx -V`: ssl, http2 and grpc,
