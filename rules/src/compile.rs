@@ -122,7 +122,8 @@ pub(crate) struct Compiler<'a> {
     /// The Rego files read so far, with digests of what was read.
     reads: Vec<FileRead>,
     /// How header value conditions compiled now read a value joined from several copies: any
-    /// copy where holding leads to a deny, every copy where it leads to an allow.
+    /// copy where holding leads to a deny, every copy where it leads to an allow. Method
+    /// conditions follow it: a standard method in another case counts where it is `Any`.
     header_copies: crate::matcher::Copies,
 }
 

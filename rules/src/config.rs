@@ -85,7 +85,8 @@ pub(crate) struct RawRule {
 pub(crate) struct RawWhen {
     /// Which API delivered the check.
     pub transport: Option<TransportName>,
-    /// Accepted methods, exact and case-sensitive.
+    /// Accepted methods, case-sensitive; where holding leads to a deny, a standard method in
+    /// another case counts as its upper-case name (`matcher::MethodCase`).
     pub method: Option<Spanned<OneOrMany>>,
     /// Matcher on the path without its query string.
     pub path: Option<Spanned<RawStringMatch>>,

@@ -183,6 +183,38 @@ impl Copies {
     }
 }
 
+/// The methods RFC 9110 and RFC 5789 define, which liberal backends recognise in any case.
+const STANDARD_METHODS: [&str; 9] = [
+    "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH",
+];
+
+/// How a method condition compares the request's method. Methods are case-sensitive (RFC 9110
+/// §9.1) and Envoy passes `delete` as sent, yet Django and Werkzeug upper-case it and serve
+/// DELETE: so where a condition holding leads to a deny, a standard method sent in another
+/// case matches its upper-case name; where it leads to an allow, methods compare exactly
+/// (`get` is not GET). Extension methods always compare exactly. The compiler picks the reading
+/// as it does [`Copies`], from the rule's action, flipped under `not`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum MethodCase {
+    /// Byte for byte.
+    Exact,
+    /// Byte for byte, or a standard method's upper-case name in any case.
+    Standard,
+}
+
+impl MethodCase {
+    /// Whether `method` is one of `methods` under this reading.
+    fn matches(self, methods: &[String], method: &str) -> bool {
+        let listed = |want: &str| methods.iter().any(|m| m == want);
+        listed(method)
+            || self == MethodCase::Standard
+                && STANDARD_METHODS
+                    .iter()
+                    .find(|standard| standard.eq_ignore_ascii_case(method))
+                    .is_some_and(|standard| listed(standard))
+    }
+}
+
 /// A condition on a named entry (a header or a context extension).
 #[derive(Debug, Clone)]
 pub(crate) enum EntryOp {
@@ -263,8 +295,8 @@ impl ClaimOp {
 pub(crate) enum Condition {
     /// The check arrived on this transport.
     Transport(Transport),
-    /// The method is one of these.
-    Method(Vec<String>),
+    /// The method is one of these, compared as [`MethodCase`] says.
+    Method(Vec<String>, MethodCase),
     /// The canonical path without its query matches.
     Path(StringMatch),
     /// The canonical authority matches (compiled case-insensitive).
@@ -311,7 +343,7 @@ impl Condition {
     pub(crate) fn holds(&self, request: &Request, identity: Option<&Identity>) -> bool {
         match self {
             Condition::Transport(want) => request.transport == *want,
-            Condition::Method(methods) => methods.contains(&request.method),
+            Condition::Method(methods, case) => case.matches(methods, &request.method),
             Condition::Path(m) => m.matches(path_without_query(request)),
             Condition::Host(m) => m.matches(canonical::host_name(&request.host)),
             Condition::Principal(m) => m.matches(&request.source.principal),
@@ -351,8 +383,8 @@ impl Condition {
                 request.transport.as_str(),
                 want.as_str()
             )),
-            Condition::Method(methods) if methods.contains(&request.method) => Ok(()),
-            Condition::Method(methods) => {
+            Condition::Method(methods, case) if case.matches(methods, &request.method) => Ok(()),
+            Condition::Method(methods, _) => {
                 Err(format!("method {:?} not in {methods:?}", request.method))
             }
             Condition::Path(m) => string_or_why("path", m, path_without_query(request)),

@@ -419,7 +419,10 @@ fn in_network_as_is(ip: IpAddr, (net, prefix): (IpAddr, u8)) -> bool {
     }
 }
 
-fn holds(c: &Cond, r: &Request) -> bool {
+/// Whether `c` holds for `r`; `denies` says whether holding leads to a deny (a deny rule's
+/// `when`, flipped under `not`), where a standard method in another case counts as its
+/// upper-case name (docs/rules.md).
+fn holds(c: &Cond, r: &Request, denies: bool) -> bool {
     match c {
         Cond::Header(i, _, e) => {
             let value = r.headers.get(HEADER_NAMES[*i]);
@@ -450,10 +453,17 @@ fn holds(c: &Cond, r: &Request) -> bool {
             .source
             .ip
             .is_some_and(|ip| nets.iter().any(|n| in_network(ip, *n))),
-        Cond::Method(methods) => methods.contains(&r.method.as_str()),
-        Cond::Any(inner) => inner.iter().any(|c| holds(c, r)),
-        Cond::All(inner) => inner.iter().all(|c| holds(c, r)),
-        Cond::Not(inner) => !holds(inner, r),
+        Cond::Method(methods) => {
+            const STANDARD: [&str; 9] = [
+                "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH",
+            ];
+            let upper = r.method.to_ascii_uppercase();
+            methods.contains(&r.method.as_str())
+                || denies && STANDARD.contains(&upper.as_str()) && methods.contains(&upper.as_str())
+        }
+        Cond::Any(inner) => inner.iter().any(|c| holds(c, r, denies)),
+        Cond::All(inner) => inner.iter().all(|c| holds(c, r, denies)),
+        Cond::Not(inner) => !holds(inner, r, !denies),
     }
 }
 
@@ -462,7 +472,7 @@ fn model_decides(rules: &[Rule], r: &Request) -> (Option<String>, bool) {
     rules
         .iter()
         .enumerate()
-        .find(|(_, rule)| holds(&rule.when, r))
+        .find(|(_, rule)| holds(&rule.when, r, !rule.allow))
         .map_or((None, false), |(i, rule)| {
             (Some(format!("r{i}")), rule.allow)
         })

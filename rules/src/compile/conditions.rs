@@ -12,7 +12,9 @@ use crate::config::{
 };
 use crate::error::Invalid;
 use crate::identity::ClaimPath;
-use crate::matcher::{ClaimOp, Condition, Copies, EntryOp, StringMatch, StringOp, compile_regex};
+use crate::matcher::{
+    ClaimOp, Condition, Copies, EntryOp, MethodCase, StringMatch, StringOp, compile_regex,
+};
 use crate::request::Transport;
 
 const STRING_OPS: &str = "`exact`, `prefix`, `suffix`, `contains`, `regex`";
@@ -75,7 +77,7 @@ impl Compiler<'_> {
             })));
         }
         if let Some(method) = method {
-            conditions.push(self.word_list("method", method).map(Condition::Method));
+            conditions.push(self.method_match(method));
         }
         if let Some(protocol) = protocol {
             let protocols = self.word_list("protocol", protocol);
@@ -128,6 +130,18 @@ impl Compiler<'_> {
             self.header_copies = self.header_copies.flipped();
             conditions.push(inner.map(|c| Condition::Not(Box::new(c))));
         }
+    }
+
+    /// A method condition, read as [`MethodCase`] says: where holding leads to a deny (header
+    /// copies read as any copy), a standard method in another case counts as its upper-case
+    /// name; where it leads to an allow, methods compare exactly.
+    fn method_match(&mut self, raw: &Spanned<OneOrMany>) -> Option<Condition> {
+        let case = match self.header_copies {
+            Copies::Any => MethodCase::Standard,
+            Copies::Every | Copies::Whole => MethodCase::Exact,
+        };
+        let methods = self.word_list("method", raw)?;
+        Some(Condition::Method(methods, case))
     }
 
     /// A non-empty list of exact strings (methods, protocols).

@@ -99,11 +99,12 @@ fn transport_method_protocol() {
         Err("transport is grpc, want http".into())
     );
     assert_eq!(
-        Condition::Method(vec!["POST".into(), "GET".into()]).holds_or_why(&r, None),
+        Condition::Method(vec!["POST".into(), "GET".into()], MethodCase::Exact)
+            .holds_or_why(&r, None),
         Ok(())
     );
     assert_eq!(
-        Condition::Method(vec!["get".into()]).holds_or_why(&r, None),
+        Condition::Method(vec!["get".into()], MethodCase::Exact).holds_or_why(&r, None),
         Err("method \"GET\" not in [\"get\"]".into())
     );
     assert_eq!(
@@ -212,9 +213,25 @@ fn header_and_context_entries() {
 }
 
 #[test]
+fn standard_methods_fold_only_where_holding_denies() {
+    let methods = || vec!["DELETE".to_owned(), "PURGE".to_owned()];
+    for (case, sent, want) in [
+        (MethodCase::Standard, "delete", true),
+        (MethodCase::Standard, "DeLeTe", true),
+        (MethodCase::Standard, "DELETE", true),
+        (MethodCase::Standard, "purge", false),
+        (MethodCase::Standard, "get", false),
+        (MethodCase::Exact, "delete", false),
+        (MethodCase::Exact, "DELETE", true),
+    ] {
+        assert_eq!(case.matches(&methods(), sent), want, "{case:?} {sent}");
+    }
+}
+
+#[test]
 fn combinators() {
     let r = request();
-    let yes = || Condition::Method(vec!["GET".into()]);
+    let yes = || Condition::Method(vec!["GET".into()], MethodCase::Exact);
     let no = || Condition::Transport(Transport::Http);
     assert_eq!(Condition::All(vec![]).holds_or_why(&r, None), Ok(()));
     assert_eq!(
