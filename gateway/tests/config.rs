@@ -225,11 +225,11 @@ fn validate_prints_every_error_and_exits_2() {
     );
 }
 
-/// `config/openai.toml` (the seed's gateway in front of api.openai.com) loads when its key is in
+/// `config/gateway.openai.toml` (the seed's gateway in front of api.openai.com) loads when its key is in
 /// the environment, never prints the key, and is refused naming the variable when it is not.
 #[test]
 fn the_shipped_openai_config_needs_its_key_and_never_prints_it() {
-    let shipped = concat!(env!("CARGO_MANIFEST_DIR"), "/../config/openai.toml");
+    let shipped = concat!(env!("CARGO_MANIFEST_DIR"), "/../config/gateway.openai.toml");
     let key = "sk-test-0123456789-never-printed";
     let with_key = Command::new(env!("CARGO_BIN_EXE_gateway"))
         .args(["validate", shipped])
@@ -251,7 +251,7 @@ fn the_shipped_openai_config_needs_its_key_and_never_prints_it() {
         .unwrap();
     assert_eq!(without.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&without.stderr);
-    assert!(stderr.contains("openai.toml:26:"), "{stderr}");
+    assert!(stderr.contains("gateway.openai.toml:26:"), "{stderr}");
     assert!(stderr.contains("OPENAI_API_KEY"), "{stderr}");
 }
 
