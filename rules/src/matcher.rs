@@ -145,7 +145,9 @@ fn regex_reason(error: &regex::Error) -> String {
 /// Envoy joins copies with `,` (`blocked` and `ok` arrive as `blocked,ok`), while a backend may
 /// read any one copy: so where a condition holding leads to a deny, it holds when **any**
 /// comma-separated part (trimmed of SP/HTAB) matches, or the whole value does; where it leads to
-/// an allow, only when **every** part matches. A comma inside one copy cannot be told from a
+/// an allow, only when the whole value **and** every part match (so `allow,allow` is not
+/// `allow`, as Istio's test server and any exact comparison of Envoy's joined value answer,
+/// and `admin,guest` is not `prefix = "admin"`). A comma inside one copy cannot be told from a
 /// join: both readings then fail closed (more denies, fewer allows). The compiler picks the
 /// reading from the rule's action, flipping it under `not`; pseudo-headers (`:path`, ...) are
 /// single and read whole.
@@ -155,7 +157,7 @@ pub(crate) enum Copies {
     Whole,
     /// The whole value or any part.
     Any,
-    /// Every part.
+    /// The whole value and every part.
     Every,
 }
 
@@ -178,7 +180,7 @@ impl Copies {
             Copies::Whole => m.matches(value),
             _ if !value.contains(',') => m.matches(value),
             Copies::Any => m.matches(value) || parts.any(|part| m.matches(part)),
-            Copies::Every => parts.all(|part| m.matches(part)),
+            Copies::Every => m.matches(value) && parts.all(|part| m.matches(part)),
         }
     }
 }
