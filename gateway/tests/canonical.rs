@@ -5,8 +5,6 @@
 
 mod support;
 
-use std::net::SocketAddr;
-
 use bytes::Bytes;
 use http::{Response, StatusCode};
 use http_body_util::Full;
@@ -30,31 +28,6 @@ async fn naive_authz() -> MockAuthz {
     .await
 }
 
-async fn gateway(backend: SocketAddr, authz: SocketAddr, listener_keys: &str) -> SocketAddr {
-    let config = format!(
-        r#"
-[[listeners]]
-name = "gw"
-address = "127.0.0.1:0"
-{listener_keys}
-
-[[backends]]
-name = "b"
-url = "http://{backend}"
-
-[[routes]]
-name = "all"
-backend = "b"
-
-[[authz_backends]]
-name = "authz"
-url = "http://{authz}"
-{GATEWAY_POLICY}
-"#
-    );
-    start_gateway(&config).await
-}
-
 fn get(target: &str, host: &str) -> String {
     format!("GET {target} HTTP/1.1\r\nHost: {host}")
 }
@@ -62,7 +35,7 @@ fn get(target: &str, host: &str) -> String {
 #[tokio::test]
 async fn every_spelling_of_a_denied_request_is_checked_as_the_canonical_one() {
     let authz = naive_authz().await;
-    let gw = gateway(start_backend().await, authz.addr, "").await;
+    let gw = checked_gateway(start_backend().await, authz.addr, "").await;
     let cases: &[(&str, &str)] = &[
         ("dot segments", &get("/public/../admin/x", "p.example.com")),
         ("dot segment at root", &get("/./admin/x", "p.example.com")),
@@ -108,7 +81,7 @@ async fn every_spelling_of_a_denied_request_is_checked_as_the_canonical_one() {
 #[tokio::test]
 async fn spellings_without_one_meaning_are_400_and_never_checked() {
     let authz = naive_authz().await;
-    let gw = gateway(start_backend().await, authz.addr, "").await;
+    let gw = checked_gateway(start_backend().await, authz.addr, "").await;
     let cases: &[(&str, &str, &str)] = &[
         (
             "encoded slash",
@@ -178,7 +151,7 @@ async fn spellings_without_one_meaning_are_400_and_never_checked() {
 #[tokio::test]
 async fn the_backend_receives_exactly_what_was_checked() {
     let authz = naive_authz().await;
-    let gw = gateway(start_backend().await, authz.addr, "").await;
+    let gw = checked_gateway(start_backend().await, authz.addr, "").await;
     let cases: &[(&str, &str, &str)] = &[
         (&get("/public/./x", "p.example.com"), "/public/x", ""),
         (&get("//public//x", "p.example.com"), "/public/x", ""),
@@ -228,7 +201,7 @@ async fn the_backend_receives_exactly_what_was_checked() {
 #[tokio::test]
 async fn headers_named_by_connection_are_gone_for_the_check_and_the_backend_alike() {
     let authz = MockAuthz::istio().await;
-    let gw = gateway(start_backend().await, authz.addr, "").await;
+    let gw = checked_gateway(start_backend().await, authz.addr, "").await;
     // The header the check allows on is removed before the check: denied.
     let r = raw(
         gw,
@@ -258,7 +231,7 @@ async fn headers_named_by_connection_are_gone_for_the_check_and_the_backend_alik
 async fn the_listener_chooses_what_escaped_slashes_and_ports_become() {
     let authz = naive_authz().await;
     let backend = start_backend().await;
-    let unescape = gateway(
+    let unescape = checked_gateway(
         backend,
         authz.addr,
         "path_with_escaped_slashes_action = \"unescape\"\nmerge_slashes = false\nstrip_any_host_port = true",
@@ -274,7 +247,7 @@ async fn the_listener_chooses_what_escaped_slashes_and_ports_become() {
     assert_eq!(r.json()["request"]["path"], "/a//b/c");
     assert_eq!(r.json()["request"]["headers"]["host"], "p.example.com");
 
-    let keep = gateway(
+    let keep = checked_gateway(
         backend,
         authz.addr,
         "path_with_escaped_slashes_action = \"keep\"",

@@ -12,29 +12,7 @@ use support::*;
 /// A gateway with one listener (`listener_keys` added to it) in front of the demo backend, every
 /// request checked by `authz`.
 async fn gateway(authz: SocketAddr, listener_keys: &str) -> SocketAddr {
-    let backend = start_backend().await;
-    start_gateway(&format!(
-        r#"
-[[listeners]]
-name = "gw"
-address = "127.0.0.1:0"
-{listener_keys}
-
-[[backends]]
-name = "b"
-url = "http://{backend}"
-
-[[routes]]
-name = "all"
-backend = "b"
-
-[[authz_backends]]
-name = "authz"
-url = "http://{authz}"
-{GATEWAY_POLICY}
-"#
-    ))
-    .await
+    checked_gateway(start_backend().await, authz, listener_keys).await
 }
 
 /// Headers in which a client describes the request it made through proxies (host, port, scheme,

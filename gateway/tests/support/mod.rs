@@ -63,6 +63,37 @@ pub(crate) async fn start_gateway(toml: &str) -> SocketAddr {
     addr
 }
 
+/// A gateway with one listener `gw` (`listener_keys` added to it) and one route taking every
+/// request to `backend`, each request checked by `authz` at gateway level.
+pub(crate) async fn checked_gateway(
+    backend: SocketAddr,
+    authz: SocketAddr,
+    listener_keys: &str,
+) -> SocketAddr {
+    start_gateway(&format!(
+        r#"
+[[listeners]]
+name = "gw"
+address = "127.0.0.1:0"
+{listener_keys}
+
+[[backends]]
+name = "b"
+url = "http://{backend}"
+
+[[routes]]
+name = "all"
+backend = "b"
+
+[[authz_backends]]
+name = "authz"
+url = "http://{authz}"
+{GATEWAY_POLICY}
+"#
+    ))
+    .await
+}
+
 /// The seed's setup: one listener `gw`, route `openai` (`/openai` prefix) to the demo backend,
 /// authz backend `authz` at `authz`; `extra` is appended (policies, more routes).
 pub(crate) fn seed_config(backend: SocketAddr, authz: SocketAddr, extra: &str) -> String {
